@@ -1,0 +1,1 @@
+"""Attacks on the traffic the server saw, registered by name."""

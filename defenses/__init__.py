@@ -1,0 +1,1 @@
+"""Defenses on the client's outgoing edge, registered by name."""

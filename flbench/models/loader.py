@@ -1,0 +1,144 @@
+"""Resolve `--model` (registry name, local directory or Hugging Face id) to a loaded fp32 causal LM.
+
+Only LLaMA-family layouts are accepted: `model.embed_tokens`, `model.layers`, `model.norm`,
+`model.rotary_emb` and `lm_head` — the pieces the FL-LLaMA split cuts apart.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from flbench.errors import FlbenchError
+from flbench.registry import Registry
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: Any  # a *ForCausalLM in eval mode, fp32
+    tokenizer: Any
+    source: str  # where the weights came from (cache dir, local dir, hub id, "random init")
+    weights_sha256: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def identity(self) -> dict:
+        return {"name": self.name, "source": self.source, "weights_sha256": self.weights_sha256}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    description: str
+    load: Callable[[Path, bool], LoadedModel]
+
+
+models: Registry[ModelEntry] = Registry("model")
+
+
+def flbench_home() -> Path:
+    return Path(os.environ.get("FLBENCH_HOME", Path.home() / ".cache" / "flbench")).expanduser()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def state_dict_sha256(model: torch.nn.Module) -> str:
+    """Hash of the parameters (names, shapes and bytes), for models that have no file on disk."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().to(torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_llama_family(model: Any, where: str) -> None:
+    model_type = getattr(model.config, "model_type", None)
+    inner = getattr(model, "model", None)
+    missing = [
+        a
+        for a, obj in (
+            ("model.embed_tokens", inner and getattr(inner, "embed_tokens", None)),
+            ("model.layers", inner and getattr(inner, "layers", None)),
+            ("model.norm", inner and getattr(inner, "norm", None)),
+            ("model.rotary_emb", inner and getattr(inner, "rotary_emb", None)),
+            ("lm_head", getattr(model, "lm_head", None)),
+        )
+        if obj is None
+    ]
+    if model_type not in SUPPORTED_MODEL_TYPES or missing:
+        detail = f"model_type {model_type!r}" + (f", missing {', '.join(missing)}" if missing else "")
+        raise FlbenchError(
+            f"{where} is not a LLaMA-family causal LM ({detail}); "
+            f"accepted model types: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+
+
+def _load_local(path: Path) -> LoadedModel:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if not (path / "config.json").is_file():
+        raise FlbenchError(f"model directory {str(path)!r} has no config.json; it is not a LLaMA-family causal LM")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as e:  # noqa: BLE001 - any parse failure is a bad model directory
+        raise FlbenchError(f"model directory {str(path)!r}: unreadable config.json ({e.__class__.__name__})") from None
+    if getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES:
+        raise FlbenchError(
+            f"model directory {str(path)!r} is not a LLaMA-family causal LM (model_type "
+            f"{getattr(config, 'model_type', None)!r}); accepted model types: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as e:  # noqa: BLE001
+        raise FlbenchError(f"model directory {str(path)!r} could not be loaded: {str(e).splitlines()[0]}") from None
+    model.eval()
+    check_llama_family(model, f"model directory {str(path)!r}")
+    weights = sorted(path.glob("*.safetensors"))
+    digest = hashlib.sha256(b"".join(sha256_file(w).encode() for w in weights)).hexdigest() if weights else state_dict_sha256(model)
+    return LoadedModel(path.name, model, tokenizer, str(path), digest)
+
+
+def _load_hub(model_id: str) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(model_id)
+    except Exception as e:  # noqa: BLE001
+        raise FlbenchError(
+            f"model {model_id!r} is neither a registered model ({', '.join(models.names())}), nor a local "
+            f"directory, nor loadable from the Hugging Face hub ({str(e).splitlines()[0][:160]})"
+        ) from None
+    model.eval()
+    check_llama_family(model, f"model {model_id!r}")
+    return LoadedModel(model_id, model, tokenizer, f"hf:{model_id}", state_dict_sha256(model))
+
+
+def load_model(name_or_path: str, progress: bool = True) -> LoadedModel:
+    """Registry name, then existing local directory, then Hugging Face id (`org/name`)."""
+    if name_or_path in models:
+        return models.get(name_or_path).load(flbench_home(), progress)
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise FlbenchError(f"model path {name_or_path!r} is a file; give a model directory or one of: {', '.join(models.names())}")
+        return _load_local(path)
+    if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
+        return _load_hub(name_or_path)
+    raise FlbenchError(
+        f"unknown model {name_or_path!r}; known: {', '.join(models.names())} (or a local model directory, or a Hugging Face id)"
+    )
