@@ -20,6 +20,12 @@ from splits.runtime import SplitRuntime
 class Generation:
     tokens: torch.Tensor  # (B, n_new) generated ids (pad after EOS)
     steps: int
+    prefill_bytes: int = 0  # wire bytes of the first round trip (prompt)
+    decode_bytes: int = 0  # wire bytes of every later round trip
+
+    @property
+    def bytes_per_decode_step(self) -> float:
+        return self.decode_bytes / (self.steps - 1) if self.steps > 1 else 0.0
 
 
 def _stop_ids(eos_token_id) -> torch.Tensor | None:
@@ -46,7 +52,9 @@ def split_generate(
     done = torch.zeros(b, dtype=torch.bool)
     new: list[torch.Tensor] = []
     ids, mask = input_ids, attention_mask
+    start = rt.wire.total()
     logits = rt.prefill(ids, mask, client) if kv_cache else rt.forward(ids, mask, client)
+    after_prefill = rt.wire.total()
     for step in range(max_new_tokens):
         nxt = logits[:, -1, :].argmax(-1)
         nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
@@ -61,4 +69,5 @@ def split_generate(
             ids = torch.cat([ids, nxt[:, None]], dim=1)
             mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
             logits = rt.forward(ids, mask, client)
-    return Generation(torch.stack(new, dim=1), len(new))
+    end = rt.wire.total()
+    return Generation(torch.stack(new, dim=1), len(new), after_prefill - start, end - after_prefill)

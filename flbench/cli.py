@@ -1,0 +1,218 @@
+"""`flbench` command line. `--json` prints exactly one JSON object on stdout; progress goes to stderr.
+Any user mistake ends with one line on stderr and exit status 2."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from flbench.errors import FlbenchError
+
+DEFAULT_MODEL = "smollm2-135m"
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _emit(obj: dict, as_json: bool, human) -> None:
+    if as_json:
+        click.echo(json.dumps(obj, indent=None, sort_keys=False))
+    else:
+        human(obj)
+
+
+def _split(value: str):
+    from splits.partition import parse_split
+
+    return parse_split(value)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="flbench")
+def cli() -> None:
+    """flbench: privacy attacks and defenses in federated split learning (FL-LLaMA) of LLaMA-family models.
+
+    A model is cut at --split P,Q into a client head (embedding + P blocks), a server trunk and a client
+    tail (Q blocks + norm + LM head); the parties exchange real, counted messages.
+    """
+
+
+@cli.command("ls")
+@click.argument("what", type=click.Choice(["models", "attacks", "defenses", "tasks"]))
+def ls_cmd(what: str) -> None:
+    """List what is registered."""
+    from flbench import registries
+
+    for name, desc in registries.listing(what):
+        click.echo(f"{name:20s} {desc}")
+
+
+def _wire_options(f):
+    f = click.option("--wire-dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+                     help="dtype of tensors on the wire")(f)
+    return f
+
+
+def _defense_options(f):
+    opts = [
+        click.option("--defense", default=None, help="defense on the client's outgoing edge (flbench ls defenses); "
+                     "default none, or gaussian when --noise-sigma is given"),
+        click.option("--noise-sigma", type=float, default=None, help="gaussian: noise standard deviation σ"),
+        click.option("--noise-relative", is_flag=True, help="gaussian: σ is a multiple of the clean hidden states' RMS"),
+        click.option("--dp-clip", type=float, default=None, help="dp-forward: per-token L2 clip C"),
+        click.option("--noise-multiplier", type=float, default=None, help="dp-forward: noise std = z × C"),
+        click.option("--dp-delta", type=float, default=None, help="dp-forward: δ (default 1e-5)"),
+        click.option("--seed", type=int, default=0, show_default=True, help="seed for noise draws (benchmarks)"),
+        click.option("--secure-noise", is_flag=True, help="seed the noise generator from the OS instead of --seed"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _make_defense(defense, noise_sigma, noise_relative, dp_clip, noise_multiplier, dp_delta, seed, secure_noise):
+    """CLI options → (defense, generator). A --noise-sigma without --defense means gaussian."""
+    from defenses import make_defense, make_generator
+
+    name = defense or ("gaussian" if noise_sigma is not None else "none")
+    params = {
+        "gaussian": {"sigma": noise_sigma if noise_sigma is not None else 0.0, "relative": noise_relative},
+        "dp-forward": {k: v for k, v in (("clip", dp_clip), ("noise_multiplier", noise_multiplier),
+                                         ("delta", dp_delta)) if v is not None},
+    }.get(name, {})
+    if name not in ("gaussian",) and (noise_sigma is not None or noise_relative):
+        raise FlbenchError(f"--noise-sigma/--noise-relative apply to --defense gaussian, not {name!r}")
+    d = make_defense(name, **params)
+    gen = make_generator(seed=None if secure_noise else seed, secure=secure_noise)
+    return d, gen
+
+
+@cli.command()
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="registry name, local directory or HF id")
+@click.option("--split", "split_text", default="2,2", show_default=True, help="P,Q: blocks in the client head and tail")
+@click.option("--prompt", "prompts", multiple=True, required=True, help="prompt text; repeat for a batch")
+@click.option("--max-new-tokens", type=int, default=32, show_default=True)
+@click.option("--centralized", is_flag=True, help="run the unsplit model (model.generate) instead")
+@click.option("--no-kv-cache", is_flag=True, help="naive split: re-send and recompute the whole sequence every step")
+@click.option("--chat", is_flag=True, help="wrap each prompt in the model's chat template")
+@_wire_options
+@_defense_options
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+def generate(model, split_text, prompts, max_new_tokens, centralized, no_kv_cache, chat, wire_dtype, as_json,
+             **defense_opts) -> None:
+    """Greedy generation through the split (KV-cached by default)."""
+    from flbench.generation import encode_prompts, run_generation
+    from flbench.models import load_model
+    from splits.runtime import SplitRuntime
+
+    if centralized and no_kv_cache:
+        raise FlbenchError("--centralized and --no-kv-cache exclude each other; pick one")
+    if max_new_tokens < 1:
+        raise FlbenchError(f"--max-new-tokens {max_new_tokens}: must be a positive integer")
+    spec = _split(split_text)
+    defense, gen = _make_defense(**defense_opts)
+    if centralized and defense.name != "none":
+        raise FlbenchError(f"--centralized runs the unsplit model: there is no wire for --defense {defense.name}")
+    loaded = load_model(model)
+    spec.validate(len(loaded.model.model.layers))
+    ids, mask = encode_prompts(loaded.tokenizer, list(prompts), chat)
+    mode = "centralized" if centralized else "naive" if no_kv_cache else "kv-cache"
+    rt = None if centralized else SplitRuntime(loaded, spec, wire_dtype=wire_dtype, defense=defense, generator=gen)
+    res = run_generation(loaded, ids, mask, max_new_tokens, mode, spec, rt)
+    texts = [loaded.tokenizer.decode(t, skip_special_tokens=True) for t in res.token_ids]
+    out = {
+        "model": loaded.name,
+        "split": None if centralized else str(spec),
+        "mode": mode,
+        "texts": texts,
+        "token_ids": res.token_ids,
+        "new_tokens": res.new_tokens,
+        "seconds": round(res.seconds, 4),
+        "tokens_per_s": round(res.tokens_per_s, 3),
+        "wire": res.wire,
+        "defense": defense.describe(),
+        "defense_stats": defense.stats(),
+    }
+
+    def human(o):
+        for p, t in zip(prompts, texts):
+            click.echo(f"> {p}\n{t}\n")
+        w = o["wire"]
+        extra = "" if centralized else (f", wire {w['bytes_total']} B in {w['messages']} messages "
+                                        f"(prefill {w['bytes_prefill']} B, {w['bytes_per_decode_step']:.0f} B/decode step, "
+                                        f"{w['mask_bytes_saved']} B saved by sending lengths instead of masks)")
+        click.echo(f"{mode}: {o['new_tokens']} tokens in {o['seconds']:.2f} s ({o['tokens_per_s']:.1f} tok/s){extra}", err=True)
+
+    _emit(out, as_json, human)
+
+
+@cli.command()
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="registry name, local directory or HF id")
+@click.option("--split", "split_text", default="2,2", show_default=True, help="P,Q: blocks in the client head and tail")
+@click.option("--data-file", type=click.Path(dir_okay=False), required=True,
+              help="training text: one text per line, or JSONL with a 'text' field")
+@click.option("--strategy", type=click.Choice(["sequential"]), default="sequential", show_default=True,
+              help="training parallelism (client-batch and server-hierarchical: not yet)")
+@click.option("--clients", type=int, default=1, show_default=True, help="number of clients (data split round-robin)")
+@click.option("--steps", type=int, default=20, show_default=True, help="optimizer steps per client")
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--max-length", type=int, default=128, show_default=True, help="tokens per training sequence")
+@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--lora-rank", type=int, default=8, show_default=True)
+@click.option("--lora-alpha", type=float, default=16.0, show_default=True)
+@click.option("--train-parts", default="head,trunk,tail", show_default=True, help="parts with LoRA adapters")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="directory for adapters and run.json")
+@_wire_options
+@_defense_options
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+def train(model, split_text, data_file, strategy, clients, steps, batch_size, max_length, lr, lora_rank, lora_alpha,
+          train_parts, out, wire_dtype, as_json, **defense_opts) -> None:
+    """Split LoRA fine-tuning with the defense active on the wire."""
+    from flbench.data.files import load_data_file
+    from flbench.finetune import TrainConfig, check_writable, model_meta, train as run_train
+    from flbench.models import load_model
+    from splits.runtime import SplitRuntime
+    from splits.training import LoraSpec
+
+    spec = _split(split_text)
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, max_length=max_length, lr=lr, seed=defense_opts["seed"])
+    lora = LoraSpec(rank=lora_rank, alpha=lora_alpha, parts=tuple(p.strip() for p in train_parts.split(",") if p.strip()))
+    defense, gen = _make_defense(**defense_opts)
+    out_dir = Path(out)
+    check_writable(out_dir)
+    texts = [r.text for r in load_data_file(data_file)]
+    loaded = load_model(model)
+    spec.validate(len(loaded.model.model.layers))
+    rt = SplitRuntime(loaded, spec, n_clients=clients, wire_dtype=wire_dtype, defense=defense, generator=gen)
+    summary = run_train(rt, texts, cfg, lora, out_dir, model_meta(loaded, rt, defense), progress=True)
+    summary["defense_stats"] = defense.stats()
+
+    def human(o):
+        click.echo(f"trained {o['clients']} client(s) × {o['train']['steps']} steps at --split {o['split']}: loss "
+                   f"{o['first_loss']:.3f} → {o['final_loss']:.3f} in {o['seconds']:.1f} s; wire "
+                   f"{o['wire']['bytes_total']} B; adapters in {o['out']}")
+
+    _emit(summary, as_json, human)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        rv = cli.main(args=argv, prog_name="flbench", standalone_mode=False)
+    except FlbenchError as e:
+        click.echo(f"flbench: error: {e}", err=True)
+        sys.exit(2)
+    except _NO_ARGS as e:  # bare `flbench`: show the help
+        click.echo(e.format_message(), err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        msg = " ".join(e.format_message().split())
+        click.echo(f"flbench: error: {msg}", err=True)
+        sys.exit(2)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("flbench: aborted", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""What `flbench ls` lists: every registry, imported lazily so `flbench --help` stays fast."""
+from __future__ import annotations
+
+
+def listing(what: str) -> list[tuple[str, str]]:
+    if what == "models":
+        from flbench.models import models
+
+        return [(n, e.description) for n, e in models.items()]
+    if what == "defenses":
+        from defenses import defenses
+
+        return [(n, (cls.__doc__ or "").strip().splitlines()[0]) for n, cls in defenses.items()]
+    if what == "attacks":
+        from attacks import attacks
+
+        return [(n, (cls.__doc__ or "").strip().splitlines()[0]) for n, cls in attacks.items()]
+    from flbench.tasks import tasks
+
+    return [(n, (cls.__doc__ or "").strip().splitlines()[0]) for n, cls in tasks.items()]
