@@ -1,0 +1,112 @@
+"""Side-by-side performance benchmarks (ratios measured in one run, never timed unit tests).
+
+`inference`: centralized `generate` vs split KV-cached vs split naive on the same prompts, same process,
+modes interleaved within each repeat so that machine noise hits all of them alike. EOS is ignored so every
+mode generates exactly `new_tokens` tokens per prompt; the greedy tokens of the three modes are compared.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from flbench.errors import FlbenchError
+from flbench.generation import MODES, run_generation
+from flbench.models import load_model
+from splits.partition import SplitSpec
+from splits.runtime import SplitRuntime
+
+
+def fixed_prompts(tokenizer, batch: int, n_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`batch` distinct prompts of exactly `n_tokens` tokens: seeded synthetic records, concatenated."""
+    from flbench.data.synthetic import private_records
+
+    rows = []
+    for b in range(batch):
+        text = " ".join(r.text for r in private_records(40, seed=1000 + b))
+        ids = tokenizer(text)["input_ids"]
+        if len(ids) < n_tokens:
+            raise FlbenchError(f"--prompt-tokens {n_tokens}: longer than the built-in benchmark text ({len(ids)})")
+        rows.append(ids[:n_tokens])
+    ids = torch.tensor(rows, dtype=torch.long)
+    return ids, torch.ones_like(ids)
+
+
+def machine() -> dict:
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def bench_inference(model: str, split: str, prompt_tokens: int, new_tokens: int, batch_sizes: list[int],
+                    repeats: int, progress: bool = True) -> dict:
+    from splits.partition import parse_split
+
+    spec: SplitSpec = parse_split(split)
+    loaded = load_model(model)
+    spec.validate(len(loaded.model.model.layers))
+    rt = SplitRuntime(loaded, spec)
+    rows = []
+    for bs in batch_sizes:
+        ids, mask = fixed_prompts(loaded.tokenizer, bs, prompt_tokens)
+        for mode in MODES:  # warm-up: allocator, kernels, first-call overheads
+            run_generation(loaded, ids[:, :16], mask[:, :16], 4, mode, spec, rt, stop_at_eos=False)
+        times: dict[str, list[float]] = {m: [] for m in MODES}
+        tokens: dict[str, list] = {}
+        wire: dict[str, dict] = {}
+        for r in range(repeats):
+            for mode in MODES:
+                if progress:
+                    print(f"[bench] batch {bs} repeat {r + 1}/{repeats}: {mode}", file=sys.stderr, flush=True)
+                res = run_generation(loaded, ids, mask, new_tokens, mode, spec, rt, stop_at_eos=False)
+                times[mode].append(res.seconds)
+                tokens[mode] = res.token_ids
+                wire[mode] = res.wire
+        tps = {m: bs * new_tokens / statistics.median(t) for m, t in times.items()}
+        rows.append({
+            "batch": bs,
+            "seconds_median": {m: round(statistics.median(t), 4) for m, t in times.items()},
+            "seconds_all": {m: [round(x, 4) for x in t] for m, t in times.items()},
+            "tokens_per_s": {m: round(v, 3) for m, v in tps.items()},
+            "ratio_kv_over_centralized": round(tps["kv-cache"] / tps["centralized"], 4),
+            "ratio_kv_over_naive": round(tps["kv-cache"] / tps["naive"], 4),
+            "tokens_identical": tokens["kv-cache"] == tokens["centralized"] == tokens["naive"],
+            "wire_bytes": {m: wire[m].get("bytes_total", 0) for m in ("kv-cache", "naive")},
+            "wire_bytes_per_decode_step": {m: wire[m].get("bytes_per_decode_step", 0) for m in ("kv-cache", "naive")},
+        })
+    return {
+        "benchmark": "inference",
+        "model": loaded.identity,
+        "split": str(spec),
+        "prompt_tokens": prompt_tokens,
+        "new_tokens": new_tokens,
+        "repeats": repeats,
+        "targets": {"ratio_kv_over_centralized": ">= 0.9", "ratio_kv_over_naive": ">= 6"},
+        "results": rows,
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write_result(result: dict, out: str | None, argv: list[str]) -> None:
+    result["command"] = " ".join(shlex.quote(a) for a in argv)
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        os.replace(tmp, path)
