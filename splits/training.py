@@ -91,7 +91,10 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def labels_for(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    return input_ids.masked_fill(attention_mask == 0, -100)
+    """Labels for next-token loss: a token counts only if it and its predecessor are real tokens, so that
+    with left padding no pad position is asked to predict a sample's first token."""
+    prev = torch.nn.functional.pad(attention_mask[:, :-1], (1, 0))
+    return input_ids.masked_fill((attention_mask == 0) | (prev == 0), -100)
 
 
 @dataclass
