@@ -93,10 +93,10 @@ def run_generation(
         cfg = copy.deepcopy(model.generation_config)
         cfg.eos_token_id = eos or None
         cfg.pad_token_id = pad
+        cfg.max_new_tokens, cfg.do_sample = max_new_tokens, False
         t0 = time.perf_counter()
         with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                                 generation_config=cfg)
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg)
         secs = time.perf_counter() - t0
         return GenerateResult(mode, _trim(out[:, ids.shape[1]:], eos), secs, {"bytes_total": 0, "messages": 0})
     rt = runtime or SplitRuntime(loaded, spec)

@@ -6,6 +6,7 @@ computes something. Several clients each get their own head and tail; the server
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,7 @@ class SplitSpec:
 
 def parse_split(text: str) -> SplitSpec:
     parts = str(text).replace(" ", "").split(",")
-    if len(parts) != 2 or not all(p.lstrip("-").isdigit() for p in parts):
+    if len(parts) != 2 or not all(re.fullmatch(r"-?[0-9]+", p) for p in parts):
         raise FlbenchError(f"--split {text!r}: expected two integers P,Q (e.g. 2,2)")
     p, q = (int(x) for x in parts)
     if p < 0 or q < 0:

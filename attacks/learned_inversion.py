@@ -1,0 +1,103 @@
+"""`learned-inversion`: train a decoder that reads each input token back from the hidden states h_A.
+
+Source: the hidden-state reconstruction attack of FL-LLaMA, "A Federated Splitting Framework for LLMs:
+Security, Efficiency, and Adaptability" (arXiv 2505.15683) and the authors' code: run the public head on
+auxiliary text, add the defense's noise, and train a decoder (initialised from the public weights: the
+head's blocks + final norm + LM head, a "mirror" of the head) to predict every input token from the hidden
+state at its position; decode by argmax. Related: He et al., "Model Inversion Attacks against
+Collaborative Inference", ACSAC 2019 (learned inverse networks on split-model activations).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from attacks.base import (
+    Attack,
+    Knowledge,
+    Observations,
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+    pad_batch,
+    register,
+    tokenize_aux,
+    wire_round,
+)
+from attacks.decoders import Decoder, build_decoder, sample_batch, train_decoder
+from flbench.errors import FlbenchError
+from splits.partition import build_head
+from splits.sequence import positions_from_mask
+
+
+@register("learned-inversion")
+@dataclass
+class LearnedInversion(Attack):
+    """Decoder trained on public text to invert h_A token by token (FL-LLaMA, arXiv 2505.15683).
+
+    Assumes: the server sees h_A and knows the public head weights, the split and the defense with its
+    parameters (it trains against fresh noise of the same law), and has public auxiliary text.
+    decoder: "blocks" (mirror: copies of blocks 0..P-1 + final norm + LM head; at P = 0 norm + LM head) or
+      "mlp" (residual 2-layer MLP + final norm + LM head). steps, batch_size, lr, weight_decay: AdamW.
+    max_aux: auxiliary texts used; max_length: tokens per aux text. vocab_sample: random negatives of the
+      sampled softmax during training (0 = full softmax). train_head: also train the (tied) LM head.
+    random_tokens: fraction of aux tokens replaced by uniformly random vocabulary ids during training, so
+      the decoder also sees rare tokens (names, e-mail pieces) the aux text lacks; the attacker may run the
+      public head on any input, so this uses nothing beyond the threat model.
+    """
+
+    decoder: str = "blocks"
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    max_aux: int = 2000
+    max_length: int = 48
+    mlp_hidden: int = 1024
+    vocab_sample: int = 8192
+    train_head: bool = False
+    random_tokens: float = 0.2
+    _decoder: Decoder | None = field(default=None, init=False, repr=False, compare=False)
+    fit_log: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_choice(self.name, "decoder", self.decoder, ("blocks", "mlp"))
+        for what in ("steps", "batch_size", "max_aux", "max_length", "mlp_hidden"):
+            check_positive_int(self.name, what, getattr(self, what))
+        check_positive_int(self.name, "vocab_sample", self.vocab_sample, minimum=0)
+        check_positive_float(self.name, "lr", self.lr)
+        if not isinstance(self.random_tokens, (int, float)) or not 0 <= self.random_tokens < 1:
+            raise FlbenchError(f"{self.name}: random_tokens={self.random_tokens!r}; accepted: a number in [0, 1)")
+
+    def _fit(self, aux_texts: list[str], knowledge: Knowledge) -> None:
+        model, tok = knowledge.model, knowledge.tokenizer
+        torch.manual_seed(self.seed)  # decoder init (the MLP's first layer)
+        seqs = tokenize_aux(tok, aux_texts[: self.max_aux], self.max_length)
+        head = build_head(model, knowledge.spec).eval().requires_grad_(False)
+        defense = knowledge.fresh_defense()
+        noise_gen = torch.Generator().manual_seed(self.seed + 1)  # the attacker's own draws, not the client's
+        vocab = int(model.get_input_embeddings().weight.shape[0])
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+
+        def make_batch(gen: torch.Generator):
+            ids, mask = pad_batch(sample_batch(seqs, self.batch_size, gen), pad_id)
+            if self.random_tokens > 0:
+                swap = (torch.rand(ids.shape, generator=gen) < self.random_tokens) & mask.bool()
+                ids = torch.where(swap, torch.randint(vocab, ids.shape, generator=gen), ids)
+            with torch.no_grad():
+                h = head(ids, mask, positions_from_mask(mask))
+                if defense is not None:
+                    h = defense(h, noise_gen)
+                h = wire_round(h, knowledge.wire_dtype)
+            return h, ids, mask
+
+        self._decoder = build_decoder(model, self.decoder, knowledge.spec.p, self.mlp_hidden, self.train_head)
+        self.fit_log = train_decoder(self._decoder, make_batch, self.steps, self.lr, self.weight_decay,
+                                     self.vocab_sample, self.seed, desc=f"{self.name} fit")
+        self.fit_log["aux_texts"] = len(seqs)
+        self.fit_log["aux_tokens"] = sum(len(s) for s in seqs)
+
+    def _invert(self, obs: Observations) -> list[list[int]]:
+        return self._decoder.predict(obs.h_a, self.batch_size)

@@ -1,0 +1,120 @@
+"""`output-inversion`: the server reads the tail's outputs (labels in training, the answer at inference)
+from its own output h_B.
+
+Sources: the logit lens (nostalgebraist, "interpreting GPT: the logit lens", LessWrong 2020; Belrose et al.,
+"Eliciting Latent Predictions from Transformers with the Tuned Lens", arXiv 2303.08112), applied to the
+FL-LLaMA split (arXiv 2505.15683), where the server computes h_B itself and only the tail (last Q blocks +
+final norm + LM head) stays with the client. The trained variant is a tuned lens: a residual MLP fitted on
+auxiliary text run through the public head and trunk (with the known defense on h_A).
+
+Alignment: with `target="next"` (default) the prediction made at position t is the tail's output, i.e. a
+guess of token t+1. `invert` returns ids aligned with the input positions: recovered[0] is the most frequent
+first token of the auxiliary text (position 0 is never predicted from h_B), recovered[t] = prediction made
+at position t-1 for t >= 1; the prediction made at the last position (the token after the input, e.g. the
+next generated token) is dropped. With `target="current"` the decoder inverts h_B to the input token at the
+same position (learned inversion at the trunk's output) and recovered[t] comes from position t.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+
+from attacks.base import (
+    Attack,
+    Knowledge,
+    Observations,
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+    pad_batch,
+    register,
+    tokenize_aux,
+    wire_round,
+)
+from attacks.decoders import Decoder, build_decoder, sample_batch, train_decoder
+from flbench.errors import FlbenchError
+from splits.partition import build_head, build_trunk
+from splits.sequence import positions_from_mask
+
+
+@register("output-inversion")
+@dataclass
+class OutputInversion(Attack):
+    """Logit lens (or a tuned lens fitted on public text) on the server's own output h_B (logit lens, 2020).
+
+    Assumes: the attacker is the server (it holds h_B) and knows the public final norm + LM head; the
+    trained variant also runs the public head and trunk on auxiliary text under the known defense.
+    decoder: "logit-lens" (no training; target must be "next") or "mlp" (residual MLP, trained).
+    target: "next" (the tail's output: next token) or "current" (the input token at the same position).
+    """
+
+    requires = frozenset({"h_b"})
+    decoder: str = "logit-lens"
+    target: str = "next"
+    steps: int = 200
+    batch_size: int = 16
+    lr: float = 1e-3
+    max_aux: int = 2000
+    max_length: int = 48
+    mlp_hidden: int = 1024
+    vocab_sample: int = 8192
+    _decoder: Decoder | None = field(default=None, init=False, repr=False, compare=False)
+    _first: int = field(default=0, init=False, repr=False, compare=False)
+    fit_log: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_choice(self.name, "decoder", self.decoder, ("logit-lens", "mlp"))
+        check_choice(self.name, "target", self.target, ("next", "current"))
+        if self.decoder == "logit-lens" and self.target != "next":
+            raise FlbenchError(f"{self.name}: the logit lens predicts the next token; use target='next' "
+                               f"or decoder='mlp' (got target={self.target!r})")
+        for what in ("steps", "batch_size", "max_aux", "max_length", "mlp_hidden"):
+            check_positive_int(self.name, what, getattr(self, what))
+        check_positive_int(self.name, "vocab_sample", self.vocab_sample, minimum=0)
+        check_positive_float(self.name, "lr", self.lr)
+
+    def _fit(self, aux_texts: list[str], knowledge: Knowledge) -> None:
+        model, tok = knowledge.model, knowledge.tokenizer
+        seqs = tokenize_aux(tok, aux_texts[: self.max_aux], self.max_length) if aux_texts else []
+        firsts = Counter(s[0] for s in seqs)
+        self._first = firsts.most_common(1)[0][0] if firsts else int(tok.bos_token_id or 0)
+        if self.decoder == "logit-lens":
+            self._decoder = build_decoder(model, "lens").eval()
+            return
+        if not seqs:
+            raise FlbenchError(f"{self.name}: decoder='mlp' needs auxiliary texts to fit on")
+        torch.manual_seed(self.seed)
+        head = build_head(model, knowledge.spec).eval().requires_grad_(False)
+        trunk = build_trunk(model, knowledge.spec).eval().requires_grad_(False)
+        defense = knowledge.fresh_defense()
+        noise_gen = torch.Generator().manual_seed(self.seed + 1)
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        shift = self.target == "next"
+
+        def make_batch(gen: torch.Generator):
+            ids, mask = pad_batch(sample_batch(seqs, self.batch_size, gen), pad_id)
+            pos = positions_from_mask(mask)
+            with torch.no_grad():
+                h = head(ids, mask, pos)
+                if defense is not None:
+                    h = defense(h, noise_gen)
+                h = wire_round(trunk(wire_round(h, knowledge.wire_dtype), mask, pos), knowledge.wire_dtype)
+            if shift:  # position t is trained to predict token t+1; the last real position has no label
+                targets = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)
+                loss_mask = torch.cat([mask[:, 1:], mask[:, :1] * 0], dim=1)
+                return h, targets, loss_mask
+            return h, ids, mask
+
+        self._decoder = build_decoder(model, "mlp", mlp_hidden=self.mlp_hidden)
+        self.fit_log = train_decoder(self._decoder, make_batch, self.steps, self.lr, 0.0, self.vocab_sample,
+                                     self.seed, desc=f"{self.name} fit")
+        self.fit_log["aux_texts"] = len(seqs)
+
+    def _invert(self, obs: Observations) -> list[list[int]]:
+        preds = self._decoder.predict(obs.h_b, self.batch_size)
+        if self.target == "current":
+            return preds
+        return [[self._first] + p[:-1] for p in preds]
