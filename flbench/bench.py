@@ -110,3 +110,56 @@ def write_result(result: dict, out: str | None, argv: list[str]) -> None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(result, indent=2) + "\n")
         os.replace(tmp, path)
+
+
+def bench_training(model: str, split: str, batch: int, seq_len: int, steps: int, progress: bool = True) -> dict:
+    """Split LoRA training step vs the same step on the unsplit model with the same adapters, interleaved."""
+    from splits.partition import parse_split
+    from splits.training import LoraSpec, SequentialTrainer, causal_lm_loss, centralized_twin, labels_for
+
+    spec = parse_split(split)
+    loaded = load_model(model)
+    spec.validate(len(loaded.model.model.layers))
+    rt = SplitRuntime(loaded, spec)
+    lora = LoraSpec()
+    trainer = SequentialTrainer(rt, lora)
+    twin = centralized_twin(rt, lora)
+    twin.train()
+    opt = torch.optim.AdamW([p for p in twin.parameters() if p.requires_grad], lr=trainer.lr)
+    ids, mask = fixed_prompts(loaded.tokenizer, batch, seq_len)
+    labels = labels_for(ids, mask)
+
+    def central_step() -> None:
+        loss = causal_lm_loss(twin(ids, attention_mask=mask).logits, labels)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    central_step()  # warm-up
+    trainer.step(ids, mask)
+    rt.wire.reset()
+    times: dict[str, list[float]] = {"split": [], "centralized": []}
+    for s in range(steps):
+        if progress:
+            print(f"[bench] training step {s + 1}/{steps}", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        trainer.step(ids, mask)
+        times["split"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        central_step()
+        times["centralized"].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "benchmark": "training",
+        "model": loaded.identity,
+        "split": str(spec),
+        "batch": batch,
+        "seq_len": seq_len,
+        "steps": steps,
+        "lora": {"rank": lora.rank, "alpha": lora.alpha, "parts": list(lora.parts)},
+        "seconds_per_step_median": {k: round(v, 4) for k, v in med.items()},
+        "ratio_split_over_centralized_time": round(med["split"] / med["centralized"], 4),
+        "wire_bytes_per_step": rt.wire.total() // steps,
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

@@ -299,6 +299,32 @@ def bench_inference_cmd(model, split_text, prompt_tokens, new_tokens, batch_size
     _emit(res, as_json, human)
 
 
+@bench.command("training")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True)
+@click.option("--split", "split_text", default="2,2", show_default=True)
+@click.option("--batch", type=int, default=4, show_default=True)
+@click.option("--seq-len", type=int, default=128, show_default=True)
+@click.option("--steps", type=int, default=5, show_default=True, help="timed steps (median)")
+@click.option("--out", default=None, help="also write the JSON result here (e.g. results/bench/training.json)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+def bench_training_cmd(model, split_text, batch, seq_len, steps, out, as_json) -> None:
+    """Split LoRA training step vs the unsplit model's step, side by side."""
+    from flbench.bench import bench_training, write_result
+
+    for name, v in (("--batch", batch), ("--seq-len", seq_len), ("--steps", steps)):
+        if v < 1:
+            raise FlbenchError(f"{name} {v}: must be a positive integer")
+    res = bench_training(model, split_text, batch, seq_len, steps)
+    write_result(res, out, ["flbench", *sys.argv[1:]])
+
+    def human(o):
+        t = o["seconds_per_step_median"]
+        click.echo(f"split {t['split']:.3f} s/step, centralized {t['centralized']:.3f} s/step "
+                   f"(ratio {o['ratio_split_over_centralized_time']:.2f}); wire {o['wire_bytes_per_step']} B/step")
+
+    _emit(res, as_json, human)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="flbench", standalone_mode=False)
