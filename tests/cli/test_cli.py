@@ -87,6 +87,6 @@ def test_train_writes_adapters_per_part(capsys, tmp_path):
 
 
 def test_ls_lists_registries(capsys):
-    for what, expected in (("models", "smollm2-135m"), ("defenses", "gaussian")):
+    for what, expected in (("models", "smollm2-135m"), ("defenses", "gaussian"), ("attacks", "learned-inversion")):
         code, out, _ = run(capsys, "ls", what)
         assert code == 0 and expected in out
