@@ -88,9 +88,20 @@ def _finite(x):
     return x
 
 
-def run_attack(cfg: AttackConfig, defense, generator, progress: bool = True) -> dict:
-    from attacks import Knowledge, capture, make_attack
-    from flbench.metrics import score_reconstructions
+@dataclass
+class FittedAttack:
+    """A runtime with its defense, and an attack fitted on public text against that defense."""
+
+    cfg: AttackConfig
+    loaded: object
+    rt: object
+    defense: object
+    attack: object
+    fit_seconds: float
+
+
+def fit_attack(cfg: AttackConfig, defense, generator, progress: bool = True) -> FittedAttack:
+    from attacks import Knowledge, make_attack
     from flbench.models import load_model
     from splits.partition import parse_split
     from splits.runtime import SplitRuntime
@@ -98,24 +109,30 @@ def run_attack(cfg: AttackConfig, defense, generator, progress: bool = True) -> 
     spec = parse_split(cfg.split)
     params = dict(cfg.attack_params)
     make_attack(cfg.attack, None, **params)  # unknown attack / bad params fail before any loading
-    records, notes = _victims(cfg)
     loaded = load_model(cfg.model, progress=progress)
     spec.validate(len(loaded.model.model.layers))
     rt = SplitRuntime(loaded, spec, wire_dtype=cfg.wire_dtype, defense=defense, generator=generator)
     knowledge = Knowledge.from_runtime(rt)
     attack = make_attack(cfg.attack, knowledge, **params)
     aux = _aux(cfg, None if cfg.data_file else cfg.data)
-
     t0 = time.perf_counter()
     attack.fit(aux, knowledge)
-    fit_s = time.perf_counter() - t0
+    return FittedAttack(cfg, loaded, rt, defense, attack, time.perf_counter() - t0)
+
+
+def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, data_name: str | None = None) -> dict:
+    """Victim texts through the runtime (tapped), invert what the server saw, score against the truth."""
+    from attacks import capture
+    from flbench.metrics import score_reconstructions
+
+    cfg, defense = fa.cfg, fa.defense
     defense.reset_stats()  # the record's SNR describes the victim traffic, not the attacker's simulation
-    obs, true_ids = capture(rt, [r.text for r in records], max_length=cfg.max_length)
+    obs, true_ids = capture(fa.rt, [r.text for r in records], max_length=cfg.max_length)
     t1 = time.perf_counter()
-    rec_ids = attack.invert(obs)
+    rec_ids = fa.attack.invert(obs)
     invert_s = time.perf_counter() - t1
 
-    tok = loaded.tokenizer
+    tok = fa.loaded.tokenizer
     originals = [tok.decode(ids, skip_special_tokens=True) for ids in true_ids]
     recovered = [tok.decode(ids, skip_special_tokens=True) for ids in rec_ids]
     # PII that survived truncation to --max-length is what the server could have seen
@@ -124,24 +141,30 @@ def run_attack(cfg: AttackConfig, defense, generator, progress: bool = True) -> 
                                     seed=cfg.seed)
     privacy = _privacy(defense, crossings=1)
     result = {
-        "model": loaded.name,
-        "model_identity": loaded.identity,
-        "split": str(spec),
+        "model": fa.loaded.name,
+        "model_identity": fa.loaded.identity,
+        "split": str(fa.rt.spec),
         "attack": cfg.attack,
-        "attack_params": attack.describe()["params"],
+        "attack_params": fa.attack.describe()["params"],
         "defense": defense.name,
         "defense_params": defense.params(),
         "noise_sigma": defense.params().get("sigma"),
         "snr": privacy["snr"],
         "epsilon": privacy["epsilon"],
         "delta": privacy["delta"],
-        "data": cfg.data_file or cfg.data,
+        "data": data_name or cfg.data_file or cfg.data,
         "aux_data": list(cfg.aux_data),
         "n": len(records),
-        "notes": notes,
+        "notes": notes or [],
         "metrics": {k: {m: v[m] for m in ("mean", "ci_low", "ci_high")} for k, v in metrics.items()},
-        "seconds": {"fit": round(fit_s, 3), "invert": round(invert_s, 3)},
+        "seconds": {"fit": round(fa.fit_seconds, 3), "invert": round(invert_s, 3)},
+        "fit_log": getattr(fa.attack, "fit_log", {}),
         "examples": [{"original": o, "recovered": r} for o, r in list(zip(originals, recovered))[:3]],
         "config": asdict(cfg),
     }
     return _finite(result)
+
+
+def run_attack(cfg: AttackConfig, defense, generator, progress: bool = True) -> dict:
+    records, notes = _victims(cfg)
+    return evaluate_attack(fit_attack(cfg, defense, generator, progress), records, notes)
