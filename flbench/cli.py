@@ -195,6 +195,22 @@ def train(model, split_text, data_file, strategy, clients, steps, batch_size, ma
     _emit(summary, as_json, human)
 
 
+def _invocation() -> list[str]:
+    """The current command as a re-runnable argv, every option spelled out (for result files)."""
+    ctx = click.get_current_context()
+    argv = ctx.command_path.split()
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        flag = param.opts[0]
+        if isinstance(param, click.Option) and param.is_flag:
+            if value:
+                argv.append(flag)
+        elif value is not None and flag != "--json":
+            for v in value if isinstance(value, (tuple, list)) else [value]:
+                argv += [flag, str(v)]
+    return argv
+
+
 def _kv(pairs: tuple[str, ...]) -> tuple:
     """--attack-param key=value → typed (key, value) pairs (int, float, bool or str)."""
     out = []
@@ -287,7 +303,7 @@ def bench_inference_cmd(model, split_text, prompt_tokens, new_tokens, batch_size
     if not sizes or min(sizes) < 1:
         raise FlbenchError(f"--batch-sizes {batch_sizes!r}: expected comma-separated positive integers")
     res = bench_inference(model, split_text, prompt_tokens, new_tokens, sizes, repeats)
-    write_result(res, out, ["flbench", *sys.argv[1:]])
+    write_result(res, out, _invocation())
 
     def human(o):
         for r in o["results"]:
@@ -315,7 +331,7 @@ def bench_training_cmd(model, split_text, batch, seq_len, steps, out, as_json) -
         if v < 1:
             raise FlbenchError(f"{name} {v}: must be a positive integer")
     res = bench_training(model, split_text, batch, seq_len, steps)
-    write_result(res, out, ["flbench", *sys.argv[1:]])
+    write_result(res, out, _invocation())
 
     def human(o):
         t = o["seconds_per_step_median"]

@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from flbench.errors import WireError
+from flbench.errors import FlbenchError, WireError
 
 MAGIC = b"FLB1"
 VERSION = 1
@@ -163,8 +163,6 @@ class Wire:
 
     def __post_init__(self) -> None:
         if self.dtype not in WIRE_DTYPES:
-            from flbench.errors import FlbenchError
-
             raise FlbenchError(f"--wire-dtype {self.dtype!r}: accepted {', '.join(WIRE_DTYPES)}")
 
     def transmit(self, msg: Message) -> Message:
