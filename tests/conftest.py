@@ -26,3 +26,17 @@ def smol():
     from flbench.models import load_model
 
     return load_model("smollm2-135m", progress=False)
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the `flbench` CLI in-process: cli(*argv) -> (exit code, stdout, stderr)."""
+    from flbench.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exc:
+            main(list(argv))
+        out, err = capsys.readouterr()
+        return exc.value.code, out, err
+
+    return run

@@ -5,20 +5,11 @@ import json
 
 import pytest
 
-from flbench.cli import main
-
 BASE = ["attack", "--model", "tiny-llama", "--attack", "embedding-nn", "--limit", "8", "--aux-limit", "20"]
 
 
-def run(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
-
-
-def test_attack_json_contract_and_exact_inversion_at_p0(capsys):
-    code, out, _ = run(capsys, *BASE, "--split", "0,1", "--json")
+def test_attack_json_contract_and_exact_inversion_at_p0(cli):
+    code, out, _ = cli(*BASE, "--split", "0,1", "--json")
     assert code == 0
     obj = json.loads(out)
     for key in ("model", "split", "attack", "defense", "defense_params", "noise_sigma", "snr", "epsilon", "delta",
@@ -30,25 +21,25 @@ def test_attack_json_contract_and_exact_inversion_at_p0(capsys):
     assert set(obj["seconds"]) == {"fit", "invert"}
 
 
-def test_noise_sigma_alone_means_gaussian_and_hurts_recovery(capsys):
-    code, out, _ = run(capsys, *BASE, "--split", "0,1", "--noise-sigma", "2.0", "--json")
+def test_noise_sigma_alone_means_gaussian_and_hurts_recovery(cli):
+    code, out, _ = cli(*BASE, "--split", "0,1", "--noise-sigma", "2.0", "--json")
     obj = json.loads(out)
     assert code == 0 and obj["defense"] == "gaussian" and obj["noise_sigma"] == 2.0
     assert obj["metrics"]["token_accuracy"]["mean"] < 0.5
     assert obj["snr"]["rms"] is not None and obj["snr"]["rms"] < 1
 
 
-def test_dp_forward_reports_epsilon(capsys):
-    code, out, _ = run(capsys, *BASE, "--split", "0,1", "--defense", "dp-forward", "--dp-clip", "1",
+def test_dp_forward_reports_epsilon(cli):
+    code, out, _ = cli(*BASE, "--split", "0,1", "--defense", "dp-forward", "--dp-clip", "1",
                        "--noise-multiplier", "2", "--json")
     obj = json.loads(out)
     assert code == 0 and obj["epsilon"] > 0 and obj["delta"] == 1e-5
 
 
-def test_limit_larger_than_data_uses_what_there_is(capsys, tmp_path):
+def test_limit_larger_than_data_uses_what_there_is(cli, tmp_path):
     f = tmp_path / "v.txt"
     f.write_text("alice at alice@example.com\nbob calls 555-123-4567\n")
-    code, out, err = run(capsys, *BASE[:-4], "--limit", "5", "--aux-limit", "20", "--split", "0,1",
+    code, out, err = cli(*BASE[:-4], "--limit", "5", "--aux-limit", "20", "--split", "0,1",
                          "--data-file", str(f), "--json")
     assert code == 0 and json.loads(out)["n"] == 2 and "fewer than --limit 5" in err
 
@@ -64,15 +55,15 @@ def test_limit_larger_than_data_uses_what_there_is(capsys, tmp_path):
     (["--attack-param", "bogus=1"], "bogus"),
     (["--aux-data", "private-records"], "private-records"),
 ])
-def test_attack_bad_input(capsys, extra, needle):
-    code, out, err = run(capsys, *BASE, "--split", "0,1", *extra)
+def test_attack_bad_input(cli, extra, needle):
+    code, out, err = cli(*BASE, "--split", "0,1", *extra)
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], err
 
 
-def test_empty_data_file(capsys, tmp_path):
+def test_empty_data_file(cli, tmp_path):
     f = tmp_path / "empty.txt"
     f.write_text("")
-    code, _, err = run(capsys, *BASE, "--split", "0,1", "--data-file", str(f))
+    code, _, err = cli(*BASE, "--split", "0,1", "--data-file", str(f))
     assert code == 2 and str(f) in err

@@ -5,18 +5,9 @@ import json
 
 import pytest
 
-from flbench.cli import main
 
-
-def run(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
-
-
-def test_generate_json_contract(capsys):
-    code, out, err = run(capsys, "generate", "--model", "tiny-llama", "--split", "1,1", "--prompt", "hello",
+def test_generate_json_contract(cli):
+    code, out, err = cli("generate", "--model", "tiny-llama", "--split", "1,1", "--prompt", "hello",
                          "--prompt", "a longer prompt", "--max-new-tokens", "4", "--json")
     assert code == 0
     obj = json.loads(out)  # exactly one JSON object on stdout
@@ -28,10 +19,10 @@ def test_generate_json_contract(capsys):
     assert obj["wire"]["bytes_total"] == obj["wire"]["bytes_prefill"] + obj["wire"]["bytes_per_decode_step"] * obj["wire"]["decode_steps"]
 
 
-def test_generate_modes_agree(capsys):
+def test_generate_modes_agree(cli):
     outs = {}
     for flag in ([], ["--no-kv-cache"], ["--centralized"]):
-        code, out, _ = run(capsys, "generate", "--model", "tiny-llama", "--split", "2,1", "--prompt", "abc",
+        code, out, _ = cli("generate", "--model", "tiny-llama", "--split", "2,1", "--prompt", "abc",
                            "--max-new-tokens", "6", "--json", *flag)
         assert code == 0
         outs[tuple(flag)] = json.loads(out)["token_ids"]
@@ -52,29 +43,29 @@ def test_generate_modes_agree(capsys):
     (["ls", "nothing"], "nothing"),
     (["train", "--model", "tiny-llama", "--split", "1,1", "--data-file", "/no/such/file", "--out", "/tmp/x"], "/no/such/file"),
 ])
-def test_bad_input_is_one_line_exit_2(capsys, argv, needle):
-    code, out, err = run(capsys, *argv)
+def test_bad_input_is_one_line_exit_2(cli, argv, needle):
+    code, out, err = cli(*argv)
     assert code == 2
     assert out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("flbench: error:") and needle in lines[0], err
 
 
-def test_unwritable_out(capsys, tmp_path):
+def test_unwritable_out(cli, tmp_path):
     data = tmp_path / "d.txt"
     data.write_text("one line\nanother line\n")
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    code, out, err = run(capsys, "train", "--model", "tiny-llama", "--split", "1,1", "--data-file", str(data),
+    code, out, err = cli("train", "--model", "tiny-llama", "--split", "1,1", "--data-file", str(data),
                          "--out", str(blocker / "sub"), "--steps", "1")
     assert code == 2 and "not writable" in err and str(blocker / "sub") in err
 
 
-def test_train_writes_adapters_per_part(capsys, tmp_path):
+def test_train_writes_adapters_per_part(cli, tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(json.dumps({"text": f"record number {i} says hello"}) for i in range(8)))
     out_dir = tmp_path / "run"
-    code, out, err = run(capsys, "train", "--model", "tiny-llama", "--split", "1,1", "--data-file", str(data),
+    code, out, err = cli("train", "--model", "tiny-llama", "--split", "1,1", "--data-file", str(data),
                          "--out", str(out_dir), "--steps", "3", "--batch-size", "2", "--noise-sigma", "0.05", "--json")
     assert code == 0
     obj = json.loads(out)
@@ -86,7 +77,7 @@ def test_train_writes_adapters_per_part(capsys, tmp_path):
     assert all("lora_" in k for k in load_file(str(out_dir / "trunk.safetensors")))
 
 
-def test_ls_lists_registries(capsys):
+def test_ls_lists_registries(cli):
     for what, expected in (("models", "smollm2-135m"), ("defenses", "gaussian"), ("attacks", "learned-inversion")):
-        code, out, _ = run(capsys, "ls", what)
+        code, out, _ = cli("ls", what)
         assert code == 0 and expected in out
