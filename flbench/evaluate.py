@@ -1,0 +1,136 @@
+"""`flbench eval`: score a task's eval portion through the split runtime (defense on the wire) or, for
+comparison, through the unsplit model under the same budget; optionally with LoRA adapters saved by
+`flbench train` (--checkpoint)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from flbench.errors import FlbenchError
+from flbench.models import LoadedModel
+from flbench.tasks import Task, get_task
+from flbench.tasks.scoring import predict
+from splits.partition import SplitSpec
+from splits.runtime import SplitRuntime
+
+WIRE_KEYS = ("bytes_total", "messages")
+
+
+def read_checkpoint(ckpt_dir: str | Path) -> dict:
+    """run.json of a `flbench train --out DIR` directory."""
+    p = Path(ckpt_dir) / "run.json"
+    try:
+        meta = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise FlbenchError(f"--checkpoint {str(ckpt_dir)!r}: cannot read run.json written by flbench train ({e})") from None
+    for k in ("model", "split", "lora"):
+        if k not in meta:
+            raise FlbenchError(f"--checkpoint {str(ckpt_dir)!r}: run.json lacks the {k!r} field")
+    return meta
+
+
+def check_checkpoint(meta: dict, loaded: LoadedModel, spec: SplitSpec, ckpt_dir) -> None:
+    want, have = meta["model"], loaded.identity
+    if want.get("weights_sha256") != have["weights_sha256"]:
+        raise FlbenchError(f"--checkpoint {str(ckpt_dir)!r} was trained on model {want.get('name')!r} "
+                           f"(weights {str(want.get('weights_sha256'))[:12]}), not {have['name']!r} "
+                           f"(weights {have['weights_sha256'][:12]})")
+    if meta["split"] != str(spec):
+        raise FlbenchError(f"--checkpoint {str(ckpt_dir)!r} was trained at --split {meta['split']}, not {spec}")
+
+
+def apply_checkpoint(rt: SplitRuntime, meta: dict, ckpt_dir):
+    """Inject the run's LoRA adapters into rt's parts and load their saved values. Returns the LoraSpec."""
+    from safetensors.torch import load_file
+
+    from splits.training import LoraSpec, apply_lora
+
+    lo = meta["lora"]
+    lora = LoraSpec(rank=int(lo["rank"]), alpha=float(lo["alpha"]), dropout=float(lo.get("dropout", 0.0)),
+                    target_modules=tuple(lo["target_modules"]), parts=tuple(lo["parts"]))
+    apply_lora(rt, lora)
+    loaded_any = False
+    for name, part in rt.modules().items():
+        f = Path(ckpt_dir) / f"{name}.safetensors"
+        if not f.is_file():
+            continue
+        state = load_file(str(f))
+        missing, unexpected = part.load_state_dict(state, strict=False)
+        bad = unexpected or [k for k in missing if "lora_" in k]
+        if bad:
+            raise FlbenchError(f"--checkpoint {f}: adapter keys do not match the {name} part (e.g. {bad[0]})")
+        loaded_any = True
+        part.eval()
+    if not loaded_any:
+        raise FlbenchError(f"--checkpoint {str(ckpt_dir)!r}: no client0.head/client0.tail/trunk .safetensors files")
+    return lora
+
+
+def evaluate(task: str | Task, loaded: LoadedModel, spec: SplitSpec | None, defense=None,
+             generator: torch.Generator | None = None, limit: int | None = None, batch_size: int = 8,
+             data_dir=None, wire_dtype: str = "fp32", checkpoint: str | Path | None = None,
+             progress: bool = True, summary: bool | None = None) -> dict:
+    """Score `task` on its fixed eval portion. `spec=None` runs the unsplit model (centralized).
+
+    `progress`: a tqdm bar on stderr; `summary` (default: same as progress): a summary line on stderr."""
+    task = get_task(task) if isinstance(task, str) else task
+    examples = task.load("eval", data_dir, limit)
+    centralized = spec is None
+    if centralized and defense is not None and getattr(defense, "name", "none") != "none":
+        raise FlbenchError(f"centralized scoring has no wire for defense {defense.name!r}")
+    meta = read_checkpoint(checkpoint) if checkpoint is not None else None
+    rt = None
+    if centralized:
+        model = loaded.model
+        if meta is not None:  # the adapters live on split parts; rebuild the unsplit twin from them
+            from splits.partition import parse_split
+            from splits.training import centralized_twin
+
+            ck_spec = parse_split(meta["split"])
+            check_checkpoint(meta, loaded, ck_spec, checkpoint)
+            tmp = SplitRuntime(loaded, ck_spec)
+            model = centralized_twin(tmp, apply_checkpoint(tmp, meta, checkpoint))
+        model.eval()
+
+        def forward(ids, mask):
+            return model(input_ids=ids, attention_mask=mask).logits
+    else:
+        spec.validate(len(loaded.model.model.layers))
+        rt = SplitRuntime(loaded, spec, wire_dtype=wire_dtype, defense=defense, generator=generator)
+        if meta is not None:
+            check_checkpoint(meta, loaded, spec, checkpoint)
+            apply_checkpoint(rt, meta, checkpoint)
+        forward = rt.forward
+    max_len = getattr(loaded.model.config, "max_position_embeddings", None)
+    t0 = time.perf_counter()
+    preds, _ = predict(task, examples, loaded.tokenizer, forward, batch_size, max_len, progress)
+    seconds = time.perf_counter() - t0
+    metrics = {k: round(v, 6) for k, v in task.score(examples, preds).items()}
+    wire = {k: rt.wire.stats()[k] for k in WIRE_KEYS} if rt is not None else {k: 0 for k in WIRE_KEYS}
+    out = {
+        "task": task.name,
+        "model": loaded.identity,
+        "mode": "centralized" if centralized else "split",
+        "split": None if centralized else str(spec),
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "defense": defense.describe() if defense is not None and rt is not None else None,
+        "metrics": metrics,
+        "n": len(examples),
+        "seconds": round(seconds, 3),
+        "wire": wire,
+    }
+    if progress if summary is None else summary:
+        tqdm.write(summary_line(out), file=sys.stderr)
+    return out
+
+
+def summary_line(o: dict) -> str:
+    where = "centralized" if o["mode"] == "centralized" else f"split {o['split']}"
+    ms = ", ".join(f"{k} {v:.4f}" for k, v in o["metrics"].items())
+    wire = "" if o["mode"] == "centralized" else f"; wire {o['wire']['bytes_total']} B in {o['wire']['messages']} messages"
+    return f"{o['task']} ({where}, n={o['n']}): {ms} in {o['seconds']:.1f} s{wire}"

@@ -1,0 +1,164 @@
+"""Task base: a fixed, documented train/eval split of a local dataset, a prompt template and verbalised choices.
+
+Multiple-choice tasks are scored by log-likelihood (flbench.tasks.scoring): each verbalised choice is a
+continuation of the prompt; the prediction is the choice with the highest summed log-probability.
+
+Fixed split. SuperGLUE is here only as its validation set, so the validation rows are carved once into
+train/eval halves by a seeded permutation (`CARVE_SEED`, never the run's seed): row `i` of the permutation
+goes to eval for the first ceil(n/2) rows and to train for the rest. The carve unit is one JSONL line (for
+MultiRC one passage, so that no passage's answers leak from train into eval). A dataset with its own train
+and eval files (SST-2) uses them as they are. Data are read with plain json/csv (`datasets` is not installed
+here); the layout is that of ../shared/data.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from flbench.data.paths import resolve_file
+from flbench.errors import FlbenchError
+from flbench.registry import Registry
+
+SPLITS = ("train", "eval")
+CARVE_SEED = 20250521  # fixed: the train/eval carve never depends on a run's --seed
+CARVE_EVAL_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str  # stable id within the task (source row / question / answer indices)
+    fields: dict[str, Any]  # the raw fields the template uses
+    label: int  # index into the task's choices
+    group: str | None = None  # examples scored together (MultiRC: one question)
+
+
+class Task:
+    """Base class: subclasses set name/family/metrics/file and implement rows→examples, prompt and choices."""
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = "nlu"
+    metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
+    relpath: ClassVar[str] = ""  # data file under the data dir (single-file tasks)
+    required: ClassVar[tuple[str, ...]] = ()  # fields each row must have
+    delimiter: ClassVar[str] = " "  # between the prompt and a verbalised answer (as lm-evaluation-harness)
+
+    # ---- data ----
+    def read_rows(self, split: str, data_dir=None) -> list[dict]:
+        """Rows of `split` after the fixed carve (override for datasets with their own train/eval files)."""
+        rows = read_jsonl(self.resolve(self.relpath, data_dir), self.required)
+        return carve(rows, split)
+
+    def resolve(self, relpath: str, data_dir=None) -> Path:
+        """The data file, or a FlbenchError naming it and the fields it must hold."""
+        try:
+            return resolve_file(relpath, data_dir, f"task {self.name}")
+        except FlbenchError as e:
+            raise FlbenchError(f"{e} (rows with fields: {', '.join(self.required)})") from None
+
+    def to_examples(self, rows: list[dict]) -> list[Example]:
+        raise NotImplementedError
+
+    def load(self, split: str = "eval", data_dir=None, limit: int | None = None, seed: int | None = None) -> list[Example]:
+        """Examples of the fixed `split`; `seed` (if given) shuffles them; `limit` keeps the first N."""
+        if split not in SPLITS:
+            raise FlbenchError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+        if limit is not None and limit < 1:
+            raise FlbenchError(f"--limit {limit}: must be a positive integer")
+        examples = self.to_examples(self.read_rows(split, data_dir))
+        if seed is not None:
+            random.Random(seed).shuffle(examples)
+        return examples[:limit] if limit is not None else examples
+
+    # ---- prompting ----
+    def prompt(self, ex: Example) -> str:
+        raise NotImplementedError
+
+    def choices(self, ex: Example) -> list[str]:
+        """Verbalised answers, without the leading delimiter."""
+        raise NotImplementedError
+
+    def continuations(self, ex: Example) -> list[str]:
+        return [self.delimiter + c for c in self.choices(ex)]
+
+    def target_text(self, ex: Example) -> str:
+        """The gold answer as training text: prompt + delimiter + verbalised label."""
+        return self.prompt(ex) + self.continuations(ex)[ex.label]
+
+    # ---- scoring ----
+    def score(self, examples: list[Example], preds: list[int]) -> dict[str, float]:
+        from flbench.tasks.metrics import accuracy
+
+        return {"accuracy": accuracy([e.label for e in examples], preds)}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, metrics={self.metrics})"
+
+
+tasks: Registry[type[Task]] = Registry("task")
+
+
+def get_task(name: str) -> Task:
+    return tasks.get(name)()
+
+
+def carve(rows: list, split: str, seed: int = CARVE_SEED, eval_fraction: float = CARVE_EVAL_FRACTION) -> list:
+    """The fixed train/eval carve of a validation-only dataset (see module docstring), in permuted order."""
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_eval = math.ceil(len(rows) * eval_fraction)
+    picked = order[:n_eval] if split == "eval" else order[n_eval:]
+    return [rows[i] for i in picked]
+
+
+def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise FlbenchError(f"cannot read {path} as UTF-8 text: {e}") from None
+    rows = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or any(k not in row for k in required):
+            raise FlbenchError(f"{path} line {lineno}: expected a JSON object with fields {', '.join(required)}")
+        rows.append(row)
+    if not rows:
+        raise FlbenchError(f"{path}: no rows; expected JSON Lines with fields {', '.join(required)}")
+    return rows
+
+
+def read_tsv(path: Path, required: tuple[str, ...]) -> list[dict]:
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            header = reader.fieldnames or []
+            if any(k not in header for k in required):
+                raise FlbenchError(f"{path}: expected a TSV header with columns {', '.join(required)}, got {header}")
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError) as e:
+        raise FlbenchError(f"cannot read {path} as UTF-8 TSV: {e}") from None
+    return rows
+
+
+def as_bool_label(value: Any, where: str) -> int:
+    s = str(value).strip().lower()
+    if s in ("true", "1"):
+        return 1
+    if s in ("false", "0"):
+        return 0
+    raise FlbenchError(f"{where}: label {value!r}: expected true/false")
+
+
+def as_choice_label(value: Any, names: tuple, where: str) -> int:
+    if value in names:
+        return list(names).index(value)
+    raise FlbenchError(f"{where}: label {value!r}: expected one of {', '.join(map(str, names))}")

@@ -1,0 +1,33 @@
+"""Classification metrics for NLU tasks, with the official SuperGLUE definitions where they differ."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+
+def accuracy(golds: list[int], preds: list[int]) -> float:
+    if not golds:
+        return float("nan")
+    return sum(int(g == p) for g, p in zip(golds, preds)) / len(golds)
+
+
+def binary_f1(golds: list[int], preds: list[int], positive: int = 1) -> float:
+    """F1 of the `positive` class; 0.0 when it has no true positives (sklearn's zero_division=0)."""
+    tp = sum(1 for g, p in zip(golds, preds) if g == positive and p == positive)
+    fp = sum(1 for g, p in zip(golds, preds) if g != positive and p == positive)
+    fn = sum(1 for g, p in zip(golds, preds) if g == positive and p != positive)
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def macro_f1(golds: list[int], preds: list[int], n_classes: int) -> float:
+    """Unweighted mean of per-class F1 over all `n_classes` (SuperGLUE CB's F1, as lm-evaluation-harness)."""
+    return sum(binary_f1(golds, preds, c) for c in range(n_classes)) / n_classes
+
+
+def multirc_em0_f1a(groups: list[str], golds: list[int], preds: list[int]) -> dict[str, float]:
+    """MultiRC's official metrics. EM0: fraction of questions whose every answer option is classified
+    correctly. F1a: binary F1 (positive = "correct answer") over all answer options pooled."""
+    by_q: dict[str, bool] = defaultdict(lambda: True)
+    for q, g, p in zip(groups, golds, preds):
+        by_q[q] = by_q[q] and g == p
+    em0 = sum(by_q.values()) / len(by_q) if by_q else float("nan")
+    return {"em0": em0, "f1a": binary_f1(golds, preds, 1)}

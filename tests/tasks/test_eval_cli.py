@@ -1,0 +1,69 @@
+"""`flbench eval`: JSON contract, --centralized, checkpoints, and one-line errors with exit status 2."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flbench.data.paths import candidate_dirs
+
+needs_data = pytest.mark.skipif(not (candidate_dirs()[0] / "superglue").is_dir(), reason="no real data")
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--task", "nope"], "unknown task 'nope'; known: boolq, cb"),
+    (["--task", "rte", "--limit", "0"], "--limit 0"),
+    (["--task", "rte", "--model", "tiny-llama", "--data-dir", "/no/such/dir"], "superglue/rte.val.jsonl"),
+    (["--task", "rte", "--centralized", "--noise-sigma", "1"], "--centralized"),
+    (["--task", "rte", "--checkpoint", "/no/such/ckpt"], "run.json"),
+])
+def test_bad_input_one_line_exit_2(cli, argv, needle):
+    code, out, err = cli("eval", *argv)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and needle in err
+
+
+@needs_data
+def test_eval_json_split_vs_centralized(cli):
+    res = {}
+    for flag in ([], ["--centralized"]):
+        code, out, _ = cli("eval", "--task", "rte", "--model", "tiny-llama", "--split", "1,1", "--limit", "4",
+                           "--batch-size", "3", "--json", *flag)
+        assert code == 0
+        res[bool(flag)] = json.loads(out)
+    for o in res.values():
+        assert o["task"] == "rte" and o["n"] == 4 and set(o["metrics"]) == {"accuracy"}
+        assert {"bytes_total", "messages"} <= set(o["wire"]) and o["seconds"] >= 0
+    assert res[False]["metrics"] == res[True]["metrics"] and res[False]["wire"]["bytes_total"] > 0
+
+
+@needs_data
+def test_eval_checkpoint_from_train(cli, tmp_path):
+    data = tmp_path / "train.txt"
+    data.write_text("".join(f"sentence number {i} is fine\n" for i in range(8)))
+    ck = tmp_path / "ck"
+    code, _, err = cli("train", "--model", "tiny-llama", "--split", "1,1", "--data-file", str(data),
+                       "--steps", "2", "--batch-size", "2", "--lr", "0.05", "--out", str(ck), "--json")
+    assert code == 0, err
+    outs = {}
+    for flag in ([], ["--centralized"]):
+        code, out, err = cli("eval", "--task", "copa", "--checkpoint", str(ck), "--limit", "4", "--json", *flag)
+        assert code == 0, err
+        outs[bool(flag)] = json.loads(out)
+    assert outs[False]["split"] == "1,1" and outs[False]["model"]["name"] == "tiny-llama"
+    assert outs[False]["metrics"] == outs[True]["metrics"]
+    code, _, err = cli("eval", "--task", "copa", "--checkpoint", str(ck), "--split", "2,1", "--limit", "2")
+    assert code == 2 and "trained at --split 1,1, not 2,1" in err and len(err.strip().splitlines()) == 1
+
+
+def test_eval_refuses_checkpoint_of_another_model(cli, tmp_path):
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "run.json").write_text(json.dumps({"model": {"name": "other", "weights_sha256": "0" * 64}, "split": "1,1",
+                                             "lora": {"rank": 2, "alpha": 4, "target_modules": ["q_proj"],
+                                                      "parts": ["trunk"]}}))
+    code, _, err = cli("eval", "--task", "copa", "--model", "tiny-llama", "--checkpoint", str(ck),
+                         "--data-dir", str(candidate_dirs()[0]), "--limit", "2")
+    if code == 2 and "copa.val.jsonl" in err:
+        pytest.skip("no real data")
+    assert code == 2 and "was trained on model 'other'" in err and len(err.strip().splitlines()) == 1
