@@ -34,20 +34,25 @@ def training() -> list[str]:
 
 def attacks(name: str = "attacks.json") -> list[str]:
     d = json.loads((BENCH / name).read_text())
-    out = [f"`{d['command']}` (token accuracy [95% CI], PII recovery; σ in multiples of the clean "
-           "hidden states' RMS, so SNR_rms = 1/σ; the attacker trains against the same noise law):", "",
-           "| split | σ×RMS | victims | n | token accuracy | PII recovery | ROUGE-L | fit s |", "|---|---|---|---|---|---|---|---|"]
+    relative = d["rows"][0].get("relative_sigma", False)
+    meaning = "σ in multiples of the clean hidden states' RMS" if relative else "σ absolute (standard deviation)"
+    out = [f"`{d['command']}` (token accuracy [95% CI], PII recovery; {meaning}; SNR = RMS(h_A)/σ measured on "
+           "the victim traffic; the attacker trains against the same noise law):", "",
+           f"| split | {'σ×RMS' if relative else 'σ'} | SNR | victims | n | token accuracy | PII recovery | ROUGE-L | fit s |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
         a, p, rl = (r["metrics"][k] for k in ("token_accuracy", "pii_recovery", "rouge_l"))
         pii = "n/a" if p["mean"] is None else f"{p['mean']:.2f}"
-        out.append(f"| {r['split']} | {r['noise_sigma']:g} | {r['data']} | {r['n']} | {a['mean']:.3f} "
+        snr = "∞" if r["snr"]["rms"] is None else f"{r['snr']['rms']:.2f}"
+        out.append(f"| {r['split']} | {r['noise_sigma']:g} | {snr} | {r['data']} | {r['n']} | {a['mean']:.3f} "
                    f"[{a['ci_low']:.3f}, {a['ci_high']:.3f}] | {pii} | {rl['mean']:.3f} | {r['seconds']['fit']:.0f} |")
     return out
 
 
 if __name__ == "__main__":
     parts = inference() + [""] + training() + [""]
-    for f in ("attacks.json", "attacks_embedding-nn.json", "attacks_output-inversion.json"):
+    for f in ("attacks.json", "attacks_absolute_sigma.json", "attacks_embedding-nn.json",
+              "attacks_output-inversion.json"):
         if (BENCH / f).exists():
             attack = json.loads((BENCH / f).read_text())["rows"][0]["attack"]
             parts += [f"**{attack}**, " + attacks(f)[0], *attacks(f)[1:], ""]
