@@ -36,20 +36,28 @@ def resolve_file(relpath: str, data_dir: str | os.PathLike | None = None, what: 
     raise FlbenchError(f"{label}{relpath} in the data directory (tried {tried}); {HOW_TO_SET}")
 
 
-def read_jsonl_field(path: Path, field: str) -> list[str]:
-    """The string values of `field` in a JSON Lines file (non-string values are skipped)."""
+def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+    """The JSON objects of a JSON Lines file; each must hold the `required` fields, and there must be one."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise FlbenchError(f"cannot read {path} as UTF-8 text: {e}") from None
-    out = []
+    rows = []
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            value = json.loads(line)[field]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise FlbenchError(f"{path} line {lineno}: expected a JSON object with a {field!r} field") from None
-        if isinstance(value, str):
-            out.append(value)
-    return out
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or any(k not in row for k in required):
+            raise FlbenchError(f"{path} line {lineno}: expected a JSON object with fields {', '.join(required)}")
+        rows.append(row)
+    if not rows:
+        raise FlbenchError(f"{path}: no rows; expected JSON Lines with fields {', '.join(required)}")
+    return rows
+
+
+def read_jsonl_field(path: Path, field: str) -> list[str]:
+    """The string values of `field` in a JSON Lines file (non-string values are skipped)."""
+    return [row[field] for row in read_jsonl(path, (field,)) if isinstance(row[field], str)]

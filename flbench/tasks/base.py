@@ -13,14 +13,13 @@ here); the layout is that of ../shared/data.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from flbench.data.paths import resolve_file
+from flbench.data.paths import read_jsonl, resolve_file
 from flbench.errors import FlbenchError
 from flbench.registry import Registry
 
@@ -113,27 +112,6 @@ def carve(rows: list, split: str, seed: int = CARVE_SEED, eval_fraction: float =
     n_eval = math.ceil(len(rows) * eval_fraction)
     picked = order[:n_eval] if split == "eval" else order[n_eval:]
     return [rows[i] for i in picked]
-
-
-def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise FlbenchError(f"cannot read {path} as UTF-8 text: {e}") from None
-    rows = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        if not isinstance(row, dict) or any(k not in row for k in required):
-            raise FlbenchError(f"{path} line {lineno}: expected a JSON object with fields {', '.join(required)}")
-        rows.append(row)
-    if not rows:
-        raise FlbenchError(f"{path}: no rows; expected JSON Lines with fields {', '.join(required)}")
-    return rows
 
 
 def read_tsv(path: Path, required: tuple[str, ...]) -> list[dict]:
