@@ -217,6 +217,29 @@ def wire_round(h: torch.Tensor, wire_dtype: str) -> torch.Tensor:
     return h if wire_dtype == "fp32" else h.to(WIRE_DTYPES[wire_dtype]).to(h.dtype)
 
 
+class SimulatedClient:
+    """The attacker's replay of the client's outgoing edge on public text: the public head, the known defense
+    with the attacker's own noise draws (never the client's), and the wire dtype's rounding — i.e. what the
+    server would receive for these ids (Kerckhoffs: everything but the private data and the noise draws)."""
+
+    def __init__(self, knowledge: Knowledge, seed: int) -> None:
+        from splits.partition import build_head
+
+        self.head = build_head(knowledge.model, knowledge.spec).eval().requires_grad_(False)
+        self.defense = knowledge.fresh_defense()
+        self.noise_gen = torch.Generator().manual_seed(seed)
+        self.wire_dtype = knowledge.wire_dtype
+        tok = knowledge.tokenizer
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+
+    @torch.no_grad()
+    def h_a(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        h = self.head(ids, mask, pos)
+        if self.defense is not None:
+            h = self.defense(h, self.noise_gen)
+        return wire_round(h, self.wire_dtype)
+
+
 @dataclass
 class Attack:
     """Base of all attacks: a small dataclass whose init fields are its printable parameters.

@@ -17,17 +17,16 @@ from attacks.base import (
     Attack,
     Knowledge,
     Observations,
+    SimulatedClient,
     check_choice,
     check_positive_float,
     check_positive_int,
     pad_batch,
     register,
     tokenize_aux,
-    wire_round,
 )
 from attacks.decoders import Decoder, build_decoder, sample_batch, train_decoder
 from flbench.errors import FlbenchError
-from splits.partition import build_head
 from splits.sequence import positions_from_mask
 
 
@@ -75,23 +74,15 @@ class LearnedInversion(Attack):
         model, tok = knowledge.model, knowledge.tokenizer
         torch.manual_seed(self.seed)  # decoder init (the MLP's first layer)
         seqs = tokenize_aux(tok, aux_texts[: self.max_aux], self.max_length)
-        head = build_head(model, knowledge.spec).eval().requires_grad_(False)
-        defense = knowledge.fresh_defense()
-        noise_gen = torch.Generator().manual_seed(self.seed + 1)  # the attacker's own draws, not the client's
+        client = SimulatedClient(knowledge, self.seed + 1)
         vocab = int(model.get_input_embeddings().weight.shape[0])
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
 
         def make_batch(gen: torch.Generator):
-            ids, mask = pad_batch(sample_batch(seqs, self.batch_size, gen), pad_id)
+            ids, mask = pad_batch(sample_batch(seqs, self.batch_size, gen), client.pad_id)
             if self.random_tokens > 0:
                 swap = (torch.rand(ids.shape, generator=gen) < self.random_tokens) & mask.bool()
                 ids = torch.where(swap, torch.randint(vocab, ids.shape, generator=gen), ids)
-            with torch.no_grad():
-                h = head(ids, mask, positions_from_mask(mask))
-                if defense is not None:
-                    h = defense(h, noise_gen)
-                h = wire_round(h, knowledge.wire_dtype)
-            return h, ids, mask
+            return client.h_a(ids, mask, positions_from_mask(mask)), ids, mask
 
         self._decoder = build_decoder(model, self.decoder, knowledge.spec.p, self.mlp_hidden, self.train_head)
         self.fit_log = train_decoder(self._decoder, make_batch, self.steps, self.lr, self.weight_decay,

@@ -25,6 +25,7 @@ from attacks.base import (
     Attack,
     Knowledge,
     Observations,
+    SimulatedClient,
     check_choice,
     check_positive_float,
     check_positive_int,
@@ -35,7 +36,7 @@ from attacks.base import (
 )
 from attacks.decoders import Decoder, build_decoder, sample_batch, train_decoder
 from flbench.errors import FlbenchError
-from splits.partition import build_head, build_trunk
+from splits.partition import build_trunk
 from splits.sequence import positions_from_mask
 
 
@@ -87,21 +88,15 @@ class OutputInversion(Attack):
         if not seqs:
             raise FlbenchError(f"{self.name}: decoder='mlp' needs auxiliary texts to fit on")
         torch.manual_seed(self.seed)
-        head = build_head(model, knowledge.spec).eval().requires_grad_(False)
+        client = SimulatedClient(knowledge, self.seed + 1)
         trunk = build_trunk(model, knowledge.spec).eval().requires_grad_(False)
-        defense = knowledge.fresh_defense()
-        noise_gen = torch.Generator().manual_seed(self.seed + 1)
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         shift = self.target == "next"
 
         def make_batch(gen: torch.Generator):
-            ids, mask = pad_batch(sample_batch(seqs, self.batch_size, gen), pad_id)
+            ids, mask = pad_batch(sample_batch(seqs, self.batch_size, gen), client.pad_id)
             pos = positions_from_mask(mask)
             with torch.no_grad():
-                h = head(ids, mask, pos)
-                if defense is not None:
-                    h = defense(h, noise_gen)
-                h = wire_round(trunk(wire_round(h, knowledge.wire_dtype), mask, pos), knowledge.wire_dtype)
+                h = wire_round(trunk(client.h_a(ids, mask, pos), mask, pos), knowledge.wire_dtype)
             if shift:  # position t is trained to predict token t+1; the last real position has no label
                 targets = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)
                 loss_mask = torch.cat([mask[:, 1:], mask[:, :1] * 0], dim=1)
