@@ -100,7 +100,10 @@ class FittedAttack:
     fit_seconds: float
 
 
-def fit_attack(cfg: AttackConfig, defense, generator, progress: bool = True) -> FittedAttack:
+def fit_attack(cfg: AttackConfig, defense, generator, progress: bool = True, loaded=None,
+               checkpoint=None) -> FittedAttack:
+    """`loaded`: an already loaded model (else cfg.model is loaded). `checkpoint`: a `flbench train --out`
+    directory whose adapters the victim client runs; the attacker still knows only the public weights."""
     from attacks import Knowledge, make_attack
     from flbench.models import load_model
     from splits.partition import parse_split
@@ -109,9 +112,15 @@ def fit_attack(cfg: AttackConfig, defense, generator, progress: bool = True) -> 
     spec = parse_split(cfg.split)
     params = dict(cfg.attack_params)
     make_attack(cfg.attack, None, **params)  # unknown attack / bad params fail before any loading
-    loaded = load_model(cfg.model, progress=progress)
+    loaded = loaded if loaded is not None else load_model(cfg.model, progress=progress)
     spec.validate(len(loaded.model.model.layers))
     rt = SplitRuntime(loaded, spec, wire_dtype=cfg.wire_dtype, defense=defense, generator=generator)
+    if checkpoint is not None:
+        from flbench.evaluate import apply_checkpoint, check_checkpoint, read_checkpoint
+
+        meta = read_checkpoint(checkpoint)
+        check_checkpoint(meta, loaded, spec, checkpoint)
+        apply_checkpoint(rt, meta, checkpoint)
     knowledge = Knowledge.from_runtime(rt)
     attack = make_attack(cfg.attack, knowledge, **params)
     aux = _aux(cfg, None if cfg.data_file else cfg.data)

@@ -70,10 +70,8 @@ def _defense_options(f):
     return f
 
 
-def _make_defense(defense, noise_sigma, noise_relative, dp_clip, noise_multiplier, dp_delta, seed, secure_noise):
-    """CLI options → (defense, generator). A --noise-sigma without --defense means gaussian."""
-    from defenses import make_defense, make_generator
-
+def _defense_spec(defense, noise_sigma, noise_relative, dp_clip, noise_multiplier, dp_delta) -> dict:
+    """CLI options → {"name": ..., **params}. A --noise-sigma without --defense means gaussian."""
     name = defense or ("gaussian" if noise_sigma is not None else "none")
     params = {
         "gaussian": {"sigma": noise_sigma if noise_sigma is not None else 0.0, "relative": noise_relative},
@@ -82,7 +80,15 @@ def _make_defense(defense, noise_sigma, noise_relative, dp_clip, noise_multiplie
     }.get(name, {})
     if name not in ("gaussian",) and (noise_sigma is not None or noise_relative):
         raise FlbenchError(f"--noise-sigma/--noise-relative apply to --defense gaussian, not {name!r}")
-    d = make_defense(name, **params)
+    return {"name": name, **params}
+
+
+def _make_defense(defense, noise_sigma, noise_relative, dp_clip, noise_multiplier, dp_delta, seed, secure_noise):
+    """CLI options → (defense, generator)."""
+    from defenses import make_defense, make_generator
+
+    spec = _defense_spec(defense, noise_sigma, noise_relative, dp_clip, noise_multiplier, dp_delta)
+    d = make_defense(spec.pop("name"), **spec)
     gen = make_generator(seed=None if secure_noise else seed, secure=secure_noise)
     return d, gen
 
@@ -149,8 +155,12 @@ def generate(model, split_text, prompts, max_new_tokens, centralized, no_kv_cach
 @cli.command()
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="registry name, local directory or HF id")
 @click.option("--split", "split_text", default="2,2", show_default=True, help="P,Q: blocks in the client head and tail")
-@click.option("--data-file", type=click.Path(dir_okay=False), required=True,
+@click.option("--data-file", type=click.Path(dir_okay=False), default=None,
               help="training text: one text per line, or JSONL with a 'text' field")
+@click.option("--task", "task_name", default=None, help="train on a task's fixed training portion (flbench ls tasks); "
+              "loss on the answer only")
+@click.option("--data-dir", default=None, help="local data directory for --task (default: $FLBENCH_DATA_DIR, ../shared/data)")
+@click.option("--centralized", is_flag=True, help="reference run: the unsplit model, same adapters, data and budget")
 @click.option("--strategy", type=click.Choice(["sequential"]), default="sequential", show_default=True,
               help="training parallelism (client-batch and server-hierarchical: not yet)")
 @click.option("--clients", type=int, default=1, show_default=True, help="number of clients (data split round-robin)")
@@ -165,11 +175,11 @@ def generate(model, split_text, prompts, max_new_tokens, centralized, no_kv_cach
 @_wire_options
 @_defense_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
-def train(model, split_text, data_file, strategy, clients, steps, batch_size, max_length, lr, lora_rank, lora_alpha,
+def train(model, split_text, data_file, task_name, data_dir, centralized, strategy, clients, steps, batch_size, max_length, lr, lora_rank, lora_alpha,
           train_parts, out, wire_dtype, as_json, **defense_opts) -> None:
     """Split LoRA fine-tuning with the defense active on the wire."""
     from flbench.data.files import load_data_file
-    from flbench.finetune import TrainConfig, check_writable, model_meta, train as run_train
+    from flbench.finetune import TrainConfig, check_writable, model_meta, task_samples, text_samples, train as run_train
     from flbench.models import load_model
     from splits.runtime import SplitRuntime
     from splits.training import LoraSpec
@@ -178,17 +188,33 @@ def train(model, split_text, data_file, strategy, clients, steps, batch_size, ma
     cfg = TrainConfig(steps=steps, batch_size=batch_size, max_length=max_length, lr=lr, seed=defense_opts["seed"])
     lora = LoraSpec(rank=lora_rank, alpha=lora_alpha, parts=tuple(p.strip() for p in train_parts.split(",") if p.strip()))
     defense, gen = _make_defense(**defense_opts)
+    if (data_file is None) == (task_name is None):
+        raise FlbenchError("give exactly one of --data-file FILE (plain text) or --task NAME (flbench ls tasks)")
+    if centralized and (defense.name != "none" or clients != 1):
+        raise FlbenchError("--centralized trains the unsplit model: no wire for a --defense, one client (--clients 1)")
+    task = None
+    if task_name is not None:
+        from flbench.tasks import get_task
+
+        task = get_task(task_name)
+        examples = task.load("train", data_dir)  # fails on missing data before the model loads
+    else:
+        texts = [r.text for r in load_data_file(data_file)]
     out_dir = Path(out)
     check_writable(out_dir)
-    texts = [r.text for r in load_data_file(data_file)]
     loaded = load_model(model)
     spec.validate(len(loaded.model.model.layers))
+    samples = (task_samples(loaded.tokenizer, task, examples, max_length) if task is not None
+               else text_samples(loaded.tokenizer, texts, max_length))
     rt = SplitRuntime(loaded, spec, n_clients=clients, wire_dtype=wire_dtype, defense=defense, generator=gen)
-    summary = run_train(rt, texts, cfg, lora, out_dir, model_meta(loaded, rt, defense), progress=True)
+    meta = model_meta(loaded, rt, defense)
+    meta["data"] = {"task": task_name, "data_file": data_file, "data_dir": data_dir}
+    summary = run_train(rt, samples, cfg, lora, out_dir, meta, progress=True, centralized=centralized)
     summary["defense_stats"] = defense.stats()
 
     def human(o):
-        click.echo(f"trained {o['clients']} client(s) × {o['train']['steps']} steps at --split {o['split']}: loss "
+        where = "centralized (unsplit)" if o["mode"] == "centralized" else f"--split {o['split']}"
+        click.echo(f"trained {o['clients']} client(s) × {o['train']['steps']} steps, {where}: loss "
                    f"{o['first_loss']:.3f} → {o['final_loss']:.3f} in {o['seconds']:.1f} s; wire "
                    f"{o['wire']['bytes_total']} B; adapters in {o['out']}")
 
@@ -382,6 +408,11 @@ def eval_cmd(task_name, model, checkpoint, split_text, centralized, limit, batch
         res["defense_stats"] = defense.stats()
 
     _emit(res, as_json, lambda o: click.echo(summary_line(o)))
+
+
+from flbench import cli_results  # noqa: E402  (registers run, sweep, leaderboard, plot)
+
+cli_results.register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -158,3 +158,50 @@ def centralized_twin(rt: SplitRuntime, lora: LoraSpec, client: int = 0) -> Any:
                     p.zero_()
                 p.requires_grad_(False)
     return model
+
+
+@dataclass
+class CentralizedTrainer:
+    """The unsplit reference for split fine-tuning: the same adapters (same seeded init, same parts) on the
+    whole model, one AdamW, no wire and no defense. AdamW updates every parameter independently, so one
+    optimizer over all adapters equals the parties' separate optimizers; what differs from
+    SequentialTrainer is only the wire (dtype rounding, the defense's noise) and the separate graphs.
+
+    `sync_to_parts()` copies the trained values back into the runtime's parts, so a centralized run is saved
+    (and later loaded with `--checkpoint`) exactly like a split run."""
+
+    rt: SplitRuntime
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    seed: int = 0
+    model: Any = field(init=False)
+    optimizer: torch.optim.Optimizer = field(init=False)
+
+    def __post_init__(self) -> None:
+        if len(self.rt.clients) != 1:
+            raise FlbenchError("centralized training has one data owner: use --clients 1")
+        apply_lora(self.rt, self.lora, self.seed)
+        self.model = centralized_twin(self.rt, self.lora)
+        self.model.train()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
+             client: int = 0) -> float:
+        if labels is None:
+            labels = labels_for(input_ids, attention_mask)
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        loss = causal_lm_loss(logits, labels)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    def sync_to_parts(self) -> None:
+        trained = dict(self.model.named_parameters())
+        for part in self.rt.modules().values():
+            for n, p in part.named_parameters():
+                if "lora_" in n:
+                    with torch.no_grad():
+                        p.copy_(trained[global_name(part.role, part.first_block, n)])

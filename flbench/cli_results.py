@@ -1,0 +1,186 @@
+"""`flbench run | sweep | leaderboard | plot`: benchmark cells, grids of them, and what is derived from their
+records. Registered on the main group by flbench.cli."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from flbench.errors import FlbenchError
+
+
+def _attack_params(items: tuple[str, ...], attacks: list[str]) -> dict:
+    """--attack-param ATTACK.key=value (or key=value when one attack is given) → {attack: {key: value}}."""
+    from flbench.cli import _kv
+
+    out: dict[str, dict] = {}
+    for item in items:
+        head, _, rest = item.partition("=")
+        if "." in head:
+            name, key = head.split(".", 1)
+        elif len(attacks) == 1:
+            name, key = attacks[0], head
+        else:
+            raise FlbenchError(f"--attack-param {item!r}: with several attacks write ATTACK.key=value")
+        if name not in attacks:
+            raise FlbenchError(f"--attack-param {item!r}: attack {name!r} is not among --attack {', '.join(attacks)}")
+        out.setdefault(name, {}).update(dict(_kv((f"{key}={rest}",))))
+    return out
+
+
+def register(cli: click.Group) -> None:
+    from flbench.cli import DEFAULT_MODEL, _defense_options, _defense_spec, _emit
+
+    @cli.command("run")
+    @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="registry name, local directory or HF id")
+    @click.option("--split", "split_text", default="2,2", show_default=True, help="P,Q: blocks in the client head and tail")
+    @click.option("--centralized", is_flag=True, help="the unsplit reference cell (no wire: no defense, no attacks)")
+    @click.option("--task", "task_name", default=None, help="utility task (flbench ls tasks)")
+    @click.option("--task-limit", type=int, default=100, show_default=True, help="eval examples of the task")
+    @click.option("--finetune-steps", type=int, default=None, help="LoRA fine-tune on the task's training portion first")
+    @click.option("--finetune-batch-size", type=int, default=8, show_default=True)
+    @click.option("--finetune-lr", type=float, default=1e-3, show_default=True)
+    @click.option("--attack", "attacks", multiple=True, help="attack on the captured traffic (repeatable; flbench ls attacks)")
+    @click.option("--attack-param", "attack_params", multiple=True, help="ATTACK.key=value (repeatable)")
+    @click.option("--victims", default="private-records", show_default=True, help="victim corpus the attacks try to recover")
+    @click.option("--victim-limit", type=int, default=50, show_default=True)
+    @click.option("--aux-data", default="xsum,sst2", show_default=True, help="public auxiliary corpora for learned attacks")
+    @_defense_options
+    @click.option("--out", default="results/runs", show_default=True, help="directory for the records")
+    @click.option("--json", "as_json", is_flag=True, help="print the records as one JSON object on stdout")
+    def run_cmd(model, split_text, centralized, task_name, task_limit, finetune_steps, finetune_batch_size,
+                finetune_lr, attacks, attack_params, victims, victim_limit, aux_data, defense, noise_sigma,
+                noise_relative, dp_clip, noise_multiplier, dp_delta, seed, secure_noise, out, as_json) -> None:
+        """One benchmark cell: [fine-tune] → utility → capture → attacks; one record per attack under --out."""
+        from attacks import attacks as attack_registry
+        from flbench.cell import normalize_cell, run_cell
+        from flbench.records import config_hash, write_record
+        from flbench.tasks import get_task
+
+        if secure_noise:
+            raise FlbenchError("--secure-noise: a run record must be reproducible; use --seed")
+        for name, v in (("--task-limit", task_limit), ("--victim-limit", victim_limit),
+                        ("--finetune-steps", finetune_steps), ("--finetune-batch-size", finetune_batch_size)):
+            if v is not None and v < 1:
+                raise FlbenchError(f"{name} {v}: must be a positive integer")
+        if not task_name and not attacks:
+            raise FlbenchError("nothing to run: give --task NAME and/or --attack NAME")
+        for a in attacks:
+            attack_registry.get(a)
+        if task_name:
+            get_task(task_name)
+        if finetune_steps and not task_name:
+            raise FlbenchError("--finetune-steps needs --task (the task's training portion is the data)")
+        if not centralized:
+            from splits.partition import parse_split
+
+            parse_split(split_text)
+        cell = {
+            "model": model, "split": None if centralized else split_text,
+            "defense": _defense_spec(defense, noise_sigma, noise_relative, dp_clip, noise_multiplier, dp_delta),
+            "task": {"name": task_name, "limit": task_limit} if task_name else None,
+            "finetune": ({"steps": finetune_steps, "batch_size": finetune_batch_size, "lr": finetune_lr}
+                         if finetune_steps else None),
+            "attacks": list(attacks), "attack_params": _attack_params(attack_params, list(attacks)),
+            "victims": {"data": victims, "limit": victim_limit, "max_length": 64},
+            "aux": {"data": [a.strip() for a in aux_data.split(",") if a.strip()], "limit": 2000},
+            "seed": seed,
+        }
+        cell = normalize_cell(cell)
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        records = run_cell(cell, progress=True)
+        paths = [str(write_record(r, out_dir)) for r in records]
+        click.echo(f"[flbench] cell {config_hash(cell)}: {len(records)} record(s) in {out_dir}", err=True)
+
+        def human(o):
+            for r in o["records"]:
+                parts = [f"split {r['split'] or 'centralized'}", f"defense {r['defense']['name']}"]
+                if r["defense"].get("noise_sigma") is not None:
+                    parts.append(f"σ {r['defense']['noise_sigma']}")
+                if r["task"]:
+                    t = r["task"]
+                    parts.append(f"{t['name']} {t['primary']} {t['metrics'][t['primary']]:.4f}")
+                if r["attack"]:
+                    m = r["attack"]["metrics"]["token_accuracy"]
+                    parts.append(f"{r['attack']['name']} token accuracy {m['mean']:.3f} "
+                                 f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
+                click.echo("; ".join(parts))
+            click.echo("records: " + ", ".join(o["paths"]))
+
+        _emit({"records": records, "paths": paths}, as_json, human)
+
+    @cli.command("sweep")
+    @click.argument("spec_file", type=click.Path(dir_okay=False))
+    @click.option("--out", default="results/runs", show_default=True, help="directory for the records")
+    @click.option("--resume/--no-resume", default=True, show_default=True,
+                  help="skip cells whose config hash already has its records")
+    @click.option("--shard", default=None, help="run only shard I of N (I/N, 1-based), e.g. for array jobs")
+    @click.option("--dry-run", is_flag=True, help="list the cells (hash, done or not) without running them")
+    def sweep_cmd(spec_file, out, resume, shard, dry_run) -> None:
+        """Run a grid of cells from a YAML spec (yaml.safe_load; never executed as code)."""
+        from flbench import sweep as sw
+        from flbench.cell import normalize_cell, run_cell
+        from flbench.records import config_hash, is_done
+
+        spec = sw.load_spec(spec_file)
+        cells = [normalize_cell(c) for c in sw.expand(spec)]
+        if shard:
+            cells = sw.shard(cells, shard)
+        if dry_run:
+            for c in cells:
+                h = config_hash(c)
+                state = "done" if is_done(h, Path(out)) else "todo"
+                click.echo(f"{h} {state} {c['model']} split={c['split']} defense={c['defense']} "
+                           f"task={(c['task'] or {}).get('name')} attacks={','.join(c['attacks'])}")
+            return
+        summary = sw.run_sweep(cells, Path(out), lambda c: run_cell(c, progress=False), resume=resume, progress=True)
+        failed = summary.get("failed") or []
+        click.echo(f"[flbench] sweep {spec_file}: {summary.get('ran', 0)} cell(s) run, {summary.get('skipped', 0)} "
+                   f"skipped (done), {len(failed)} failed; records in {out}", err=True)
+        if failed:
+            raise FlbenchError(f"{len(failed)} cell(s) failed (first: {failed[0]}); rerun the sweep to retry them")
+
+    @cli.command("leaderboard")
+    @click.option("--records", default="results/runs", show_default=True, help="directory of run records")
+    @click.option("--out", default=None, help="write here [default: results/leaderboard.csv, or .md with --format md]")
+    @click.option("--format", "fmt", type=click.Choice(["csv", "md"]), default="csv", show_default=True)
+    @click.option("--stdout", "to_stdout", is_flag=True, help="print instead of writing a file")
+    def leaderboard_cmd(records, out, fmt, to_stdout) -> None:
+        """Derive the leaderboard (DCS, Pareto flag) from the records; byte-identical for the same records."""
+        from flbench import leaderboard as lb
+        from flbench.records import read_records
+
+        recs = read_records(Path(records))
+        if not recs:
+            raise FlbenchError(f"--records {records!r}: no run records found (run flbench run or flbench sweep first)")
+        df = lb.build(recs)
+        text = lb.to_csv(df) if fmt == "csv" else lb.to_markdown(df)
+        if to_stdout:
+            sys.stdout.write(text)
+            return
+        path = Path(out or ("results/leaderboard.csv" if fmt == "csv" else "results/leaderboard.md"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+        click.echo(f"[flbench] {len(df)} rows from {len(recs)} records → {path}", err=True)
+
+    @cli.command("plot")
+    @click.option("--records", default="results/runs", show_default=True, help="directory of run records")
+    @click.option("--out", default="results/plots", show_default=True, help="directory for PNG + SVG files")
+    def plot_cmd(records, out) -> None:
+        """Utility vs attack recovery, recovery vs σ per attack, ε vs utility (PNG and SVG)."""
+        from flbench import leaderboard as lb
+        from flbench import plots
+        from flbench.records import read_records
+
+        recs = read_records(Path(records))
+        if not recs:
+            raise FlbenchError(f"--records {records!r}: no run records found (run flbench run or flbench sweep first)")
+        res = plots.plot_all(lb.build(recs), Path(out))
+        for p in res.get("paths", []):
+            click.echo(str(p))
+        for n in res.get("notes", []):
+            click.echo(f"[flbench] note: {n}", err=True)
