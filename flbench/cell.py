@@ -1,14 +1,14 @@
 """One benchmark cell (`flbench run`, and every cell of `flbench sweep`).
 
-A cell is a plain dict (JSON-able, hashed into its identity):
+A cell is the plain dict built by `flbench.sweep.make_cell` (the same for `flbench run` and every cell of a
+sweep, so both hash alike):
 
     {"model": "smollm2-135m", "split": "2,2" | None,          # None = centralized reference (no wire)
-     "defense": {"name": "gaussian", "sigma": 1.0, "relative": True},
+     "defense": {"name": "gaussian", "params": {"sigma": 1.0, "relative": True}},
      "task": {"name": "sst2", "limit": 100} | None,
      "finetune": {"steps": 50, "batch_size": 8, "lr": 1e-3, "max_length": 256, "lora_rank": 8} | None,
      "attacks": ["embedding-nn", "learned-inversion"], "attack_params": {"learned-inversion": {"steps": 200}},
-     "victims": {"data": "private-records", "limit": 50, "max_length": 64},
-     "aux": {"data": ["xsum", "sst2"], "limit": 2000},
+     "victims": {"data": "private-records", "limit": 50, "aux_data": ["xsum", "sst2"]} | None,
      "seed": 0}
 
 Flow, all on one split runtime per stage: (optional) LoRA fine-tuning on the task's training portion with the
@@ -31,35 +31,32 @@ from typing import Any
 
 from flbench.errors import FlbenchError
 
-CELL_KEYS = ("model", "split", "defense", "task", "finetune", "attacks", "attack_params", "victims", "aux", "seed")
-DEFAULTS: dict[str, Any] = {
-    "model": "smollm2-135m", "split": "2,2", "defense": {"name": "none"}, "task": None, "finetune": None,
-    "attacks": [], "attack_params": {}, "victims": {"data": "private-records", "limit": 50, "max_length": 64},
-    "aux": {"data": ["xsum", "sst2"], "limit": 2000}, "seed": 0,
-}
 FINETUNE_KEYS = ("steps", "batch_size", "lr", "max_length", "lora_rank", "lora_alpha")
+VICTIM_DEFAULTS = {"data": "private-records", "limit": 50, "max_length": 64, "aux_data": ["xsum", "sst2"],
+                   "aux_limit": 2000}
 
 
-def normalize_cell(cell: dict) -> dict:
-    """Defaults filled in, unknown keys refused (one-line errors naming the key and the accepted ones)."""
-    unknown = sorted(set(cell) - set(CELL_KEYS))
-    if unknown:
-        raise FlbenchError(f"cell key {unknown[0]!r}: accepted keys are {', '.join(CELL_KEYS)}")
-    out = copy.deepcopy(DEFAULTS)
-    out.update(copy.deepcopy(cell))
-    if isinstance(out["defense"], str):
-        out["defense"] = {"name": out["defense"]}
-    if isinstance(out["task"], str):
-        out["task"] = {"name": out["task"]}
-    if out["split"] is None and (out["attacks"] or out["defense"].get("name", "none") != "none"):
+def check_cell(cell: dict) -> dict:
+    """Refuse what cannot run (one-line errors naming the key and what is accepted); the cell is not changed,
+    since its hash is its identity."""
+    for k in ("model", "split", "defense", "seed"):
+        if k not in cell:
+            raise FlbenchError(f"cell: missing key {k!r}")
+    attacks = cell.get("attacks") or []
+    if cell["split"] is None and (attacks or cell["defense"].get("name", "none") != "none"):
         raise FlbenchError("a centralized cell (split null) has no wire: no defense and no attacks")
-    if out["finetune"] is not None:
-        bad = sorted(set(out["finetune"]) - set(FINETUNE_KEYS))
+    ft = cell.get("finetune")
+    if ft is not None:
+        bad = sorted(set(ft) - set(FINETUNE_KEYS))
         if bad:
             raise FlbenchError(f"finetune key {bad[0]!r}: accepted keys are {', '.join(FINETUNE_KEYS)}")
-        if out["task"] is None:
+        if cell.get("task") is None:
             raise FlbenchError("finetune needs a task (its training portion is the training data)")
-    return out
+    return cell
+
+
+def _victims_of(cell: dict) -> dict:
+    return {**VICTIM_DEFAULTS, **(cell.get("victims") or {})}
 
 
 _MODELS: dict[str, Any] = {}
@@ -77,8 +74,7 @@ def _model(name: str):
 def make_cell_defense(d: dict, seed: int):
     from defenses import make_defense, make_generator
 
-    params = {k: v for k, v in d.items() if k != "name"}
-    return make_defense(d.get("name", "none"), **params), make_generator(seed)
+    return make_defense(d.get("name", "none"), **dict(d.get("params") or {})), make_generator(seed)
 
 
 def _finetune(cell: dict, loaded, spec, workdir: Path, progress: bool) -> tuple[Path, dict]:
@@ -109,7 +105,7 @@ def _utility(cell: dict, loaded, spec, checkpoint, progress: bool) -> tuple[dict
     from flbench.evaluate import evaluate
     from flbench.tasks import get_task
 
-    if cell["task"] is None:
+    if cell.get("task") is None:
         return None, {}
     t = cell["task"]
     task = get_task(t["name"])
@@ -124,15 +120,41 @@ def _utility(cell: dict, loaded, spec, checkpoint, progress: bool) -> tuple[dict
              "utility_snr": defense.stats().get("snr_rms") if spec is not None else None})
 
 
+_ATTACKS: dict[str, dict] = {}
+
+
+def _attack_key(cell: dict, name: str) -> str | None:
+    """What an attack's result depends on. Without fine-tuning the client runs the pretrained weights, so the
+    result does not depend on the cell's task: cells of a sweep that differ only in the task share it
+    (in-process memo; every record still carries the full result)."""
+    import json
+
+    if cell.get("finetune") is not None:
+        return None
+    keep = {k: cell.get(k) for k in ("model", "split", "defense", "victims", "seed")}
+    keep["attack"], keep["params"] = name, (cell.get("attack_params") or {}).get(name, {})
+    return json.dumps(keep, sort_keys=True)
+
+
 def _attack(cell: dict, name: str, loaded, spec, checkpoint, progress: bool) -> dict:
+    key = _attack_key(cell, name)
+    if key is not None and key in _ATTACKS:
+        return copy.deepcopy(_ATTACKS[key])
+    res = _attack_uncached(cell, name, loaded, checkpoint, progress)
+    if key is not None:
+        _ATTACKS[key] = copy.deepcopy(res)
+    return res
+
+
+def _attack_uncached(cell: dict, name: str, loaded, checkpoint, progress: bool) -> dict:
     from flbench.attack_run import AttackConfig, _victims, evaluate_attack, fit_attack
 
-    v, aux = cell["victims"], cell["aux"]
-    params = tuple(sorted((cell["attack_params"] or {}).get(name, {}).items()))
+    v = _victims_of(cell)
+    params = tuple(sorted((cell.get("attack_params") or {}).get(name, {}).items()))
     cfg = AttackConfig(model=cell["model"], split=cell["split"], attack=name, attack_params=params,
-                       data=v.get("data", "private-records"), data_file=v.get("data_file"),
-                       aux_data=tuple(aux.get("data", ("xsum", "sst2"))), aux_limit=int(aux.get("limit", 2000)),
-                       limit=int(v.get("limit", 50)), max_length=int(v.get("max_length", 64)), seed=cell["seed"])
+                       data=v["data"], data_file=v.get("data_file"), aux_data=tuple(v["aux_data"]),
+                       aux_limit=int(v["aux_limit"]), limit=int(v["limit"]), max_length=int(v["max_length"]),
+                       seed=cell["seed"])
     defense, gen = make_cell_defense(cell["defense"], cell["seed"])
     records, notes = _victims(cfg)
     fa = fit_attack(cfg, defense, gen, progress=progress, loaded=loaded, checkpoint=checkpoint)
@@ -144,7 +166,7 @@ def run_cell(cell: dict, progress: bool = True, workdir: str | Path | None = Non
     from flbench.records import config_hash, provenance
     from splits.partition import parse_split
 
-    cell = normalize_cell(cell)
+    check_cell(cell)
     h = config_hash(cell)
     t_start = time.perf_counter()
     loaded = _model(cell["model"])
@@ -155,7 +177,7 @@ def run_cell(cell: dict, progress: bool = True, workdir: str | Path | None = Non
     finetune = None
     with tempfile.TemporaryDirectory(prefix=f"flbench-cell-{h}-", dir=workdir) as tmp:
         checkpoint = None
-        if cell["finetune"] is not None:
+        if cell.get("finetune") is not None:
             t0 = time.perf_counter()
             checkpoint, summary = _finetune(cell, loaded, spec, Path(tmp), progress)
             timings["train_s"] = round(time.perf_counter() - t0, 3)
@@ -165,7 +187,7 @@ def run_cell(cell: dict, progress: bool = True, workdir: str | Path | None = Non
         task, uinfo = _utility(cell, loaded, spec, checkpoint, progress)
         timings["eval_s"] = round(time.perf_counter() - t0, 3)
         attack_results = []
-        for name in cell["attacks"]:
+        for name in cell.get("attacks") or []:
             t0 = time.perf_counter()
             res = _attack(cell, name, loaded, spec, checkpoint, progress)
             attack_results.append((name, res, round(time.perf_counter() - t0, 3)))

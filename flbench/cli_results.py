@@ -54,8 +54,9 @@ def register(cli: click.Group) -> None:
                 noise_relative, dp_clip, noise_multiplier, dp_delta, seed, secure_noise, out, as_json) -> None:
         """One benchmark cell: [fine-tune] → utility → capture → attacks; one record per attack under --out."""
         from attacks import attacks as attack_registry
-        from flbench.cell import normalize_cell, run_cell
-        from flbench.records import config_hash, write_record
+        from flbench.cell import check_cell, run_cell
+        from flbench.records import config_hash, write_cell
+        from flbench.sweep import make_cell
         from flbench.tasks import get_task
 
         if secure_noise:
@@ -76,22 +77,24 @@ def register(cli: click.Group) -> None:
             from splits.partition import parse_split
 
             parse_split(split_text)
-        cell = {
-            "model": model, "split": None if centralized else split_text,
-            "defense": _defense_spec(defense, noise_sigma, noise_relative, dp_clip, noise_multiplier, dp_delta),
-            "task": {"name": task_name, "limit": task_limit} if task_name else None,
-            "finetune": ({"steps": finetune_steps, "batch_size": finetune_batch_size, "lr": finetune_lr}
-                         if finetune_steps else None),
-            "attacks": list(attacks), "attack_params": _attack_params(attack_params, list(attacks)),
-            "victims": {"data": victims, "limit": victim_limit, "max_length": 64},
-            "aux": {"data": [a.strip() for a in aux_data.split(",") if a.strip()], "limit": 2000},
-            "seed": seed,
-        }
-        cell = normalize_cell(cell)
+        dspec = _defense_spec(defense, noise_sigma, noise_relative, dp_clip, noise_multiplier, dp_delta)
+        dname = dspec.pop("name")
+        if centralized and dname != "none":
+            raise FlbenchError(f"--centralized runs the unsplit model: there is no wire for --defense {dname}")
+        if centralized and attacks:
+            raise FlbenchError("--centralized runs the unsplit model: there is no traffic to --attack")
+        cell = make_cell(
+            model, None if centralized else split_text, {"name": dname, "params": dspec},
+            {"name": task_name, "limit": task_limit} if task_name else None,
+            ({"steps": finetune_steps, "batch_size": finetune_batch_size, "lr": finetune_lr} if finetune_steps else None),
+            attacks, _attack_params(attack_params, list(attacks)),
+            {"data": victims, "limit": victim_limit, "aux_data": [a.strip() for a in aux_data.split(",") if a.strip()]},
+            seed)
+        check_cell(cell)
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
         records = run_cell(cell, progress=True)
-        paths = [str(write_record(r, out_dir)) for r in records]
+        paths = [str(p) for p in write_cell(records, out_dir, config_hash(cell))]
         click.echo(f"[flbench] cell {config_hash(cell)}: {len(records)} record(s) in {out_dir}", err=True)
 
         def human(o):
@@ -121,11 +124,11 @@ def register(cli: click.Group) -> None:
     def sweep_cmd(spec_file, out, resume, shard, dry_run) -> None:
         """Run a grid of cells from a YAML spec (yaml.safe_load; never executed as code)."""
         from flbench import sweep as sw
-        from flbench.cell import normalize_cell, run_cell
+        from flbench.cell import check_cell, run_cell
         from flbench.records import config_hash, is_done
 
         spec = sw.load_spec(spec_file)
-        cells = [normalize_cell(c) for c in sw.expand(spec)]
+        cells = [check_cell(c) for c in sw.expand(spec)]
         if shard:
             cells = sw.shard(cells, shard)
         if dry_run:
