@@ -1,0 +1,109 @@
+"""Run records: canonical hashing, atomic writes, markers, readers, provenance."""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+from fake_runner import fake_records
+
+from flbench import records
+from flbench.errors import FlbenchError
+from flbench.sweep import make_cell
+
+CELL = make_cell("m", "1,1", {"name": "gaussian", "params": {"sigma": 1.0, "relative": True}},
+                 {"name": "sst2", "limit": 10}, None, ["b-attack", "a-attack"], {}, {"data": "private-records"}, 0)
+
+
+def test_canonical_json_and_hash():
+    assert records.canonical_json({"b": 1, "a": [1.5, "é"]}) == '{"a":[1.5,"é"],"b":1}'
+    assert records.canonical_json(0.1) == repr(0.1)
+    h = records.config_hash(CELL)
+    assert re.fullmatch(r"[0-9a-f]{16}", h)
+    with pytest.raises(FlbenchError, match="NaN or infinity"):
+        records.config_hash({"x": float("nan")})
+
+
+def test_write_read_and_markers(tmp_path):
+    recs = fake_records(CELL)
+    h = records.config_hash(CELL)
+    assert not records.is_done(h, tmp_path)
+    paths = records.write_cell(recs, tmp_path)
+    assert sorted(p.name for p in paths) == [f"{h}__a-attack.json", f"{h}__b-attack.json"]
+    assert records.is_done(h, tmp_path) and records.done_hashes(tmp_path) == {h}
+    got = records.read_records(tmp_path)
+    assert [r["record_id"] for r in got] == [f"{h}__a-attack", f"{h}__b-attack"]
+    assert got[0]["config"] == CELL
+    # a missing record makes the cell not done, even with its marker
+    paths[0].unlink()
+    assert not records.is_done(h, tmp_path) and records.done_hashes(tmp_path) == set()
+    records.unmark(h, tmp_path)
+    assert not records.marker_path(h, tmp_path).exists()
+
+
+def test_readers_skip_temp_files_and_refuse_corrupt_ones(tmp_path):
+    records.write_cell(fake_records(CELL), tmp_path)
+    h = records.config_hash(CELL)
+    (tmp_path / f".{h}__x.json.host.1.abcd.tmp").write_text('{"partial')
+    (tmp_path / f".{h}.done.host.1.abcd.tmp").write_text("")
+    assert len(records.read_records(tmp_path)) == 2 and records.done_hashes(tmp_path) == {h}
+    (tmp_path / "0123456789abcdef__x.json").write_text('{"schema": 1, "config_ha')
+    with pytest.raises(FlbenchError, match=r"corrupt record .*0123456789abcdef__x.json"):
+        records.read_records(tmp_path)
+    (tmp_path / "0123456789abcdef__x.json").write_text('{"schema": 7}')
+    with pytest.raises(FlbenchError, match=r"schema 7 is not accepted"):
+        records.read_records(tmp_path)
+    assert records.read_records(tmp_path / "nope") == []
+
+
+def test_write_record_checks_hash_and_names(tmp_path):
+    r = fake_records(CELL)[0]
+    with pytest.raises(FlbenchError, match="does not match the hash of its config"):
+        records.write_record({**r, "config_hash": "0" * 16}, tmp_path)
+    with pytest.raises(FlbenchError, match="cannot be part of a file name"):
+        records.write_record({**r, "attack": {**r["attack"], "name": "../evil"}}, tmp_path)
+    with pytest.raises(FlbenchError, match="two records for attack"):
+        records.write_cell([r, r], tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    # an attack-less record is `<hash>__none.json`
+    p = records.write_record({**r, "attack": None}, tmp_path)
+    assert p.name.endswith("__none.json") and json.loads(p.read_text())["record_id"].endswith("__none")
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "f.json"
+    target.write_text("old")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(records.os, "replace", boom)
+    with pytest.raises(OSError):
+        records.atomic_write_text(target, "new")
+    monkeypatch.undo()
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_clean_temp_removes_only_abandoned_files(tmp_path):
+    host = records._host()
+    dead = tmp_path / f".a.json.{host}.999999999.abcd.tmp"
+    live = tmp_path / f".b.json.{host}.{os.getpid()}.abcd.tmp"
+    other_host = tmp_path / ".c.json.otherhost.1.abcd.tmp"
+    for p in (dead, live, other_host):
+        p.write_text("x")
+    removed = records.clean_temp(tmp_path)
+    assert removed == [dead] and live.exists() and other_host.exists()
+    old = os.path.getmtime(other_host) - 7200
+    os.utime(other_host, (old, old))
+    assert records.clean_temp(tmp_path) == [other_host]
+
+
+def test_provenance():
+    p = records.provenance()
+    assert set(p) == {"versions", "commit", "dirty", "date"}
+    assert set(p["versions"]) == {"flbench", "torch", "transformers", "python"}
+    assert p["date"].endswith("+00:00")
+    assert p["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", p["commit"])
+    assert isinstance(p["dirty"], bool)

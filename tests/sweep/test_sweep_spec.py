@@ -1,0 +1,163 @@
+"""Sweep specs: validation (one-line errors), expansion, hash stability, shards."""
+from __future__ import annotations
+
+import pytest
+
+from flbench.errors import FlbenchError
+from flbench.records import config_hash
+from flbench.sweep import expand, load_spec, parse_shard, parse_spec, shard
+
+BASE = """\
+name: t
+model: [m1]
+splits: ["1,1", "2,2"]
+defenses:
+  - {name: none}
+  - {name: gaussian, relative: true, sigma: [0.5, 1, 2]}
+  - {name: dp-forward, clip: 5.0, noise_multiplier: [1.0, 4.0]}
+attacks: [embedding-nn, learned-inversion]
+attack_params: {learned-inversion: {steps: 20}}
+tasks: [{name: sst2, limit: 20}, boolq]
+victims: {data: private-records, limit: 5}
+centralized_reference: true
+seed: 0
+"""
+
+
+def _spec(tmp_path, text, name="s.yaml", check_names=False):
+    p = tmp_path / name
+    p.write_text(text)
+    return load_spec(p, check_names=check_names)
+
+
+def _one_line_error(excinfo) -> str:
+    msg = str(excinfo.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_expand_grid_shape_and_cells(tmp_path):
+    cells = expand(_spec(tmp_path, BASE))
+    # 2 splits x (1 + 3 + 2) defenses x 2 tasks + 2 centralized references
+    assert len(cells) == 2 * 6 * 2 + 2
+    assert len({config_hash(c) for c in cells}) == len(cells)
+    central = [c for c in cells if c["split"] is None]
+    assert len(central) == 2
+    for c in central:
+        assert c["defense"] == {"name": "none", "params": {}} and c["attacks"] == [] and c["victims"] is None
+    c = next(c for c in cells if c["defense"]["name"] == "gaussian" and c["split"] == "2,2")
+    assert c["attacks"] == ["embedding-nn", "learned-inversion"]
+    assert c["attack_params"] == {"learned-inversion": {"steps": 20}}
+    assert c["victims"] == {"data": "private-records", "limit": 5}
+    assert c["task"] in ({"name": "sst2", "limit": 20}, {"name": "boolq", "limit": None})
+    dp = [c["defense"]["params"] for c in cells if c["defense"]["name"] == "dp-forward"]
+    assert {"clip": 5, "noise_multiplier": 4} in dp  # 5.0 -> 5: numbers normalised
+    # deterministic
+    assert expand(_spec(tmp_path, BASE)) == cells
+
+
+def test_hash_independent_of_order_and_number_spelling(tmp_path):
+    a = expand(_spec(tmp_path, BASE))
+    reordered = """\
+seed: 0.0
+centralized_reference: true
+victims: {limit: 5, data: private-records}
+tasks: [boolq, {limit: 20.0, name: sst2}]
+attack_params: {learned-inversion: {steps: 20.0}}
+attacks: [learned-inversion, embedding-nn, learned-inversion]
+defenses:
+  - {name: dp-forward, noise_multiplier: [4, 1], clip: 5}
+  - {name: gaussian, sigma: [2.0, 1.0, 0.5], relative: true}
+  - none
+splits: ["2, 2", "1,1"]
+model: m1
+name: other-name
+"""
+    b = expand(_spec(tmp_path, reordered, "b.yaml"))
+    assert [config_hash(c) for c in a] == [config_hash(c) for c in b]
+    assert a == b
+    assert config_hash({"x": 1.0, "y": [2.0]}) == config_hash({"y": [2], "x": 1})
+    assert config_hash({"x": 1.5}) != config_hash({"x": 1})
+    assert config_hash({"x": True}) != config_hash({"x": 1})
+
+
+def test_shard_partitions_the_grid(tmp_path):
+    cells = expand(_spec(tmp_path, BASE))
+    parts = [shard(cells, f"{i}/3") for i in (1, 2, 3)]
+    assert sorted(map(config_hash, sum(parts, []))) == sorted(map(config_hash, cells))
+    assert parts[0][0] is cells[0] and parts[1][0] is cells[1]
+    assert shard(cells, "1/1") == cells
+    assert parse_shard(" 2 / 5 ") == (2, 5)
+    for bad in ("0/2", "3/2", "a/b", "1/0", "1", "", "-1/2", "1/2/3"):
+        with pytest.raises(FlbenchError, match=r"expected I/N with 1 <= I <= N") as e:
+            shard(cells, bad)
+        _one_line_error(e)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\nsigma: 1\n", r"sigma: unknown key; accepted: name, model, splits"),
+    ("model: m\nsplits: [1,1]\nattacks: [a]\n", r'splits\[0\]: 1 is not accepted; expected a quoted "P,Q"'),
+    ("model: m\nsplits: ['1;1']\nattacks: [a]\n", r"splits\[0\]: '1;1' is not accepted"),
+    ("model: m\nattacks: [a]\n", r"splits: missing"),
+    ("splits: ['1,1']\nattacks: [a]\n", r"model: missing"),
+    ("model: m\nsplits: ['1,1']\n", r"runs nothing"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\ndefenses: [{sigma: 1}]\n", r"defenses\[0\]: .* expected a name or a mapping with 'name'"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\ndefenses: [{name: gaussian, sigma: []}]\n", r"defenses\[0\].sigma: \[\] is not accepted"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\ndefenses: [{name: gaussian, sigma: [{a: 1}]}]\n", r"defenses\[0\].sigma: .* expected a finite number"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\ndefenses: [{name: gaussian, sigma: .nan}]\n", r"use a finite number"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\nattack_params: {b: {x: 1}}\n", r"attack_params.b: not one of the sweep's attacks; accepted: a"),
+    ("model: m\nsplits: ['1,1']\ntasks: [{name: sst2, limt: 3}]\n", r"tasks\[0\].limt: unknown key; accepted: name, limit"),
+    ("model: m\nsplits: ['1,1']\ntasks: [{name: sst2, limit: 0}]\n", r"tasks\[0\].limit: 0 is not accepted; expected a positive integer"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\nvictims: {data: x, size: 3}\n", r"victims.size: unknown key; accepted: data, data_file"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\nseed: -1\n", r"seed: -1 is not accepted"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\ncentralized_reference: yes please\n", r"centralized_reference: .* expected true or false"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\nfinetune: 50\n", r"finetune: 50 is not accepted; expected null or a mapping"),
+    ("- just\n- a list\n", r"the spec must be a YAML mapping"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\nname: 2024-01-01\n", r"expected plain YAML data"),
+])
+def test_spec_errors_are_one_line_and_name_the_key(tmp_path, text, match):
+    with pytest.raises(FlbenchError, match=match) as e:
+        _spec(tmp_path, text)
+    msg = _one_line_error(e)
+    assert msg.startswith(str(tmp_path / "s.yaml"))
+
+
+def test_bad_yaml_and_python_tags_are_refused(tmp_path):
+    with pytest.raises(FlbenchError, match=r"not a valid sweep spec: line \d+") as e:
+        _spec(tmp_path, "model: [m\nsplits: {\n")
+    _one_line_error(e)
+    marker = tmp_path / "pwned"
+    evil = f"!!python/object/apply:os.system ['touch {marker}']\n"
+    with pytest.raises(FlbenchError, match=r"YAML tags are refused.*safe_load") as e:
+        _spec(tmp_path, evil)
+    _one_line_error(e)
+    with pytest.raises(FlbenchError, match="YAML tags are refused"):
+        _spec(tmp_path, "model: !!python/object:collections.OrderedDict {}\nsplits: ['1,1']\nattacks: [a]\n")
+    assert not marker.exists()
+    with pytest.raises(FlbenchError, match="does not exist"):
+        load_spec(tmp_path / "missing.yaml")
+
+
+def test_names_and_parameters_checked_against_the_registries(tmp_path):
+    spec = _spec(tmp_path, BASE, check_names=True)
+    assert spec.attacks == ("embedding-nn", "learned-inversion")
+    with pytest.raises(FlbenchError, match=r"defenses\[1\].name: unknown defense 'gausian'; known: dp-forward, gaussian, none"):
+        _spec(tmp_path, BASE.replace("name: gaussian", "name: gausian"), check_names=True)
+    with pytest.raises(FlbenchError, match=r"defenses\[1\].sigmas: defense 'gaussian' takes no parameter 'sigmas'; accepted: sigma, relative"):
+        _spec(tmp_path, BASE.replace("sigma: [", "sigmas: ["), check_names=True)
+    with pytest.raises(FlbenchError, match=r"attacks\[1\]: unknown attack 'learned-inversio'"):
+        _spec(tmp_path, BASE.replace("learned-inversion]", "learned-inversio]").replace(
+            "attack_params: {learned-inversion: {steps: 20}}\n", ""), check_names=True)
+    with pytest.raises(FlbenchError, match=r"attack_params.learned-inversion.stepz: attack 'learned-inversion' takes no parameter 'stepz'"):
+        _spec(tmp_path, BASE.replace("{steps: 20}", "{stepz: 20}"), check_names=True)
+    with pytest.raises(FlbenchError, match=r"tasks\[1\].name: unknown task 'bolq'"):
+        _spec(tmp_path, BASE.replace("boolq", "bolq"), check_names=True)
+
+
+def test_defaults_and_scalars():
+    spec = parse_spec({"model": "m", "splits": "2,2", "tasks": ["sst2"], "seed": [1, 0]}, check_names=False)
+    cells = expand(spec)
+    assert [c["seed"] for c in cells] == [0, 1]
+    assert all(c["defense"] == {"name": "none", "params": {}} and c["attacks"] == [] and c["victims"] is None
+               for c in cells)
+    assert spec.centralized_reference is False
