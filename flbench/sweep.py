@@ -14,7 +14,8 @@ Spec (read with `yaml.safe_load` only, never executed; every key is checked):
     attack_params: {learned-inversion: {steps: 200}}               # optional, passed through, not expanded
     tasks: [sst2, {name: xsum, limit: 20}]                          # default []; a name or {name, limit}
     finetune: null                      # or a mapping passed to the cell runner, e.g. {steps: 50}
-    victims: {data: private-records, limit: 50}   # keys: data, data_file, aux_data, limit (default shown)
+    victims: {data: private-records, limit: 50}   # keys: data | data_file, limit, aux_data, aux_limit,
+                                        # max_length; data, limit and aux_data [xsum, sst2] are filled in
     centralized_reference: true         # default false: add one cell per (model, task, seed) with split null,
                                         # defense none, no attacks
     seed: 0                             # an int or a list of ints (expanded)
@@ -49,9 +50,10 @@ from flbench.errors import FlbenchError
 
 TOP_KEYS = ("name", "model", "splits", "defenses", "attacks", "attack_params", "tasks", "finetune", "victims",
             "centralized_reference", "seed")
-VICTIM_KEYS = ("data", "data_file", "aux_data", "limit")
+VICTIM_KEYS = ("data", "data_file", "aux_data", "aux_limit", "limit", "max_length")
 TASK_KEYS = ("name", "limit")
-DEFAULT_VICTIMS = {"data": "private-records", "limit": 50}
+# the same defaults `flbench run` writes into its cell, so a run and a sweep cell hash alike
+DEFAULT_VICTIMS = {"data": "private-records", "limit": 50, "aux_data": ["xsum", "sst2"]}
 _SPLIT_RE = re.compile(r"^\s*(\d+)\s*,\s*(\d+)\s*$")
 _SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
@@ -232,26 +234,28 @@ def _parse_splits(ctx: _Ctx, raw: Any) -> list[str]:
 
 
 def _parse_victims(ctx: _Ctx, raw: Any) -> dict:
+    """Victim settings with the defaults filled in (data, limit, aux_data), as `flbench run` does."""
     if raw is None:
-        return dict(DEFAULT_VICTIMS)
+        raw = {}
     if not isinstance(raw, dict):
         raise ctx.fail("victims", f"{raw!r} is not accepted; expected a mapping with keys {', '.join(VICTIM_KEYS)}")
     out: dict[str, Any] = {}
     for k, v in raw.items():
         if k not in VICTIM_KEYS:
             raise ctx.fail(f"victims.{k}", f"unknown key; accepted: {', '.join(VICTIM_KEYS)}")
-        if k == "limit":
-            out[k] = _pos_int(ctx, "victims.limit", v, allow_none=True)
+        if k in ("limit", "aux_limit", "max_length"):
+            out[k] = _pos_int(ctx, f"victims.{k}", v, allow_none=(k == "limit"))
         elif k == "aux_data":
             vals = _as_list(v)
             if not vals or not all(isinstance(x, str) and x for x in vals):
                 raise ctx.fail("victims.aux_data", f"{v!r} is not accepted; expected a dataset name or a list of them")
-            out[k] = sorted(set(vals))
+            out[k] = list(dict.fromkeys(vals))  # order kept: it may decide which auxiliary texts are used
         else:
             out[k] = _name(ctx, f"victims.{k}", v)
     if "data" in out and "data_file" in out:
         raise ctx.fail("victims", "give either data or data_file, not both")
-    return out
+    defaults = {k: v for k, v in DEFAULT_VICTIMS.items() if not (k == "data" and "data_file" in out)}
+    return {**copy.deepcopy(defaults), **out}
 
 
 def parse_spec(data: Any, source: str = "spec", check_names: bool = True) -> Spec:
@@ -455,6 +459,10 @@ class SweepSummary:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Dict-style access to `to_dict()` fields (failed entries there hold config_hash, cell, error)."""
+        return self.to_dict().get(key, default)
 
     def to_dict(self) -> dict:
         return {"out_dir": self.out_dir, "total": self.total, "skipped": self.skipped, "ran": self.ran,

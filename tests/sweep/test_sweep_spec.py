@@ -48,7 +48,7 @@ def test_expand_grid_shape_and_cells(tmp_path):
     c = next(c for c in cells if c["defense"]["name"] == "gaussian" and c["split"] == "2,2")
     assert c["attacks"] == ["embedding-nn", "learned-inversion"]
     assert c["attack_params"] == {"learned-inversion": {"steps": 20}}
-    assert c["victims"] == {"data": "private-records", "limit": 5}
+    assert c["victims"] == {"data": "private-records", "limit": 5, "aux_data": ["xsum", "sst2"]}
     assert c["task"] in ({"name": "sst2", "limit": 20}, {"name": "boolq", "limit": None})
     dp = [c["defense"]["params"] for c in cells if c["defense"]["name"] == "dp-forward"]
     assert {"clip": 5, "noise_multiplier": 4} in dp  # 5.0 -> 5: numbers normalised
@@ -108,7 +108,7 @@ def test_shard_partitions_the_grid(tmp_path):
     ("model: m\nsplits: ['1,1']\nattacks: [a]\nattack_params: {b: {x: 1}}\n", r"attack_params.b: not one of the sweep's attacks; accepted: a"),
     ("model: m\nsplits: ['1,1']\ntasks: [{name: sst2, limt: 3}]\n", r"tasks\[0\].limt: unknown key; accepted: name, limit"),
     ("model: m\nsplits: ['1,1']\ntasks: [{name: sst2, limit: 0}]\n", r"tasks\[0\].limit: 0 is not accepted; expected a positive integer"),
-    ("model: m\nsplits: ['1,1']\nattacks: [a]\nvictims: {data: x, size: 3}\n", r"victims.size: unknown key; accepted: data, data_file"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\nvictims: {data: x, size: 3}\n", r"victims.size: unknown key; accepted: data, data_file, aux_data, aux_limit, limit, max_length"),
     ("model: m\nsplits: ['1,1']\nattacks: [a]\nseed: -1\n", r"seed: -1 is not accepted"),
     ("model: m\nsplits: ['1,1']\nattacks: [a]\ncentralized_reference: yes please\n", r"centralized_reference: .* expected true or false"),
     ("model: m\nsplits: ['1,1']\nattacks: [a]\nfinetune: 50\n", r"finetune: 50 is not accepted; expected null or a mapping"),
@@ -161,3 +161,12 @@ def test_defaults_and_scalars():
     assert all(c["defense"] == {"name": "none", "params": {}} and c["attacks"] == [] and c["victims"] is None
                for c in cells)
     assert spec.centralized_reference is False
+
+
+def test_victim_defaults_match_flbench_run():
+    """`flbench run` always writes data, limit and aux_data into its cell: a sweep cell fills the same."""
+    spec = parse_spec({"model": "m", "splits": "2,2", "attacks": ["a"]}, check_names=False)
+    assert expand(spec)[0]["victims"] == {"data": "private-records", "limit": 50, "aux_data": ["xsum", "sst2"]}
+    spec = parse_spec({"model": "m", "splits": "2,2", "attacks": ["a"],
+                       "victims": {"data_file": "v.jsonl", "aux_data": ["sst2", "xsum"]}}, check_names=False)
+    assert expand(spec)[0]["victims"] == {"data_file": "v.jsonl", "limit": 50, "aux_data": ["sst2", "xsum"]}
