@@ -7,8 +7,18 @@ Fixed split. SuperGLUE is here only as its validation set, so the validation row
 train/eval halves by a seeded permutation (`CARVE_SEED`, never the run's seed): row `i` of the permutation
 goes to eval for the first ceil(n/2) rows and to train for the rest. The carve unit is one JSONL line (for
 MultiRC one passage, so that no passage's answers leak from train into eval). A dataset with its own train
-and eval files (SST-2) uses them as they are. Data are read with plain json/csv (`datasets` is not installed
-here); the layout is that of ../shared/data.
+and eval files (SST-2) uses them as they are. Data are read with plain json/csv; the layout is that of
+../shared/data.
+
+Where data come from (`Task.read_file`, the one place): the local file under the data directory
+(`--data-dir`, FLBENCH_DATA_DIR, ../shared/data); when it is missing and the task names a `hub` source
+(flbench.tasks.hub), the same rows from the Hugging Face hub via `datasets`, converted to the local layout.
+Otherwise one FlbenchError line naming the file, the fields its rows need, and the hub id tried.
+
+Kinds. `kind = "choice"` tasks (here) are scored by the log-likelihood of verbalised answers;
+`kind = "generate"` tasks (flbench.tasks.generative) by text generated greedily through the split.
+Every task gives `train_pair(ex) -> (context, continuation)`: the training text, with the loss taken only on
+the continuation.
 """
 from __future__ import annotations
 
@@ -17,11 +27,13 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from flbench.data.paths import read_jsonl, resolve_file
 from flbench.errors import FlbenchError
 from flbench.registry import Registry
+from flbench.tasks.hub import Hub, load_hub_rows
 
 SPLITS = ("train", "eval")
 CARVE_SEED = 20250521  # fixed: the train/eval carve never depends on a run's --seed
@@ -32,28 +44,59 @@ CARVE_EVAL_FRACTION = 0.5
 class Example:
     id: str  # stable id within the task (source row / question / answer indices)
     fields: dict[str, Any]  # the raw fields the template uses
-    label: int  # index into the task's choices
-    group: str | None = None  # examples scored together (MultiRC: one question)
+    label: int = -1  # index into the task's choices (-1: none, generative tasks)
+    group: str | None = None  # examples scored together (MultiRC: one question; CoQA: one story)
+    references: tuple[str, ...] = ()  # gold texts of a generative task (the first one is the training target)
 
 
 class Task:
     """Base class: subclasses set name/family/metrics/file and implement rows→examples, prompt and choices."""
 
     name: ClassVar[str] = ""
+    kind: ClassVar[str] = "choice"  # "choice": log-likelihood of verbalised answers; "generate": greedy text
     family: ClassVar[str] = "nlu"
     metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
     relpath: ClassVar[str] = ""  # data file under the data dir (single-file tasks)
     required: ClassVar[tuple[str, ...]] = ()  # fields each row must have
     delimiter: ClassVar[str] = " "  # between the prompt and a verbalised answer (as lm-evaluation-harness)
+    hub: ClassVar[Hub | None] = None  # the same data on the Hugging Face hub, used only without a local file
 
     # ---- data ----
     def read_rows(self, split: str, data_dir=None) -> list[dict]:
         """Rows of `split` after the fixed carve (override for datasets with their own train/eval files)."""
-        rows = read_jsonl(self.resolve(self.relpath, data_dir), self.required)
-        return carve(rows, split)
+        return carve(self.read_file(self.relpath, data_dir), split)
+
+    def read_file(self, relpath: str, data_dir=None, reader: Callable[[Path], list[dict]] | None = None,
+                  required: tuple[str, ...] | None = None) -> list[dict]:
+        """The rows of one data file: the local file read by `reader` (default: JSON Lines whose rows hold the
+        `required` fields, default the task's); without one, the rows of `fallback_rows` (the task's `hub`);
+        else a FlbenchError (one line) naming the file, the fields and the hub id tried."""
+        required = self.required if required is None else required
+        reader = reader or (lambda p: read_jsonl(p, required))
+        try:
+            path = resolve_file(relpath, data_dir, f"task {self.name}")
+        except FlbenchError as e:
+            missing = f"{e} (rows with fields: {', '.join(required)})"
+            rows = self.fallback_rows(relpath, missing)
+            for i, r in enumerate(rows):
+                if not isinstance(r, dict) or any(k not in r for k in required):
+                    raise FlbenchError(f"{missing}; the fallback for it gave row {i + 1} without all of "
+                                       f"{', '.join(required)}") from None
+            return rows
+        return reader(path)
+
+    def fallback_rows(self, relpath: str, missing: str) -> list[dict]:
+        """Rows of `relpath` when no local file exists (default: the task's hub source), or a FlbenchError that
+        starts with `missing` (the local file, its fields) and says what else was tried."""
+        if self.hub is None or relpath not in self.hub.splits:
+            raise FlbenchError(missing)
+        try:
+            return load_hub_rows(self.hub, relpath)
+        except FlbenchError as e:
+            raise FlbenchError(f"{missing}; the hub fallback {self.hub.describe(relpath)} failed ({e})") from None
 
     def resolve(self, relpath: str, data_dir=None) -> Path:
-        """The data file, or a FlbenchError naming it and the fields it must hold."""
+        """The local data file, or a FlbenchError naming it and the fields it must hold (no hub fallback)."""
         try:
             return resolve_file(relpath, data_dir, f"task {self.name}")
         except FlbenchError as e:
@@ -86,7 +129,13 @@ class Task:
 
     def target_text(self, ex: Example) -> str:
         """The gold answer as training text: prompt + delimiter + verbalised label."""
-        return self.prompt(ex) + self.continuations(ex)[ex.label]
+        context, continuation = self.train_pair(ex)
+        return context + continuation
+
+    def train_pair(self, ex: Example) -> tuple[str, str]:
+        """(context, continuation) for fine-tuning, the loss taken only on the continuation: for a choice task
+        (prompt, delimiter + verbalised gold label)."""
+        return self.prompt(ex), self.continuations(ex)[ex.label]
 
     # ---- scoring ----
     def score(self, examples: list[Example], preds: list[int]) -> dict[str, float]:

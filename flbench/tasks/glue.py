@@ -1,11 +1,13 @@
 """GLUE SST-2 (Socher et al., 2013) from `sst2/train_part.tsv` (train) and `sst2/dev.tsv` (eval, the GLUE dev
-set), both `sentence<TAB>label` with a header."""
+set), both `sentence<TAB>label` with a header. Hub fallback: stanfordnlp/sst2 (train: the whole GLUE train set,
+67,349 rows, of which train_part.tsv is a part; validation: the same 872 dev rows)."""
 from __future__ import annotations
 
 from typing import ClassVar
 
 from flbench.errors import FlbenchError
 from flbench.tasks.base import Example, Task, read_tsv, tasks
+from flbench.tasks.hub import Hub, per_row
 
 
 @tasks.register("sst2")
@@ -15,9 +17,11 @@ class SST2(Task):
     name = "sst2"
     files: ClassVar[dict[str, str]] = {"train": "sst2/train_part.tsv", "eval": "sst2/dev.tsv"}
     required = ("sentence", "label")
+    hub = Hub("stanfordnlp/sst2", None, {"sst2/train_part.tsv": "train", "sst2/dev.tsv": "validation"},
+              per_row(lambda r: {"sentence": r["sentence"], "label": str(r["label"])}))
 
     def read_rows(self, split, data_dir=None):
-        return read_tsv(self.resolve(self.files[split], data_dir), self.required)
+        return self.read_file(self.files[split], data_dir, lambda p: read_tsv(p, self.required))
 
     def to_examples(self, rows):
         out = []

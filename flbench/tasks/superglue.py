@@ -1,10 +1,49 @@
 """SuperGLUE tasks (Wang et al., 2019) from the official validation JSONL files (`superglue/<task>.val.jsonl`),
 carved into fixed train/eval halves (see flbench.tasks.base). Prompts and verbalisers follow
-lm-evaluation-harness's super_glue tasks."""
+lm-evaluation-harness's super_glue tasks.
+
+Hub fallback: aps/super_glue (the parquet copy of `super_glue`), validation split, whose rows carry integer
+class labels; they are mapped back to the label strings and nesting of the official JSONL files (WSC: the
+`wsc.fixed` config; MultiRC: one hub row per answer, regrouped into passages)."""
 from __future__ import annotations
 
 from flbench.tasks.base import Example, Task, as_bool_label, as_choice_label, tasks
+from flbench.tasks.hub import Hub, per_row
 from flbench.tasks.metrics import accuracy, macro_f1, multirc_em0_f1a
+
+SUPERGLUE_HUB = "aps/super_glue"
+
+
+def _bool_label(r: dict) -> dict:
+    return {**r, "label": "true" if int(r["label"]) == 1 else "false"}
+
+
+def _named_label(*names: str):
+    return lambda r: {**r, "label": names[int(r["label"])]}
+
+
+def _wsc_row(r: dict) -> dict:
+    target = {k: r[k] for k in ("span1_index", "span2_index", "span1_text", "span2_text")}
+    return {"text": r["text"], "target": target, "idx": r["idx"], "label": "true" if int(r["label"]) == 1 else "false"}
+
+
+def _multirc_passages(rows: list[dict]) -> list[dict]:
+    """Hub MultiRC (one row per answer option, `idx` = {paragraph, question, answer}) → official passages."""
+    passages: dict = {}
+    for r in rows:
+        ix = r["idx"]
+        p = passages.setdefault(ix["paragraph"], {"idx": ix["paragraph"], "passage": {"text": r["paragraph"], "questions": {}}})
+        q = p["passage"]["questions"].setdefault(ix["question"], {"question": r["question"], "answers": [], "idx": ix["question"]})
+        q["answers"].append({"text": r["answer"], "idx": ix["answer"], "label": int(r["label"])})
+    out = []
+    for p in passages.values():
+        p["passage"]["questions"] = list(p["passage"]["questions"].values())
+        out.append(p)
+    return out
+
+
+def _hub(config: str, relpath: str, convert) -> Hub:
+    return Hub(SUPERGLUE_HUB, config, {relpath: "validation"}, convert)
 
 
 class _SuperGlue(Task):
@@ -26,6 +65,7 @@ class BoolQ(_SuperGlue):
 
     name = "boolq"
     relpath = "superglue/boolq.val.jsonl"
+    hub = _hub("boolq", relpath, per_row(_bool_label))
     required = ("passage", "question", "label")
 
     def prompt(self, ex):
@@ -41,6 +81,7 @@ class CB(_SuperGlue):
 
     name = "cb"
     relpath = "superglue/cb.val.jsonl"
+    hub = _hub("cb", relpath, per_row(_named_label("entailment", "contradiction", "neutral")))
     required = ("premise", "hypothesis", "label")
     metrics = ("accuracy", "macro_f1")
     label_names = ("entailment", "contradiction", "neutral")
@@ -62,6 +103,7 @@ class COPA(_SuperGlue):
 
     name = "copa"
     relpath = "superglue/copa.val.jsonl"
+    hub = _hub("copa", relpath, per_row(dict))
     required = ("premise", "choice1", "choice2", "question", "label")
     label_names = (0, 1)
 
@@ -79,6 +121,7 @@ class RTE(_SuperGlue):
 
     name = "rte"
     relpath = "superglue/rte.val.jsonl"
+    hub = _hub("rte", relpath, per_row(_named_label("entailment", "not_entailment")))
     required = ("premise", "hypothesis", "label")
     label_names = ("entailment", "not_entailment")
 
@@ -95,6 +138,7 @@ class WiC(_SuperGlue):
 
     name = "wic"
     relpath = "superglue/wic.val.jsonl"
+    hub = _hub("wic", relpath, per_row(_bool_label))
     required = ("sentence1", "sentence2", "start1", "end1", "label")
 
     def prompt(self, ex):
@@ -113,6 +157,7 @@ class WSC(_SuperGlue):
 
     name = "wsc"
     relpath = "superglue/wsc.val.jsonl"
+    hub = _hub("wsc.fixed", relpath, per_row(_wsc_row))
     required = ("text", "target", "label")
 
     def prompt(self, ex):
@@ -130,6 +175,7 @@ class MultiRC(_SuperGlue):
 
     name = "multirc"
     relpath = "superglue/multirc.val.jsonl"
+    hub = _hub("multirc", relpath, _multirc_passages)
     required = ("passage",)
     metrics = ("em0", "f1a")
 
