@@ -31,3 +31,39 @@ def multirc_em0_f1a(groups: list[str], golds: list[int], preds: list[int]) -> di
         by_q[q] = by_q[q] and g == p
     em0 = sum(by_q.values()) / len(by_q) if by_q else float("nan")
     return {"em0": em0, "f1a": binary_f1(golds, preds, 1)}
+
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+def rouge_f1(references: list[list[str]], predictions: list[str], types: tuple[str, ...] = ROUGE_TYPES) -> dict[str, float]:
+    """Mean ROUGE F1 over examples with the `rouge-score` package (Google's reference implementation, as in
+    the XSum and SAMSum papers' tooling): `RougeScorer(types, use_stemmer=True)`; an example with several
+    references takes, per ROUGE type, the best one (`RougeScorer.score_multi`). ROUGE-L is sentence-level LCS."""
+    from rouge_score import rouge_scorer
+
+    if len(references) != len(predictions):
+        raise ValueError(f"{len(references)} reference lists but {len(predictions)} predictions")
+    if not predictions:
+        return {t: float("nan") for t in types}
+    scorer = rouge_scorer.RougeScorer(list(types), use_stemmer=True)
+    sums = dict.fromkeys(types, 0.0)
+    for refs, pred in zip(references, predictions):
+        s = scorer.score_multi(list(refs), pred)
+        for t in types:
+            sums[t] += s[t].fmeasure
+    return {t: v / len(predictions) for t, v in sums.items()}
+
+
+def token_f1_exact(gold: str, pred: str) -> float:
+    """F1 of the whitespace tokens of `gold` and `pred` taken as they are (case and punctuation kept)."""
+    from collections import Counter
+
+    g, p = gold.split(), pred.split()
+    if not g or not p:
+        return float(g == p)
+    same = sum((Counter(g) & Counter(p)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
