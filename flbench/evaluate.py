@@ -1,6 +1,13 @@
 """`flbench eval`: score a task's eval portion through the split runtime (defense on the wire) or, for
 comparison, through the unsplit model under the same budget; optionally with LoRA adapters saved by
-`flbench train` (--checkpoint)."""
+`flbench train` (--checkpoint).
+
+Dispatch on the task's kind: "choice" tasks by the log-likelihood of their verbalised answers (one forward per
+batch through `rt.forward`); "generate" tasks by greedy generation, KV-cached through the same runtime (the
+defense applies to every prefill and decode message) or the unsplit model's `generate(do_sample=False)`, the
+text cut at the task's stop string and scored by `task.score_texts`. Output keys: task, model, mode, split,
+checkpoint, defense, kind, metrics, n, seconds, wire (+ for generation: new_tokens, and `examples`: the first
+three prompt tails, predictions and references)."""
 from __future__ import annotations
 
 import json
@@ -19,6 +26,8 @@ from splits.partition import SplitSpec
 from splits.runtime import SplitRuntime
 
 WIRE_KEYS = ("bytes_total", "messages")
+N_SHOWN = 3  # generated examples echoed in the output
+PROMPT_TAIL_CHARS = 160
 
 
 def read_checkpoint(ckpt_dir: str | Path) -> dict:
@@ -106,23 +115,38 @@ def evaluate(task: str | Task, loaded: LoadedModel, spec: SplitSpec | None, defe
             check_checkpoint(meta, loaded, spec, checkpoint)
             apply_checkpoint(rt, meta, checkpoint)
         forward = rt.forward
-    max_len = getattr(loaded.model.config, "max_position_embeddings", None)
+    extra: dict = {}
     t0 = time.perf_counter()
-    preds, _ = predict(task, examples, loaded.tokenizer, forward, batch_size, max_len, progress)
-    seconds = time.perf_counter() - t0
-    metrics = {k: round(v, 6) for k, v in task.score(examples, preds).items()}
-    wire = {k: rt.wire.stats()[k] for k in WIRE_KEYS} if rt is not None else {k: 0 for k in WIRE_KEYS}
+    if getattr(task, "kind", "choice") == "generate":
+        from flbench.tasks.textgen import generate_predictions
+
+        gen = generate_predictions(task, examples, loaded, runtime=rt, model=None if rt is not None else model,
+                                   batch_size=batch_size, progress=progress)
+        seconds = time.perf_counter() - t0
+        metrics = task.score_texts(examples, gen.predictions)
+        wire = gen.wire if rt is not None else {k: 0 for k in gen.wire}
+        extra = {"new_tokens": gen.new_tokens,
+                 "examples": [{"prompt_tail": p[-PROMPT_TAIL_CHARS:], "prediction": pred, "references": task.references(e)}
+                              for p, pred, e in list(zip(gen.prompts, gen.predictions, examples))[:N_SHOWN]]}
+    else:
+        max_len = getattr(loaded.model.config, "max_position_embeddings", None)
+        preds, _ = predict(task, examples, loaded.tokenizer, forward, batch_size, max_len, progress)
+        seconds = time.perf_counter() - t0
+        metrics = task.score(examples, preds)
+        wire = {k: rt.wire.stats()[k] for k in WIRE_KEYS} if rt is not None else {k: 0 for k in WIRE_KEYS}
     out = {
         "task": task.name,
+        "kind": getattr(task, "kind", "choice"),
         "model": loaded.identity,
         "mode": "centralized" if centralized else "split",
         "split": None if centralized else str(spec),
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "defense": defense.describe() if defense is not None and rt is not None else None,
-        "metrics": metrics,
+        "metrics": {k: round(v, 6) for k, v in metrics.items()},
         "n": len(examples),
         "seconds": round(seconds, 3),
         "wire": wire,
+        **extra,
     }
     if progress if summary is None else summary:
         tqdm.write(summary_line(out), file=sys.stderr)

@@ -1,0 +1,103 @@
+"""Generative tasks: the model writes an answer (greedy, KV-cached through the split or by the unsplit model),
+which is cut at the task's stop string and scored against reference texts (ROUGE, CoQA F1/EM, ...).
+
+A generative task gives:
+
+- `prompt(ex)`: the prompt text, ending in a cue ("Summary:", "A:", "Answer:"); the answer follows after a
+  space;
+- `references(ex)`: the gold texts (one or several), on one line each;
+- `max_new_tokens`, `max_prompt_tokens`: the generation budget; a prompt longer than `max_prompt_tokens`
+  tokens is shortened by cutting the end of its long context field (`context_field`: the document, dialogue
+  or story), so that the question and the answer cue survive (`fit_prompt`); if that is not enough, only its
+  last `max_prompt_tokens` tokens are kept;
+- `stop`: the generated text is cut at its first occurrence; every vocabulary token whose text contains it is
+  passed to generation as an extra stop token (`stop_token_ids`), which ends a sample exactly where the cut
+  would have been made, so stopping early never changes a prediction;
+- `score_texts(examples, predictions)`: the task's metrics over the cut predictions;
+- `train_pair(ex) = (prompt, " " + references[0] + stop)`: fine-tuning teaches the model to stop.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from flbench.errors import FlbenchError
+from flbench.tasks.base import Example, Task
+
+
+class GenerativeTask(Task):
+    """Base of the generative tasks (kind "generate")."""
+
+    kind: ClassVar[str] = "generate"
+    family: ClassVar[str] = "generation"
+    max_new_tokens: ClassVar[int] = 32
+    max_prompt_tokens: ClassVar[int] = 1024
+    stop: ClassVar[str] = "\n"
+    context_field: ClassVar[str | None] = None  # the field shortened first when the prompt is too long
+
+    # ---- prompting ----
+    def render(self, ex: Example, context: str) -> str:
+        """The prompt with `context` in place of ex.fields[context_field]."""
+        raise NotImplementedError
+
+    def prompt(self, ex: Example) -> str:
+        return self.render(ex, ex.fields[self.context_field] if self.context_field else "")
+
+    def references(self, ex: Example) -> list[str]:
+        return list(ex.references)
+
+    def train_pair(self, ex: Example) -> tuple[str, str]:
+        """(prompt, " " + first reference + stop string): the loss on the answer and on stopping after it."""
+        return self.prompt(ex), " " + self.references(ex)[0] + self.stop
+
+    def choices(self, ex: Example) -> list[str]:
+        raise FlbenchError(f"task {self.name} is generative: it has references, not choices")
+
+    def fit_prompt(self, ex: Example, tokenizer, max_tokens: int | None = None) -> str:
+        """The prompt, with the end of its context field cut so that it tokenizes to at most `max_tokens`
+        (default `max_prompt_tokens`) tokens when possible; the question and answer cue are kept."""
+        budget = self.max_prompt_tokens if max_tokens is None else max_tokens
+        text = self.prompt(ex)
+        n = len(tokenizer(text)["input_ids"])
+        if n <= budget or not self.context_field:
+            return text
+        ctx_ids = tokenizer(ex.fields[self.context_field], add_special_tokens=False)["input_ids"]
+        keep = len(ctx_ids) - (n - budget)
+        for _ in range(4):  # re-tokenizing at the cut can differ by a token or two
+            if keep <= 0:
+                break
+            text = self.render(ex, tokenizer.decode(ctx_ids[:keep], skip_special_tokens=True).rstrip() + " ...")
+            n = len(tokenizer(text)["input_ids"])
+            if n <= budget:
+                return text
+            keep -= n - budget
+        return text  # still too long (a long question or history): prompt_ids keeps the last tokens
+
+    def prompt_ids(self, ex: Example, tokenizer, max_tokens: int | None = None) -> list[int]:
+        """Token ids of the fitted prompt, at most `max_tokens` (the last ones if the cut was not enough)."""
+        budget = self.max_prompt_tokens if max_tokens is None else max_tokens
+        ids = tokenizer(self.fit_prompt(ex, tokenizer, budget))["input_ids"]
+        return ids[-budget:]
+
+    # ---- output ----
+    def postprocess(self, text: str) -> str:
+        """Generated text → prediction: cut at the first stop string, strip whitespace."""
+        if self.stop:
+            text = text.split(self.stop, 1)[0]
+        return text.strip()
+
+    def score_texts(self, examples: list[Example], predictions: list[str]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def score(self, examples: list[Example], preds) -> dict[str, float]:
+        return self.score_texts(examples, list(preds))
+
+
+def stop_token_ids(tokenizer, stop: str) -> list[int]:
+    """Every token id whose decoded text contains `stop` (for "\\n": "\\n", "\\n\\n", ".\\n", ...). Generating one
+    of them means the cut at `stop` falls inside it, so generation can end there."""
+    if not stop:
+        return []
+    n = len(tokenizer)
+    texts = tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=False)
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    return [i for i, t in enumerate(texts) if stop in t and i not in special]

@@ -1,0 +1,116 @@
+"""Generative evaluation: KV-cached split generation (defense on the wire) gives the same greedy predictions
+as the unsplit model; the stop string ends generation without changing a prediction; output keys; CLI,
+checkpoints and one real-model check."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from flbench.evaluate import evaluate
+from flbench.tasks import get_task
+from flbench.tasks.private_qa import PrivateQA
+from flbench.tasks.textgen import generate_predictions, left_pad, with_stop_tokens
+from splits.partition import parse_split
+from splits.runtime import SplitRuntime
+
+
+def test_split_generation_equals_centralized(tiny):
+    s = evaluate("private-qa", tiny, parse_split("1,1"), limit=5, batch_size=3, progress=False)
+    c = evaluate("private-qa", tiny, None, limit=5, batch_size=3, progress=False)
+    for o in (s, c):
+        assert o["task"] == "private-qa" and o["kind"] == "generate" and o["n"] == 5
+        assert set(o["metrics"]) == {"em", "f1"} and o["seconds"] >= 0 and o["new_tokens"] > 0
+        assert len(o["examples"]) == 3 and all(set(e) == {"prompt_tail", "prediction", "references"} for e in o["examples"])
+        assert o["examples"][0]["prompt_tail"].endswith("\nAnswer:")
+    assert s["examples"] == c["examples"] and s["metrics"] == c["metrics"] and s["new_tokens"] == c["new_tokens"]
+    w = s["wire"]
+    assert w["bytes_total"] > w["bytes_prefill"] > 0
+    # two batches (3 + 2); each round trip is two messages: one prefill + decode steps per batch
+    assert w["messages"] == 2 * (2 + w["decode_steps"])
+    assert c["wire"]["bytes_total"] == 0 and c["wire"]["messages"] == 0
+
+
+class _StopJ(PrivateQA):
+    """private-qa with a stop string that the random tiny model emits often."""
+
+    name = "private-qa-j"
+    stop = "j"
+    max_new_tokens = 24
+
+
+def test_stop_tokens_end_generation_without_changing_predictions(tiny, monkeypatch):
+    import flbench.tasks.textgen as textgen
+
+    task = _StopJ()
+    ex = task.load("eval", limit=6)
+    rt = SplitRuntime(tiny, parse_split("2,1"))
+    early = generate_predictions(task, ex, tiny, runtime=rt, batch_size=4)
+    monkeypatch.setattr(textgen, "stop_token_ids", lambda tok, stop: [])
+    full = generate_predictions(task, ex, tiny, runtime=rt, batch_size=4)
+    assert any("j" in r for r in full.raw)  # the stop string does occur
+    assert early.predictions == full.predictions
+    assert early.new_tokens < full.new_tokens and early.wire["bytes_total"] < full.wire["bytes_total"]
+    assert all("j" not in p for p in early.predictions) and any("j" in r for r in early.raw)
+
+
+def test_stop_view_leaves_the_model_alone(tiny):
+    before = tiny.model.generation_config.eos_token_id
+    view = with_stop_tokens(tiny, [5, 6])
+    assert view.model.generation_config.eos_token_id == [2, 5, 6] and view.model.config is tiny.model.config
+    assert tiny.model.generation_config.eos_token_id == before and view.tokenizer is tiny.tokenizer
+
+
+def test_left_pad():
+    ids, mask = left_pad([[5, 6, 7], [8]], 0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_defense_on_the_wire_of_generation(tiny):
+    from defenses import make_defense, make_generator
+
+    zero = evaluate("private-qa", tiny, parse_split("1,1"), make_defense("gaussian", sigma=0.0), make_generator(seed=0),
+                    limit=3, progress=False)
+    cent = evaluate("private-qa", tiny, None, limit=3, progress=False)
+    assert zero["examples"] == cent["examples"]
+    noisy = evaluate("private-qa", tiny, parse_split("1,1"), make_defense("gaussian", sigma=50.0),
+                     make_generator(seed=0), limit=3, progress=False)
+    assert noisy["defense"] is not None and noisy["wire"]["bytes_total"] > 0
+    assert [e["prediction"] for e in noisy["examples"]] != [e["prediction"] for e in cent["examples"]]
+
+
+def test_eval_cli_generative_json(cli):
+    outs = {}
+    for flag in ([], ["--centralized"]):
+        code, out, err = cli("eval", "--task", "private-qa", "--model", "tiny-llama", "--split", "1,1", "--limit", "3",
+                             "--batch-size", "2", "--json", *flag)
+        assert code == 0, err
+        outs[bool(flag)] = json.loads(out)
+    assert outs[False]["examples"] == outs[True]["examples"] and outs[False]["wire"]["bytes_total"] > 0
+    assert {"task", "metrics", "n", "seconds", "wire", "examples"} <= set(outs[False])
+
+
+def test_eval_generative_with_checkpoint(cli, tmp_path):
+    data = tmp_path / "train.txt"
+    data.write_text("".join(f"Record: person {i} has e-mail p{i}@x.org\n" for i in range(8)))
+    ck = tmp_path / "ck"
+    code, _, err = cli("train", "--model", "tiny-llama", "--split", "1,1", "--data-file", str(data),
+                       "--steps", "2", "--batch-size", "2", "--lr", "0.05", "--out", str(ck), "--json")
+    assert code == 0, err
+    outs = {}
+    for flag in ([], ["--centralized"]):
+        code, out, err = cli("eval", "--task", "private-qa", "--checkpoint", str(ck), "--limit", "3", "--json", *flag)
+        assert code == 0, err
+        outs[bool(flag)] = json.loads(out)
+    assert outs[False]["checkpoint"] == str(ck) and outs[False]["examples"] == outs[True]["examples"]
+
+
+@pytest.mark.real_model
+def test_real_model_split_generation_equals_centralized(smol):
+    torch.manual_seed(0)
+    task = get_task("private-qa")
+    s = evaluate(task, smol, parse_split("2,2"), limit=2, batch_size=2, progress=False)
+    c = evaluate(task, smol, None, limit=2, batch_size=2, progress=False)
+    assert [e["prediction"] for e in s["examples"]] == [e["prediction"] for e in c["examples"]]
+    assert all(e["prediction"] for e in s["examples"]) and s["wire"]["bytes_total"] > 0
