@@ -1,0 +1,40 @@
+"""Plots: files written (PNG + SVG), SVG deterministic, missing data skipped with a note."""
+from __future__ import annotations
+
+from synth_records import grid
+
+from flbench import leaderboard as lb
+from flbench.plots import plot_all
+
+
+def test_plots_written_and_svg_deterministic(tmp_path):
+    df = lb.build(grid(attacks=("learned-inversion", "embedding-nn")))
+    a = plot_all(df, tmp_path / "a")
+    b = plot_all(df, tmp_path / "b")
+    names = sorted(p.name for p in a["paths"])
+    assert a["notes"] == []
+    assert names == sorted(p.name for p in b["paths"])
+    stems = {n.rsplit(".", 1)[0] for n in names}
+    assert stems == {"tradeoff__m__sst2__learned-inversion", "tradeoff__m__sst2__embedding-nn",
+                     "recovery_vs_sigma__m__learned-inversion__relative",
+                     "recovery_vs_sigma__m__embedding-nn__relative", "epsilon_vs_utility__m__sst2"}
+    for p in a["paths"]:
+        assert p.stat().st_size > 1000
+        if p.suffix == ".svg":
+            text = p.read_text()
+            assert "<svg" in text and "<dc:date>" not in text
+            assert p.read_bytes() == (tmp_path / "b" / p.name).read_bytes()
+    svg = (tmp_path / "a" / "recovery_vs_sigma__m__learned-inversion__relative.svg").read_text()
+    assert "σ (× RMS of h_A)" in svg and "token accuracy (fraction of tokens recovered)" in svg  # axis labels
+
+
+def test_plots_skip_without_data(tmp_path):
+    only_central = [r for r in grid() if r["split"] is None]
+    res = plot_all(only_central, tmp_path)
+    assert res["paths"] == [] and len(res["notes"]) == 3
+    assert any(n.startswith("tradeoff: skipped") for n in res["notes"])
+    res = plot_all([], tmp_path)
+    assert res["paths"] == [] and res["notes"]
+    no_dp = [r for r in grid() if r["defense"]["name"] != "dp-forward"]
+    res = plot_all(no_dp, tmp_path / "c")
+    assert [n.split(":")[0] for n in res["notes"]] == ["epsilon_vs_utility"]
