@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent.parent / "results" / "bench"
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "results" / "bench"
+UTILITY = ROOT / "results" / "utility"
 
 
 def inference() -> list[str]:
@@ -49,6 +51,48 @@ def attacks(name: str = "attacks.json") -> list[str]:
     return out
 
 
+def finetune(name: str = "sst2_finetune.json") -> list[str]:
+    d = json.loads((UTILITY / name).read_text())
+    out = [f"Fine-tuning, `{d['command']}` ({d['model']}, {d['task']}, split {d['split']}; commands per row in the file):",
+           "", "| mode | train s | loss first → last 10 % | train wire bytes | " +
+           " | ".join(d["rows"][0]["metrics"]) + " | n |", "|---|---|---|---|" + "---|" * len(d["rows"][0]["metrics"]) + "---|"]
+    for r in d["rows"]:
+        ms = " | ".join(f"{v:.4f}" for v in r["metrics"].values())
+        out.append(f"| {r['mode']} | {r['train_seconds']:.0f} | {r['first_loss']:.3f} → "
+                   f"{r['final_loss_mean_last10pct']:.3f} | {r['train_wire_bytes']} | {ms} | {r['n']} |")
+    return out
+
+
+def _mode(rec: dict) -> str:
+    if rec["split"] is None:
+        return "centralized"
+    p = rec["defense"].get("params") or {}
+    if rec["defense"]["name"] == "none" or not p.get("sigma"):
+        return f"split {rec['split']}"
+    return f"split {rec['split']} σ={p['sigma']:g}{'×RMS' if p.get('relative') else ''}"
+
+
+def utility(runs: Path = UTILITY / "runs") -> list[str]:
+    """Zero-shot and fine-tuned utility per task and mode, from the run records of sweeps/utility*.yaml."""
+    from flbench.records import read_records
+
+    recs = [r for r in read_records(runs) if r.get("task")]
+    modes = sorted({_mode(r) for r in recs}, key=lambda m: (m != "centralized", "σ" in m, m))
+    cols = [(ft, m) for ft in (False, True) for m in modes]
+    out = ["| task | metric | n | " + " | ".join(f"{'fine-tuned' if ft else 'zero-shot'} {m}" for ft, m in cols) + " |",
+           "|---|---|---|" + "---|" * len(cols)]
+    by = {(r["task"]["name"], r["finetune"] is not None, _mode(r)): r for r in recs}
+    for task in sorted({r["task"]["name"] for r in recs}):
+        some = next(r for r in recs if r["task"]["name"] == task)
+        for metric in some["task"]["metrics"]:
+            cells = []
+            for ft, m in cols:
+                r = by.get((task, ft, m))
+                cells.append("–" if r is None else f"{r['task']['metrics'][metric]:.3f}")
+            out.append(f"| {task} | {metric} | {some['task']['n']} | " + " | ".join(cells) + " |")
+    return out
+
+
 if __name__ == "__main__":
     parts = inference() + [""] + training() + [""]
     for f in ("attacks.json", "attacks_absolute_sigma.json", "attacks_embedding-nn.json",
@@ -56,4 +100,9 @@ if __name__ == "__main__":
         if (BENCH / f).exists():
             attack = json.loads((BENCH / f).read_text())["rows"][0]["attack"]
             parts += [f"**{attack}**, " + attacks(f)[0], *attacks(f)[1:], ""]
+    if (UTILITY / "sst2_finetune.json").exists():
+        parts += finetune() + [""]
+    if (UTILITY / "runs").is_dir():
+        parts += ["Utility, `flbench sweep sweeps/utility.yaml --out results/utility/runs` and "
+                  "`flbench sweep sweeps/utility_finetuned.yaml --out results/utility/runs`:", ""] + utility() + [""]
     print("\n".join(parts))
