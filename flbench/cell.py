@@ -236,4 +236,6 @@ def run_cell(cell: dict, progress: bool = True, workdir: str | Path | None = Non
             "wire": {"bytes_total": uinfo.get("utility_wire_bytes", 0)},
             "timings": {**timings, "attack_s": secs, "total_s": total},
         })
-    return records
+    from flbench.attack_run import _finite
+
+    return [_finite(r) for r in records]

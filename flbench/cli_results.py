@@ -143,7 +143,9 @@ def register(cli: click.Group) -> None:
         click.echo(f"[flbench] sweep {spec_file}: {summary.get('ran', 0)} cell(s) run, {summary.get('skipped', 0)} "
                    f"skipped (done), {len(failed)} failed; records in {out}", err=True)
         if failed:
-            raise FlbenchError(f"{len(failed)} cell(s) failed (first: {failed[0]}); rerun the sweep to retry them")
+            first = failed[0]
+            raise FlbenchError(f"{len(failed)} cell(s) failed (first: cell {first['config_hash']}: {first['error']}); "
+                               "rerun the sweep to retry them")
 
     @cli.command("leaderboard")
     @click.option("--records", default="results/runs", show_default=True, help="directory of run records")
@@ -163,11 +165,11 @@ def register(cli: click.Group) -> None:
         if to_stdout:
             sys.stdout.write(text)
             return
+        from flbench.records import atomic_write_text
+
         path = Path(out or ("results/leaderboard.csv" if fmt == "csv" else "results/leaderboard.md"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, text)
         click.echo(f"[flbench] {len(df)} rows from {len(recs)} records → {path}", err=True)
 
     @cli.command("plot")
