@@ -152,7 +152,9 @@ def register(cli: click.Group) -> None:
     @click.option("--out", default=None, help="write here [default: results/leaderboard.csv, or .md with --format md]")
     @click.option("--format", "fmt", type=click.Choice(["csv", "md"]), default="csv", show_default=True)
     @click.option("--stdout", "to_stdout", is_flag=True, help="print instead of writing a file")
-    def leaderboard_cmd(records, out, fmt, to_stdout) -> None:
+    @click.option("--attack", "only_attacks", multiple=True, help="keep only rows of this attack (repeatable)")
+    @click.option("--task", "only_tasks", multiple=True, help="keep only rows of this task (repeatable)")
+    def leaderboard_cmd(records, out, fmt, to_stdout, only_attacks, only_tasks) -> None:
         """Derive the leaderboard (DCS, Pareto flag) from the records; byte-identical for the same records."""
         from flbench import leaderboard as lb
         from flbench.records import read_records
@@ -161,6 +163,13 @@ def register(cli: click.Group) -> None:
         if not recs:
             raise FlbenchError(f"--records {records!r}: no run records found (run flbench run or flbench sweep first)")
         df = lb.build(recs)
+        for col, keep in (("attack", only_attacks), ("task", only_tasks)):
+            if keep:
+                unknown = sorted(set(keep) - set(df[col].dropna().astype(str)))
+                if unknown:
+                    raise FlbenchError(f"--{col} {unknown[0]}: no such {col} in the records; present: "
+                                       f"{', '.join(sorted(set(df[col].dropna().astype(str))))}")
+                df = df[df[col].isin(keep)].reset_index(drop=True)
         text = lb.to_csv(df) if fmt == "csv" else lb.to_markdown(df)
         if to_stdout:
             sys.stdout.write(text)

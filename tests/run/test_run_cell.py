@@ -80,3 +80,26 @@ def test_run_bad_input(cli, tmp_path, argv, needle):
     code, _, err = cli("run", "--model", "tiny-llama", "--out", str(tmp_path), *argv)
     assert code == 2, err
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_leaderboard_and_plot_commands_on_run_records(cli, tmp_path):
+    runs = tmp_path / "runs"
+    for sigma in ("0", "0.5"):
+        code, _, err = cli("run", "--model", "tiny-llama", "--split", "1,1", "--task", "sst2", "--task-limit", "2",
+                           "--attack", "embedding-nn", "--noise-sigma", sigma, "--victim-limit", "2", "--out", str(runs))
+        assert code == 0, err
+    csv1, csv2 = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert cli("leaderboard", "--records", str(runs), "--out", str(csv1))[0] == 0
+    assert cli("leaderboard", "--records", str(runs), "--out", str(csv2))[0] == 0
+    assert csv1.read_bytes() == csv2.read_bytes()
+    lines = csv1.read_text().splitlines()
+    assert len(lines) == 3 and "dcs" in lines[0] and "pareto" in lines[0]
+    code, md, _ = cli("leaderboard", "--records", str(runs), "--format", "md", "--stdout", "--task", "sst2")
+    assert code == 0 and md.startswith("| model |") and md.count("\n") == 4
+    code, _, err = cli("leaderboard", "--records", str(runs), "--stdout", "--attack", "nope")
+    assert code == 2 and "nope" in err
+    code, out, err = cli("plot", "--records", str(runs), "--out", str(tmp_path / "plots"))
+    assert code == 0, err
+    assert any(p.endswith(".svg") for p in out.split()) and any(p.endswith(".png") for p in out.split())
+    code, _, err = cli("leaderboard", "--records", str(tmp_path / "empty"))
+    assert code == 2 and "no run records" in err
