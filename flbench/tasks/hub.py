@@ -57,11 +57,13 @@ def _one_line(e: BaseException) -> str:
 
 def hub_offline_reason(timeout: float = 3.0) -> str | None:
     """Why the hub cannot be reached (None when it can): HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, or no TCP
-    connection to the endpoint within `timeout` s. Checked first because `datasets` retries for ~25 s and logs
-    every retry when offline."""
+    connection to the endpoint (HF_ENDPOINT, default huggingface.co:443) within `timeout` s. Checked first
+    because `datasets` retries for ~25 s and logs every retry when offline."""
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
             return f"{var} is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # behind a proxy a direct connection proves nothing: let `datasets` try
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     url = urlsplit(endpoint)
     host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)

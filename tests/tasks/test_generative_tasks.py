@@ -288,3 +288,15 @@ def test_hub_failure_is_one_line(tmp_path, fake_hub):
     msg = str(e.value)
     assert "\n" not in msg and "samsum/test.jsonl" in msg and "dialogue, summary" in msg
     assert "knkarthick/samsum" in msg and "ConnectionError" in msg
+
+
+def test_hub_offline_reason(monkeypatch):
+    from flbench.tasks.hub import hub_offline_reason
+
+    assert "HF_HUB_OFFLINE" in hub_offline_reason()  # set by tests/tasks/conftest.py
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    assert "127.0.0.1 is unreachable" in hub_offline_reason(timeout=1.0)
