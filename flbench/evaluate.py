@@ -6,8 +6,8 @@ Dispatch on the task's kind: "choice" tasks by the log-likelihood of their verba
 batch through `rt.forward`); "generate" tasks by greedy generation, KV-cached through the same runtime (the
 defense applies to every prefill and decode message) or the unsplit model's `generate(do_sample=False)`, the
 text cut at the task's stop string and scored by `task.score_texts`. Output keys: task, model, mode, split,
-checkpoint, defense, kind, metrics, n, seconds, wire (+ for generation: new_tokens, and `examples`: the first
-three prompt tails, predictions and references)."""
+checkpoint, defense, kind, metrics, n, seconds, wire (+ for generation: new_tokens, rounds (generation passes,
+see flbench.tasks.textgen) and `examples`: the first three prompt tails, predictions and references)."""
 from __future__ import annotations
 
 import json
@@ -125,7 +125,7 @@ def evaluate(task: str | Task, loaded: LoadedModel, spec: SplitSpec | None, defe
         seconds = time.perf_counter() - t0
         metrics = task.score_texts(examples, gen.predictions)
         wire = gen.wire if rt is not None else {k: 0 for k in gen.wire}
-        extra = {"new_tokens": gen.new_tokens,
+        extra = {"new_tokens": gen.new_tokens, "rounds": gen.rounds,
                  "examples": [{"prompt_tail": p[-PROMPT_TAIL_CHARS:], "prediction": pred, "references": task.references(e)}
                               for p, pred, e in list(zip(gen.prompts, gen.predictions, examples))[:N_SHOWN]]}
     else:

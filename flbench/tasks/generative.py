@@ -10,9 +10,11 @@ A generative task gives:
   tokens is shortened by cutting the end of its long context field (`context_field`: the document, dialogue
   or story), so that the question and the answer cue survive (`fit_prompt`); if that is not enough, only its
   last `max_prompt_tokens` tokens are kept;
-- `stop`: the generated text is cut at its first occurrence; every vocabulary token whose text contains it is
-  passed to generation as an extra stop token (`stop_token_ids`), which ends a sample exactly where the cut
-  would have been made, so stopping early never changes a prediction;
+- `stop`: the generated text, leading whitespace removed, is cut at its first occurrence (for "\\n": the first
+  non-empty line; instruct models often open with a newline after "Summary:"); every vocabulary token whose
+  text contains it is passed to generation as an extra stop token (`stop_token_ids`), which ends a sample
+  where the cut is made, so stopping early never changes a prediction (a stop in leading whitespace is
+  continued: flbench.tasks.textgen);
 - `score_texts(examples, predictions)`: the task's metrics over the cut predictions;
 - `train_pair(ex) = (prompt, " " + references[0] + stop)`: fine-tuning teaches the model to stop.
 """
@@ -80,7 +82,9 @@ class GenerativeTask(Task):
 
     # ---- output ----
     def postprocess(self, text: str) -> str:
-        """Generated text → prediction: cut at the first stop string, strip whitespace."""
+        """Generated text → prediction: drop leading whitespace, cut at the first stop string, strip (the first
+        non-empty line when the stop string is a newline)."""
+        text = text.lstrip()
         if self.stop:
             text = text.split(self.stop, 1)[0]
         return text.strip()

@@ -3,8 +3,9 @@
 unsplit model's `generate(do_sample=False)` — then decode, cut at the stop string, strip.
 
 The task's stop string ends generation early: every token containing it is added to the model's EOS ids for
-the run (`stop_token_ids`; the model and its generation config are not modified). Batches are formed
-longest-prompt first (less padding); the split and the centralized path see the same batches.
+the run (`stop_token_ids`; the model and its generation config are not modified); see generate_predictions for
+a stop string in leading whitespace. Batches are formed longest-prompt first (less padding); the split and the
+centralized path see the same batches.
 """
 from __future__ import annotations
 
@@ -75,13 +76,22 @@ class TextPredictions:
     prompts: list[str]  # the fitted prompt texts
     wire: dict = field(default_factory=dict)
     new_tokens: int = 0
+    rounds: int = 0  # generation passes (> 1 when some answer started with a stop string in leading whitespace)
 
 
 @torch.no_grad()
 def generate_predictions(task: GenerativeTask, examples: list[Example], loaded: LoadedModel, runtime=None,
                          model=None, batch_size: int = 8, progress: bool = False) -> TextPredictions:
     """Greedy predictions for `examples`: through `runtime` (split, KV-cached) when given, else through
-    `model` (default loaded.model) unsplit."""
+    `model` (default loaded.model) unsplit.
+
+    The prediction is the generated text with leading whitespace removed, cut at the first stop string
+    (`task.postprocess`), from at most `task.max_new_tokens` tokens. Generation stops at the model's EOS and
+    at any token containing the stop string; a sample whose stop string fell in leading whitespace (an
+    instruct model's newline right after "Summary:") is not finished: it is continued in a further pass from
+    its prompt + the tokens generated so far, with the rest of its token budget, until it holds a stop string
+    after text, emits EOS or spends the budget. Greedy decoding is deterministic, so this gives the text that
+    one uninterrupted generation would give, while every other sample still ends at its first stop token."""
     if batch_size < 1:
         raise FlbenchError(f"--batch-size {batch_size}: must be a positive integer")
     tok = loaded.tokenizer
@@ -89,24 +99,36 @@ def generate_predictions(task: GenerativeTask, examples: list[Example], loaded: 
     budget = prompt_budget(task, base_model)
     prompts = [task.fit_prompt(ex, tok, budget) for ex in examples]
     rows = [tok(p)["input_ids"][-budget:] for p in prompts]
-    view = with_stop_tokens(loaded, stop_token_ids(tok, task.stop), base_model)
+    stops = set(stop_token_ids(tok, task.stop))
+    model_eos = set(eos_ids(base_model))
+    view = with_stop_tokens(loaded, sorted(stops), base_model)
     pad = view.model.generation_config.pad_token_id
     mode = "kv-cache" if runtime is not None else "centralized"
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
-    raw: list[str] = [""] * len(rows)
+    max_new = task.max_new_tokens
+    gen: list[list[int]] = [[] for _ in rows]
     wire = dict.fromkeys(WIRE_SUM_KEYS, 0)
-    new_tokens = 0
+    pending, rounds = list(range(len(rows))), 0
     bar = tqdm(total=len(rows), desc=task.name, unit="ex", disable=not progress)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        ids, mask = left_pad([rows[i] for i in idx], pad)
-        res = run_generation(view, ids, mask, task.max_new_tokens, mode=mode, runtime=runtime)
-        for row, i in enumerate(idx):
-            raw[i] = tok.decode(res.token_ids[row], skip_special_tokens=True)
-        new_tokens += res.new_tokens
-        if runtime is not None:  # run_generation resets the wire counters per call: sum them here
-            for k in WIRE_SUM_KEYS:
-                wire[k] += int(res.wire.get(k, 0))
-        bar.update(len(idx))
+    while pending:
+        rounds += 1
+        order = sorted(pending, key=lambda i: -(len(rows[i]) + len(gen[i])))  # longest first: less padding
+        pending = []
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            ids, mask = left_pad([rows[i] + gen[i] for i in idx], pad)
+            res = run_generation(view, ids, mask, max(max_new - len(gen[i]) for i in idx), mode=mode, runtime=runtime)
+            if runtime is not None:  # run_generation resets the wire counters per call: sum them here
+                for k in WIRE_SUM_KEYS:
+                    wire[k] += int(res.wire.get(k, 0))
+            for row, i in enumerate(idx):
+                new = res.token_ids[row][: max_new - len(gen[i])]
+                gen[i] += new
+                unfinished = (len(gen[i]) < max_new and new and new[-1] in stops and new[-1] not in model_eos
+                              and task.stop not in tok.decode(gen[i], skip_special_tokens=True).lstrip())
+                if unfinished:
+                    pending.append(i)
+                else:
+                    bar.update(1)
     bar.close()
-    return TextPredictions([task.postprocess(t) for t in raw], raw, prompts, wire, new_tokens)
+    raw = [tok.decode(g, skip_special_tokens=True) for g in gen]
+    return TextPredictions([task.postprocess(t) for t in raw], raw, prompts, wire, sum(len(g) for g in gen), rounds)

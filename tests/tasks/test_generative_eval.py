@@ -25,6 +25,7 @@ def test_split_generation_equals_centralized(tiny):
         assert len(o["examples"]) == 3 and all(set(e) == {"prompt_tail", "prediction", "references"} for e in o["examples"])
         assert o["examples"][0]["prompt_tail"].endswith("\nAnswer:")
     assert s["examples"] == c["examples"] and s["metrics"] == c["metrics"] and s["new_tokens"] == c["new_tokens"]
+    assert s["rounds"] == c["rounds"] == 1
     w = s["wire"]
     assert w["bytes_total"] > w["bytes_prefill"] > 0
     # two batches (3 + 2); each round trip is two messages: one prefill + decode steps per batch
@@ -53,6 +54,49 @@ def test_stop_tokens_end_generation_without_changing_predictions(tiny, monkeypat
     assert early.predictions == full.predictions
     assert early.new_tokens < full.new_tokens and early.wire["bytes_total"] < full.wire["bytes_total"]
     assert all("j" not in p for p in early.predictions) and any("j" in r for r in early.raw)
+
+
+SCRIPT = "\n\nHello world\nmore text"
+
+
+def _scripted_run_generation(tok):
+    """A fake run_generation whose 'greedy model' always continues SCRIPT from wherever the prompt left it."""
+    from flbench.generation import GenerateResult
+
+    script = tok(SCRIPT, add_special_tokens=False)["input_ids"]
+
+    def run(loaded, ids, mask, max_new_tokens, mode="kv-cache", spec=None, runtime=None, stop_at_eos=True):
+        eos = set(loaded.model.generation_config.eos_token_id)
+        out = []
+        for row, m in zip(ids.tolist(), mask.tolist()):
+            real = [t for t, keep in zip(row, m) if keep]
+            k = max(k for k in range(len(script) + 1) if k == 0 or real[-k:] == script[:k])
+            new = []
+            for t in script[k:k + max_new_tokens]:
+                new.append(t)
+                if t in eos:
+                    break
+            out.append(new)
+        return GenerateResult(mode, out, 0.0, {"bytes_total": 10, "messages": 2})
+
+    return run
+
+
+@pytest.mark.parametrize("max_new,prediction,rounds,n_new", [(24, "Hello world", 3, 14), (5, "Hel", 3, 5)])
+def test_stop_in_leading_whitespace_is_continued(tiny, monkeypatch, max_new, prediction, rounds, n_new):
+    import flbench.tasks.textgen as textgen
+
+    class Task(PrivateQA):
+        max_new_tokens = max_new
+
+    monkeypatch.setattr(textgen, "run_generation", _scripted_run_generation(tiny.tokenizer))
+    task = Task()
+    ex = task.load("eval", limit=2)
+    res = generate_predictions(task, ex, tiny, runtime=object(), batch_size=2)
+    # pass 1 stops at the first "\n" (nothing but whitespace yet), pass 2 at the second, pass 3 after the text
+    assert res.predictions == [prediction, prediction] and res.rounds == rounds
+    assert res.new_tokens == 2 * n_new and res.wire["bytes_total"] == 10 * rounds
+    assert res.raw[0] == SCRIPT[:n_new]
 
 
 def test_stop_view_leaves_the_model_alone(tiny):
