@@ -101,18 +101,37 @@ class FittedAttack:
 
 
 def fit_attack(cfg: AttackConfig, defense, generator, progress: bool = True, loaded=None,
-               checkpoint=None) -> FittedAttack:
+               checkpoint=None, rt=None, aux: list[str] | None = None) -> FittedAttack:
     """`loaded`: an already loaded model (else cfg.model is loaded). `checkpoint`: a `flbench train --out`
-    directory whose adapters the victim client runs; the attacker still knows only the public weights."""
+    directory whose adapters the victim client runs; the attacker still knows only the public weights.
+    `rt` / `aux`: a runtime built by `victim_runtime` and auxiliary texts already loaded (several attacks on
+    one capture, as `flbench run` does)."""
     from attacks import Knowledge, make_attack
     from flbench.models import load_model
+    from splits.partition import parse_split
+
+    parse_split(cfg.split)  # a bad split fails before any loading
+    params = dict(cfg.attack_params)
+    make_attack(cfg.attack, None, **params)  # unknown attack / bad params fail before any loading
+    if rt is None:
+        loaded = loaded if loaded is not None else load_model(cfg.model, progress=progress)
+        rt = victim_runtime(cfg, loaded, defense, generator, checkpoint)
+    loaded = rt.loaded
+    knowledge = Knowledge.from_runtime(rt)
+    attack = make_attack(cfg.attack, knowledge, **params)
+    if aux is None:
+        aux = _aux(cfg, None if cfg.data_file else cfg.data)
+    t0 = time.perf_counter()
+    attack.fit(aux, knowledge)
+    return FittedAttack(cfg, loaded, rt, defense, attack, time.perf_counter() - t0)
+
+
+def victim_runtime(cfg: AttackConfig, loaded, defense, generator, checkpoint=None):
+    """The victim client's split runtime (defense on its edge; adapters of `checkpoint` if given)."""
     from splits.partition import parse_split
     from splits.runtime import SplitRuntime
 
     spec = parse_split(cfg.split)
-    params = dict(cfg.attack_params)
-    make_attack(cfg.attack, None, **params)  # unknown attack / bad params fail before any loading
-    loaded = loaded if loaded is not None else load_model(cfg.model, progress=progress)
     spec.validate(len(loaded.model.model.layers))
     rt = SplitRuntime(loaded, spec, wire_dtype=cfg.wire_dtype, defense=defense, generator=generator)
     if checkpoint is not None:
@@ -121,22 +140,25 @@ def fit_attack(cfg: AttackConfig, defense, generator, progress: bool = True, loa
         meta = read_checkpoint(checkpoint)
         check_checkpoint(meta, loaded, spec, checkpoint)
         apply_checkpoint(rt, meta, checkpoint)
-    knowledge = Knowledge.from_runtime(rt)
-    attack = make_attack(cfg.attack, knowledge, **params)
-    aux = _aux(cfg, None if cfg.data_file else cfg.data)
-    t0 = time.perf_counter()
-    attack.fit(aux, knowledge)
-    return FittedAttack(cfg, loaded, rt, defense, attack, time.perf_counter() - t0)
+    return rt
 
 
-def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, data_name: str | None = None) -> dict:
-    """Victim texts through the runtime (tapped), invert what the server saw, score against the truth."""
+def capture_victims(rt, defense, records, max_length: int):
+    """What the server saw of the victim texts; the defense's statistics then describe this traffic only."""
     from attacks import capture
+
+    defense.reset_stats()
+    return capture(rt, [r.text for r in records], max_length=max_length)
+
+
+def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, data_name: str | None = None,
+                    captured=None) -> dict:
+    """Victim texts through the runtime (tapped), invert what the server saw, score against the truth.
+    `captured`: (observations, true ids) from `capture_victims` on the same runtime, shared by several attacks."""
     from flbench.metrics import score_reconstructions
 
     cfg, defense = fa.cfg, fa.defense
-    defense.reset_stats()  # the record's SNR describes the victim traffic, not the attacker's simulation
-    obs, true_ids = capture(fa.rt, [r.text for r in records], max_length=cfg.max_length)
+    obs, true_ids = captured if captured is not None else capture_victims(fa.rt, defense, records, cfg.max_length)
     t1 = time.perf_counter()
     rec_ids = fa.attack.invert(obs)
     invert_s = time.perf_counter() - t1

@@ -136,29 +136,48 @@ def _attack_key(cell: dict, name: str) -> str | None:
     return json.dumps(keep, sort_keys=True)
 
 
-def _attack(cell: dict, name: str, loaded, spec, checkpoint, progress: bool) -> dict:
-    key = _attack_key(cell, name)
-    if key is not None and key in _ATTACKS:
-        return copy.deepcopy(_ATTACKS[key])
-    res = _attack_uncached(cell, name, loaded, checkpoint, progress)
-    if key is not None:
-        _ATTACKS[key] = copy.deepcopy(res)
-    return res
-
-
-def _attack_uncached(cell: dict, name: str, loaded, checkpoint, progress: bool) -> dict:
-    from flbench.attack_run import AttackConfig, _victims, evaluate_attack, fit_attack
+def _attack_config(cell: dict, name: str):
+    from flbench.attack_run import AttackConfig
 
     v = _victims_of(cell)
     params = tuple(sorted((cell.get("attack_params") or {}).get(name, {}).items()))
-    cfg = AttackConfig(model=cell["model"], split=cell["split"], attack=name, attack_params=params,
-                       data=v["data"], data_file=v.get("data_file"), aux_data=tuple(v["aux_data"]),
-                       aux_limit=int(v["aux_limit"]), limit=int(v["limit"]), max_length=int(v["max_length"]),
-                       seed=cell["seed"])
-    defense, gen = make_cell_defense(cell["defense"], cell["seed"])
-    records, notes = _victims(cfg)
-    fa = fit_attack(cfg, defense, gen, progress=progress, loaded=loaded, checkpoint=checkpoint)
-    return evaluate_attack(fa, records, notes)
+    return AttackConfig(model=cell["model"], split=cell["split"], attack=name, attack_params=params,
+                        data=v["data"], data_file=v.get("data_file"), aux_data=tuple(v["aux_data"]),
+                        aux_limit=int(v["aux_limit"]), limit=int(v["limit"]), max_length=int(v["max_length"]),
+                        seed=cell["seed"])
+
+
+def _attacks(cell: dict, loaded, checkpoint, progress: bool) -> list[tuple[str, dict, float]]:
+    """Every attack of the cell on ONE capture of the victim traffic through one client runtime (the server
+    saw that traffic once; all attacks read the same messages). Results are memoised (see `_attack_key`)."""
+    from flbench.attack_run import _aux, _victims, capture_victims, evaluate_attack, fit_attack, victim_runtime
+
+    names = list(cell.get("attacks") or [])
+    out: dict[str, tuple[dict, float]] = {}
+    for name in names:
+        key = _attack_key(cell, name)
+        if key is not None and key in _ATTACKS:
+            out[name] = (copy.deepcopy(_ATTACKS[key]), 0.0)
+    todo = [n for n in names if n not in out]
+    if todo:
+        t0 = time.perf_counter()
+        cfg0 = _attack_config(cell, todo[0])
+        records, notes = _victims(cfg0)
+        defense, gen = make_cell_defense(cell["defense"], cell["seed"])
+        rt = victim_runtime(cfg0, loaded, defense, gen, checkpoint)
+        captured = capture_victims(rt, defense, records, cfg0.max_length)
+        aux = _aux(cfg0, None if cfg0.data_file else cfg0.data)
+        shared_s = (time.perf_counter() - t0) / len(todo)
+        for name in todo:
+            t1 = time.perf_counter()
+            cfg = _attack_config(cell, name)
+            fa = fit_attack(cfg, defense, gen, progress=progress, rt=rt, aux=aux)
+            res = evaluate_attack(fa, records, notes, captured=captured)
+            out[name] = (res, round(shared_s + time.perf_counter() - t1, 3))
+            key = _attack_key(cell, name)
+            if key is not None:
+                _ATTACKS[key] = copy.deepcopy(res)
+    return [(n, *out[n]) for n in names]
 
 
 def run_cell(cell: dict, progress: bool = True, workdir: str | Path | None = None) -> list[dict]:
@@ -186,11 +205,7 @@ def run_cell(cell: dict, progress: bool = True, workdir: str | Path | None = Non
         t0 = time.perf_counter()
         task, uinfo = _utility(cell, loaded, spec, checkpoint, progress)
         timings["eval_s"] = round(time.perf_counter() - t0, 3)
-        attack_results = []
-        for name in cell.get("attacks") or []:
-            t0 = time.perf_counter()
-            res = _attack(cell, name, loaded, spec, checkpoint, progress)
-            attack_results.append((name, res, round(time.perf_counter() - t0, 3)))
+        attack_results = _attacks(cell, loaded, checkpoint, progress)
     total = round(time.perf_counter() - t_start, 3)
     prov = provenance()
     d = dict(cell["defense"])
