@@ -384,7 +384,8 @@ def bench_training_cmd(model, split_text, batch, seq_len, steps, out, as_json) -
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 def eval_cmd(task_name, model, checkpoint, split_text, centralized, limit, batch_size, data_dir, wire_dtype, as_json,
              **defense_opts) -> None:
-    """Task utility by log-likelihood of the verbalised answers, through the split (defense on the wire)."""
+    """Task utility through the split (defense on the wire): log-likelihood of verbalised answers for choice
+    tasks, KV-cached split generation + ROUGE / CoQA F1 for generative ones."""
     from flbench.evaluate import evaluate, read_checkpoint, summary_line
     from flbench.models import load_model
     from flbench.tasks import get_task
