@@ -136,6 +136,27 @@ def _attack_key(cell: dict, name: str) -> str | None:
     return json.dumps(keep, sort_keys=True)
 
 
+def seed_attack_memo(records: list[dict]) -> int:
+    """Reuse attack results already on disk (records of earlier cells of a resumed sweep) for cells whose
+    attack key is the same (`_attack_key`: everything the result depends on; all draws are seeded, so a rerun
+    would reproduce them). Returns how many results were taken."""
+    n = 0
+    for r in records:
+        a = r.get("attack")
+        if not a or not isinstance(r.get("config"), dict):
+            continue
+        key = _attack_key(r["config"], a["name"])
+        if key is None or key in _ATTACKS:
+            continue
+        d = r.get("defense") or {}
+        _ATTACKS[key] = {"attack_params": a.get("params"), "data": a.get("data"), "n": a.get("n"),
+                         "metrics": a.get("metrics"), "seconds": {"fit": a.get("fit_s")},
+                         "examples": a.get("examples", []), "snr": {"rms": d.get("snr")},
+                         "epsilon": d.get("epsilon"), "delta": d.get("delta"), "reused_from": r.get("record_id")}
+        n += 1
+    return n
+
+
 def _attack_config(cell: dict, name: str):
     from flbench.attack_run import AttackConfig
 
@@ -243,6 +264,8 @@ def run_cell(cell: dict, progress: bool = True, workdir: str | Path | None = Non
             attack = {"name": name, "params": res["attack_params"], "data": res["data"], "n": res["n"],
                       "metrics": res["metrics"], "primary": "token_accuracy",
                       "fit_s": res["seconds"]["fit"], "examples": res["examples"][:2]}
+            if res.get("reused_from"):
+                attack["reused_from"] = res["reused_from"]
         records.append({
             **base,
             "record_id": f"{h}__{name or 'none'}",

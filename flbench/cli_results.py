@@ -138,6 +138,11 @@ def register(cli: click.Group) -> None:
                 click.echo(f"{h} {state} {c['model']} split={c['split']} defense={c['defense']} "
                            f"task={(c['task'] or {}).get('name')} attacks={','.join(c['attacks'])}")
             return
+        if resume and Path(out).is_dir():
+            from flbench.cell import seed_attack_memo
+            from flbench.records import read_records
+
+            seed_attack_memo(read_records(Path(out)))
         summary = sw.run_sweep(cells, Path(out), lambda c: run_cell(c, progress=False), resume=resume, progress=True)
         failed = summary.get("failed") or []
         click.echo(f"[flbench] sweep {spec_file}: {summary.get('ran', 0)} cell(s) run, {summary.get('skipped', 0)} "

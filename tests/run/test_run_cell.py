@@ -103,3 +103,17 @@ def test_leaderboard_and_plot_commands_on_run_records(cli, tmp_path):
     assert any(p.endswith(".svg") for p in out.split()) and any(p.endswith(".png") for p in out.split())
     code, _, err = cli("leaderboard", "--records", str(tmp_path / "empty"))
     assert code == 2 and "no run records" in err
+
+
+def test_resumed_sweep_reuses_attack_results_from_records(tiny_cells):
+    from flbench import cell as cell_mod
+
+    first = tiny_cells[0]
+    cell_mod._ATTACKS.clear()
+    assert cell_mod.seed_attack_memo(first) == 1
+    other = make_cell("tiny-llama", "1,1", {"name": "gaussian", "params": {"sigma": 0.3}}, {"name": "wic", "limit": 2},
+                      None, ["embedding-nn"], {}, {"data": "private-records", "limit": 3}, 0)
+    (r,) = run_cell(other, progress=False)
+    assert r["attack"]["reused_from"] == first[0]["record_id"]
+    assert r["attack"]["metrics"] == first[0]["attack"]["metrics"]
+    assert r["defense"]["snr"] == first[0]["defense"]["snr"]
