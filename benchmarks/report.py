@@ -93,6 +93,24 @@ def utility(runs: Path = UTILITY / "runs") -> list[str]:
     return out
 
 
+def sweep(runs: Path = ROOT / "results" / "runs") -> list[str]:
+    """The leaderboard rows of the committed sweep shown in README (learned-inversion; one table per task)."""
+    from flbench import leaderboard as lb
+    from flbench.records import read_records
+
+    df = lb.build(read_records(runs))
+    cols = ["split", "defense", "noise_sigma", "snr", "epsilon", "token_accuracy", "pii_recovery", "utility",
+            "utility_ref", "dcs", "pareto"]
+    out = []
+    for task in sorted(df["task"].dropna().unique()):
+        sub = df[(df["task"] == task) & (df["attack"] == "learned-inversion")].reset_index(drop=True)
+        if len(sub):
+            metric = next(r["task"]["primary"] for r in read_records(runs) if r.get("task") and r["task"]["name"] == task)
+            out += [f"*{task}* (utility = {metric}, n = {int(sub['task_n'].iloc[0])}; attack = learned-inversion on "
+                    f"{int(sub['attack_n'].iloc[0])} private records):", "", lb.to_markdown(sub, cols).rstrip(), ""]
+    return out
+
+
 if __name__ == "__main__":
     parts = inference() + [""] + training() + [""]
     for f in ("attacks.json", "attacks_absolute_sigma.json", "attacks_embedding-nn.json",
@@ -105,4 +123,7 @@ if __name__ == "__main__":
     if (UTILITY / "runs").is_dir():
         parts += ["Utility, `flbench sweep sweeps/utility.yaml --out results/utility/runs` and "
                   "`flbench sweep sweeps/utility_finetuned.yaml --out results/utility/runs`:", ""] + utility() + [""]
+    if (ROOT / "results" / "runs").is_dir():
+        parts += ["Sweep, `flbench sweep sweeps/default.yaml && flbench sweep sweeps/dp.yaml` "
+                  "(rows from `flbench leaderboard --format md --attack learned-inversion --task T`):", ""] + sweep()
     print("\n".join(parts))
