@@ -72,7 +72,18 @@ def main() -> None:
     res = {"command": "python benchmarks/bench_finetune.py " + " ".join(sys.argv[1:]), "task": args.task,
            "model": args.model, "split": args.split, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(_finite(res), indent=2, allow_nan=False) + "\n")
+
+
+def _finite(x):
+    """Strict JSON: a non-finite number (SNR without noise) is written as null."""
+    if isinstance(x, float) and x != x or x in (float("inf"), float("-inf")):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
 
 
 if __name__ == "__main__":
