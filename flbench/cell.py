@@ -113,7 +113,7 @@ def _utility(cell: dict, loaded, spec, checkpoint, progress: bool) -> tuple[dict
     res = evaluate(task, loaded, spec, None if spec is None else defense, gen, limit=t.get("limit"),
                    batch_size=int(t.get("batch_size", 8)), checkpoint=checkpoint, progress=progress, summary=False)
     metrics = res["metrics"]
-    primary = getattr(task, "primary", None) or next(iter(metrics))
+    primary = task.primary if task.primary in metrics else next(iter(metrics))
     return ({"name": task.name, "family": getattr(task, "family", None), "metrics": metrics, "primary": primary,
              "n": res["n"], "checkpoint_trained": checkpoint is not None},
             {"utility_wire_bytes": res["wire"]["bytes_total"], "eval_s": res["seconds"],

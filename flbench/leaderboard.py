@@ -107,6 +107,20 @@ def _noise_sigma(name: str, d: dict) -> float:
     return NAN
 
 
+def _registered_primary(name, metrics: dict) -> str | None:
+    """The task's primary metric as the registry defines it now (records written before a task declared
+    its primary metric may carry another one); None for unknown tasks."""
+    if not name:
+        return None
+    try:
+        from flbench.tasks.base import primary_metric
+
+        p = primary_metric(name)
+    except Exception:  # a task this installation does not know: fall back to the record
+        return None
+    return p if p in metrics else None
+
+
 def _row(r: dict) -> tuple[dict, dict]:
     """(visible columns, hidden keys used for references, sorting and grouping) of one record."""
     cfg = r.get("config") or {}
@@ -124,7 +138,8 @@ def _row(r: dict) -> tuple[dict, dict]:
     am = a.get("metrics") or {}
     t = r.get("task") or {}
     tm = t.get("metrics") or {}
-    primary_u = t.get("primary") or (next(iter(sorted(tm))) if len(tm) == 1 else None)
+    primary_u = _registered_primary(t.get("name"), tm) or t.get("primary") or (
+        next(iter(sorted(tm))) if len(tm) == 1 else None)
     commit = r.get("commit")
     row: dict[str, Any] = {
         "model": model,

@@ -56,10 +56,15 @@ class Task:
     kind: ClassVar[str] = "choice"  # "choice": log-likelihood of verbalised answers; "generate": greedy text
     family: ClassVar[str] = "nlu"
     metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
+    primary_metric: ClassVar[str | None] = None  # the utility reported in leaderboards (default: metrics[0])
     relpath: ClassVar[str] = ""  # data file under the data dir (single-file tasks)
     required: ClassVar[tuple[str, ...]] = ()  # fields each row must have
     delimiter: ClassVar[str] = " "  # between the prompt and a verbalised answer (as lm-evaluation-harness)
     hub: ClassVar[Hub | None] = None  # the same data on the Hugging Face hub, used only without a local file
+
+    @property
+    def primary(self) -> str:
+        return self.primary_metric or self.metrics[0]
 
     # ---- data ----
     def read_rows(self, split: str, data_dir=None) -> list[dict]:
@@ -152,6 +157,11 @@ tasks: Registry[type[Task]] = Registry("task")
 
 def get_task(name: str) -> Task:
     return tasks.get(name)()
+
+
+def primary_metric(name: str) -> str | None:
+    """The registered task's primary metric, or None for a task this installation does not know."""
+    return tasks.get(name)().primary if name in dict(tasks.items()) else None
 
 
 def carve(rows: list, split: str, seed: int = CARVE_SEED, eval_fraction: float = CARVE_EVAL_FRACTION) -> list:

@@ -33,6 +33,7 @@ def one_line(text: str) -> str:
 class _Summarization(GenerativeTask):
     family = "summarization"
     metrics = ROUGE_TYPES
+    primary_metric = "rougeL"
     max_new_tokens = 64
     max_prompt_tokens = 768
     source_field: ClassVar[str] = "document"  # field of the row holding the text to summarize

@@ -178,6 +178,7 @@ class MultiRC(_SuperGlue):
     hub = _hub("multirc", relpath, _multirc_passages)
     required = ("passage",)
     metrics = ("em0", "f1a")
+    primary_metric = "f1a"
 
     def to_examples(self, rows):
         out = []
