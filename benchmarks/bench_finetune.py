@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=96)
     ap.add_argument("--eval-limit", type=int, default=None)
     ap.add_argument("--sigmas", type=float, nargs="*", default=[], help="relative σ (× RMS of h_A) for noisy runs")
+    ap.add_argument("--modes", default="centralized,split", help="comma-separated subset of centralized,split")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -51,6 +52,8 @@ def main() -> None:
     modes = [("centralized", ["--centralized"], ["--centralized"]), ("split", [], [])]
     modes += [(f"split σ={s}×RMS", ["--noise-sigma", str(s), "--noise-relative"],
                ["--noise-sigma", str(s), "--noise-relative"]) for s in args.sigmas]
+    wanted = set(args.modes.split(",")) | {f"split σ={s}×RMS" for s in args.sigmas}
+    modes = [m for m in modes if m[0] in wanted]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, train_extra, eval_extra) in enumerate(modes):
