@@ -51,7 +51,7 @@ def attacks(name: str = "attacks.json") -> list[str]:
     return out
 
 
-def finetune(name: str = "sst2_finetune.json") -> list[str]:
+def finetune(name: str = "sst2_finetune.json") -> list[str]:  # noqa: D103
     d = json.loads((UTILITY / name).read_text())
     out = [f"Fine-tuning, `{d['command']}` ({d['model']}, {d['task']}, split {d['split']}; commands per row in the file):",
            "", "| mode | train s | loss first → last 10 % | train wire bytes | " +
@@ -111,19 +111,41 @@ def sweep(runs: Path = ROOT / "results" / "runs") -> list[str]:
     return out
 
 
-if __name__ == "__main__":
-    parts = inference() + [""] + training() + [""]
-    for f in ("attacks.json", "attacks_absolute_sigma.json", "attacks_embedding-nn.json",
-              "attacks_output-inversion.json"):
-        if (BENCH / f).exists():
-            attack = json.loads((BENCH / f).read_text())["rows"][0]["attack"]
-            parts += [f"**{attack}**, " + attacks(f)[0], *attacks(f)[1:], ""]
-    if (UTILITY / "sst2_finetune.json").exists():
-        parts += finetune() + [""]
+BEGIN, END = "<!-- report:utility-and-sweep:begin -->", "<!-- report:utility-and-sweep:end -->"
+
+
+def utility_and_sweep() -> list[str]:
+    parts: list[str] = []
+    for f in sorted(UTILITY.glob("sst2_finetune*.json")):
+        parts += finetune(f.name) + [""]
     if (UTILITY / "runs").is_dir():
         parts += ["Utility, `flbench sweep sweeps/utility.yaml --out results/utility/runs` and "
                   "`flbench sweep sweeps/utility_finetuned.yaml --out results/utility/runs`:", ""] + utility() + [""]
     if (ROOT / "results" / "runs").is_dir():
         parts += ["Sweep, `flbench sweep sweeps/default.yaml && flbench sweep sweeps/dp.yaml` "
                   "(rows from `flbench leaderboard --format md --attack learned-inversion --task T`):", ""] + sweep()
+    return parts
+
+
+def update_readme() -> None:
+    """Replace the block between the markers in README.md with `utility_and_sweep()`."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    a, b = text.index(BEGIN) + len(BEGIN), text.index(END)
+    readme.write_text(text[:a] + "\n" + "\n".join(utility_and_sweep()) + "\n" + text[b:])
+
+
+if __name__ == "__main__":
+    import sys
+
+    if "--readme" in sys.argv:
+        update_readme()
+        raise SystemExit(0)
+    parts = inference() + [""] + training() + [""]
+    for f in ("attacks.json", "attacks_absolute_sigma.json", "attacks_embedding-nn.json",
+              "attacks_output-inversion.json"):
+        if (BENCH / f).exists():
+            attack = json.loads((BENCH / f).read_text())["rows"][0]["attack"]
+            parts += [f"**{attack}**, " + attacks(f)[0], *attacks(f)[1:], ""]
+    parts += utility_and_sweep()
     print("\n".join(parts))
