@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from flbench.attack_run import _finite  # strict JSON: non-finite numbers (SNR without noise) → null
+
 FLBENCH = [str(Path(sys.executable).parent / "flbench")]
 
 
@@ -77,16 +79,6 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(_finite(res), indent=2, allow_nan=False) + "\n")
 
-
-def _finite(x):
-    """Strict JSON: a non-finite number (SNR without noise) is written as null."""
-    if isinstance(x, float) and x != x or x in (float("inf"), float("-inf")):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_finite(v) for v in x]
-    return x
 
 
 if __name__ == "__main__":

@@ -32,8 +32,13 @@ def encode_prompts(tokenizer, prompts: list[str], chat: bool = False) -> tuple[t
     else:
         rows = [tokenizer(p)["input_ids"] for p in prompts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return left_pad(rows, pad)
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded (ids, attention mask) of token rows, as generation wants them."""
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), int(pad), dtype=torch.long)
+    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)

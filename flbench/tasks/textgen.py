@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from flbench.errors import FlbenchError
-from flbench.generation import eos_ids, run_generation
+from flbench.generation import eos_ids, left_pad, run_generation
 from flbench.models import LoadedModel
 from flbench.tasks.base import Example
 from flbench.tasks.generative import GenerativeTask, stop_token_ids
@@ -46,16 +46,6 @@ def with_stop_tokens(loaded: LoadedModel, extra: list[int], model=None) -> Loade
         cfg.pad_token_id = eos[0] if eos else 0
     cfg.eos_token_id = eos + [i for i in extra if i not in eos]
     return replace(loaded, model=_StopView(model, cfg))
-
-
-def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-        mask[i, width - len(r):] = 1
-    return ids, mask
 
 
 def prompt_budget(task: GenerativeTask, model) -> int:
