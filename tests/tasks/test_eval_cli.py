@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from evalhelp import eval_both
+
 from flbench.data.paths import candidate_dirs
 
 needs_data = pytest.mark.skipif(not (candidate_dirs()[0] / "superglue").is_dir(), reason="no real data")
@@ -25,12 +27,7 @@ def test_bad_input_one_line_exit_2(cli, argv, needle):
 
 @needs_data
 def test_eval_json_split_vs_centralized(cli):
-    res = {}
-    for flag in ([], ["--centralized"]):
-        code, out, _ = cli("eval", "--task", "rte", "--model", "tiny-llama", "--split", "1,1", "--limit", "4",
-                           "--batch-size", "3", "--json", *flag)
-        assert code == 0
-        res[bool(flag)] = json.loads(out)
+    res = eval_both(cli, "--task", "rte", "--model", "tiny-llama", "--split", "1,1", "--limit", "4", "--batch-size", "3")
     for o in res.values():
         assert o["task"] == "rte" and o["n"] == 4 and set(o["metrics"]) == {"accuracy"}
         assert {"bytes_total", "messages"} <= set(o["wire"]) and o["seconds"] >= 0
@@ -38,18 +35,9 @@ def test_eval_json_split_vs_centralized(cli):
 
 
 @needs_data
-def test_eval_checkpoint_from_train(cli, tmp_path):
-    data = tmp_path / "train.txt"
-    data.write_text("".join(f"sentence number {i} is fine\n" for i in range(8)))
-    ck = tmp_path / "ck"
-    code, _, err = cli("train", "--model", "tiny-llama", "--split", "1,1", "--data-file", str(data),
-                       "--steps", "2", "--batch-size", "2", "--lr", "0.05", "--out", str(ck), "--json")
-    assert code == 0, err
-    outs = {}
-    for flag in ([], ["--centralized"]):
-        code, out, err = cli("eval", "--task", "copa", "--checkpoint", str(ck), "--limit", "4", "--json", *flag)
-        assert code == 0, err
-        outs[bool(flag)] = json.loads(out)
+def test_eval_checkpoint_from_train(cli, tiny_checkpoint):
+    ck = tiny_checkpoint
+    outs = eval_both(cli, "--task", "copa", "--checkpoint", str(ck), "--limit", "4")
     assert outs[False]["split"] == "1,1" and outs[False]["model"]["name"] == "tiny-llama"
     assert outs[False]["metrics"] == outs[True]["metrics"]
     code, _, err = cli("eval", "--task", "copa", "--checkpoint", str(ck), "--split", "2,1", "--limit", "2")

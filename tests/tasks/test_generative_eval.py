@@ -3,10 +3,10 @@ as the unsplit model; the stop string ends generation without changing a predict
 checkpoints and one real-model check."""
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
+from evalhelp import eval_both
 
 from flbench.evaluate import evaluate
 from flbench.tasks import get_task
@@ -125,28 +125,15 @@ def test_defense_on_the_wire_of_generation(tiny):
 
 
 def test_eval_cli_generative_json(cli):
-    outs = {}
-    for flag in ([], ["--centralized"]):
-        code, out, err = cli("eval", "--task", "private-qa", "--model", "tiny-llama", "--split", "1,1", "--limit", "3",
-                             "--batch-size", "2", "--json", *flag)
-        assert code == 0, err
-        outs[bool(flag)] = json.loads(out)
+    outs = eval_both(cli, "--task", "private-qa", "--model", "tiny-llama", "--split", "1,1", "--limit", "3",
+                     "--batch-size", "2")
     assert outs[False]["examples"] == outs[True]["examples"] and outs[False]["wire"]["bytes_total"] > 0
     assert {"task", "metrics", "n", "seconds", "wire", "examples"} <= set(outs[False])
 
 
-def test_eval_generative_with_checkpoint(cli, tmp_path):
-    data = tmp_path / "train.txt"
-    data.write_text("".join(f"Record: person {i} has e-mail p{i}@x.org\n" for i in range(8)))
-    ck = tmp_path / "ck"
-    code, _, err = cli("train", "--model", "tiny-llama", "--split", "1,1", "--data-file", str(data),
-                       "--steps", "2", "--batch-size", "2", "--lr", "0.05", "--out", str(ck), "--json")
-    assert code == 0, err
-    outs = {}
-    for flag in ([], ["--centralized"]):
-        code, out, err = cli("eval", "--task", "private-qa", "--checkpoint", str(ck), "--limit", "3", "--json", *flag)
-        assert code == 0, err
-        outs[bool(flag)] = json.loads(out)
+def test_eval_generative_with_checkpoint(cli, tiny_checkpoint):
+    ck = tiny_checkpoint
+    outs = eval_both(cli, "--task", "private-qa", "--checkpoint", str(ck), "--limit", "3")
     assert outs[False]["checkpoint"] == str(ck) and outs[False]["examples"] == outs[True]["examples"]
 
 
