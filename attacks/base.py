@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from flbench.errors import FlbenchError
-from flbench.registry import Registry
+from flbench.core.errors import FlbenchError
+from flbench.core.registry import Registry
 
 attacks: Registry[type[Attack]] = Registry("attack")
 

@@ -26,7 +26,7 @@ from attacks.base import (
     tokenize_aux,
 )
 from attacks.decoders import Decoder, build_decoder, sample_batch, train_decoder
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 from splits.sequence import positions_from_mask
 
 

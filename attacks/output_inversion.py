@@ -35,7 +35,7 @@ from attacks.base import (
     wire_round,
 )
 from attacks.decoders import Decoder, build_decoder, sample_batch, train_decoder
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 from splits.partition import build_trunk
 from splits.sequence import positions_from_mask
 

@@ -4,7 +4,7 @@
         --victims private-records enron --out results/bench/attacks.json
 
 Every row is what `flbench attack --split P,Q --noise-sigma σ [--noise-relative] --data V --json` reports
-(same code path: flbench.attack_run), plus the fit log. The file records the command that produced it.
+(same code path: flbench.pipeline.attack), plus the fit log. The file records the command that produced it.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import json
 import sys
 import warnings
 
-from flbench.attack_run import AttackConfig, evaluate_attack, fit_attack
-from flbench.bench import machine, write_result
+from flbench.pipeline.attack import AttackConfig, evaluate_attack, fit_attack
+from flbench.pipeline.bench import machine, write_result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     from defenses import make_defense, make_generator
-    from flbench.attack_run import _victims
-    from flbench.cli import _kv
+    from flbench.pipeline.attack import _victims
+    from flbench.cli.app import _kv
 
     rows = []
     for split in args.splits:

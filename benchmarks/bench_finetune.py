@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from flbench.attack_run import _finite  # strict JSON: non-finite numbers (SNR without noise) → null
+from flbench.pipeline.attack import _finite  # strict JSON: non-finite numbers (SNR without noise) → null
 
 FLBENCH = [str(Path(sys.executable).parent / "flbench")]
 

@@ -4,7 +4,7 @@
 """
 import sys
 
-from flbench.cli import main
+from flbench.cli.app import main
 
 if __name__ == "__main__":
     main(["bench", "inference", "--out", "results/bench/inference.json", *sys.argv[1:]])

@@ -74,7 +74,7 @@ def _mode(rec: dict) -> str:
 
 def utility(runs: Path = UTILITY / "runs") -> list[str]:
     """Zero-shot and fine-tuned utility per task and mode, from the run records of sweeps/utility*.yaml."""
-    from flbench.records import read_records
+    from flbench.experiments.records import read_records
 
     recs = [r for r in read_records(runs) if r.get("task")]
     modes = sorted({_mode(r) for r in recs}, key=lambda m: (m != "centralized", "σ" in m, m))
@@ -95,8 +95,8 @@ def utility(runs: Path = UTILITY / "runs") -> list[str]:
 
 def sweep(runs: Path = ROOT / "results" / "runs") -> list[str]:
     """The leaderboard rows of the committed sweep shown in README (learned-inversion; one table per task)."""
-    from flbench import leaderboard as lb
-    from flbench.records import read_records
+    from flbench.reporting import leaderboard as lb
+    from flbench.experiments.records import read_records
 
     df = lb.build(read_records(runs))
     cols = ["split", "defense", "noise_sigma", "snr", "epsilon", "token_accuracy", "pii_recovery", "utility",

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from defenses.base import BaseDefense, check_number, draw_noise, register
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 
 NEIGHBOURING = ("replace one token vector: neighbouring inputs differ in one row (one position) of h_A; "
                 "clipped rows differ by at most 2C in L2, so the effective noise multiplier is z/2 "

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from defenses.base import BaseDefense, check_number, draw_noise, register
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 
 
 @register("gaussian")

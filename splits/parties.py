@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 
-from flbench.errors import WireError
+from flbench.core.errors import WireError
 from splits.parts import Part
 from splits.sequence import SequenceState, lengths_and_side, pack, unpack
 from splits.wire import Kind, Message, Phase

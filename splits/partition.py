@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 from splits.parts import Part
 
 

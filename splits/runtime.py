@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from flbench.models import LoadedModel
+
 from splits.parties import ClientParty, Defense, ServerParty, identity_defense
 from splits.partition import SplitSpec, build_split
 from splits.wire import Message, Phase, Wire
@@ -17,7 +17,7 @@ from splits.wire import Message, Phase, Wire
 class SplitRuntime:
     def __init__(
         self,
-        loaded: LoadedModel,
+        loaded: Any,  # flbench.models.LoadedModel (model, tokenizer, name, identity)
         spec: SplitSpec,
         n_clients: int = 1,
         wire_dtype: str = "fp32",

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig, inject_adapter_in_model
 
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 from splits.runtime import SplitRuntime
 
 PART_NAMES = ("head", "trunk", "tail")

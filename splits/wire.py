@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from flbench.errors import FlbenchError, WireError
+from flbench.core.errors import FlbenchError, WireError
 
 MAGIC = b"FLB1"
 VERSION = 1

@@ -31,7 +31,7 @@ def smol():
 @pytest.fixture
 def cli(capsys):
     """Run the `flbench` CLI in-process: cli(*argv) -> (exit code, stdout, stderr)."""
-    from flbench.cli import main
+    from flbench.cli.app import main
 
     def run(*argv: str) -> tuple[int, str, str]:
         with pytest.raises(SystemExit) as exc:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from flbench.data.records import Record
-from flbench.errors import FlbenchError
-from flbench.registry import Registry
+from flbench.core.errors import FlbenchError
+from flbench.core.registry import Registry
 
 Role = Literal["victim", "aux"]
 

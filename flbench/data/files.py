@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from flbench.data.records import PiiSpan, Record, check_spans, find_pii
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 
 
 def _read_lines(path: Path) -> list[str]:

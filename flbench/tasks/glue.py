@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 from flbench.tasks.base import Example, Task, read_tsv, tasks
 from flbench.tasks.hub import Hub, per_row
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 
 Convert = Callable[[list[dict]], list[dict]]
 

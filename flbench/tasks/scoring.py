@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

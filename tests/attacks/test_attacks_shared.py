@@ -17,7 +17,7 @@ from attacks import (
 from attacks.base import tokenize_aux
 from defenses import make_defense, make_generator
 from flbench.data import load_corpus
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 from flbench.metrics import token_accuracy
 from splits import SplitRuntime, SplitSpec
 from splits.wire import RecordingTap

@@ -1,12 +1,12 @@
 """The issue's strength check on the real default model (about a minute of fitting on 2 cores):
 learned-inversion at --split 1,1 without noise recovers ≥ 0.9 token accuracy on private records,
-through the same path as `flbench attack` (flbench.attack_run)."""
+through the same path as `flbench attack` (flbench.pipeline.attack)."""
 from __future__ import annotations
 
 import pytest
 
 from defenses import make_defense, make_generator
-from flbench.attack_run import AttackConfig, evaluate_attack, fit_attack
+from flbench.pipeline.attack import AttackConfig, evaluate_attack, fit_attack
 from flbench.data import load_corpus
 
 

@@ -23,7 +23,7 @@ from flbench.data import (
 )
 from flbench.data.public import chunk
 from flbench.data.victims import truncate
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 needs_shared = pytest.mark.skipif(not (SHARED / "enron_aeslc" / "dev.jsonl").is_file(),

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from flbench.data import PiiSpan, load_data_file
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 
 
 def test_text_file_one_record_per_line(tmp_path):

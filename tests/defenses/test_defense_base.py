@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from defenses import BaseDefense, defenses, make_defense, make_generator
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 
 
 def test_registry_lists_the_builtin_defenses():

@@ -7,7 +7,7 @@ from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 from scipy import stats
 
 from defenses import DPForward, make_defense, make_generator
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 
 
 def _h(shape=(3, 10, 32), seed=0, scale=1.0):

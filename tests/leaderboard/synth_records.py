@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 
-from flbench.records import config_hash
-from flbench.sweep import make_cell
+from flbench.experiments.records import config_hash
+from flbench.experiments.sweep import make_cell
 
 
 def record(cell: dict, attack: str | None, *, utility: float | None, ap: float | None, snr: float | None = None,

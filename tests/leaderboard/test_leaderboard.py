@@ -8,10 +8,10 @@ import pytest
 
 from synth_records import grid, record
 
-from flbench import leaderboard as lb
-from flbench.errors import FlbenchError
-from flbench.records import write_record
-from flbench.sweep import make_cell
+from flbench.reporting import leaderboard as lb
+from flbench.core.errors import FlbenchError
+from flbench.experiments.records import write_record
+from flbench.experiments.sweep import make_cell
 
 
 def test_columns_in_order():

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from synth_records import grid
 
-from flbench import leaderboard as lb
-from flbench.plots import plot_all
+from flbench.reporting import leaderboard as lb
+from flbench.reporting.plots import plot_all
 
 
 def test_plots_written_and_svg_deterministic(tmp_path):

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import torch
 
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 from flbench.models import load_model, models
 from flbench.models import smollm2
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from flbench.cell import run_cell
-from flbench.records import config_hash, is_done, read_records
-from flbench.sweep import make_cell
+from flbench.pipeline.cell import run_cell
+from flbench.experiments.records import config_hash, is_done, read_records
+from flbench.experiments.sweep import make_cell
 
 REQUIRED = ("schema", "record_id", "config_hash", "config", "seeds", "versions", "commit", "date", "model", "split",
             "defense", "finetune", "task", "attack", "wire", "timings")
@@ -106,7 +106,7 @@ def test_leaderboard_and_plot_commands_on_run_records(cli, tmp_path):
 
 
 def test_resumed_sweep_reuses_attack_results_from_records(tiny_cells):
-    from flbench import cell as cell_mod
+    from flbench.pipeline import cell as cell_mod
 
     first = tiny_cells[0]
     cell_mod._ATTACKS.clear()

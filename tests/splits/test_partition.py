@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 from splits import SplitRuntime, SplitSpec, build_split, parse_split
 
 

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flbench.errors import FlbenchError, WireError
+from flbench.core.errors import FlbenchError, WireError
 from splits.wire import HEADER, HEADER_BYTES, MAGIC, Kind, Message, Phase, Wire, decode, encode
 
 D = 8

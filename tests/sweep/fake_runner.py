@@ -12,7 +12,8 @@ import hashlib
 import sys
 import time
 
-from flbench import records, sweep
+from flbench.experiments import records
+from flbench.experiments import sweep
 
 
 def _u(cell: dict, salt: str) -> float:

@@ -9,9 +9,10 @@ import pytest
 
 from fake_runner import fake_records
 
-from flbench import records
-from flbench.errors import FlbenchError
-from flbench.sweep import make_cell
+from flbench.core import io, provenance
+from flbench.experiments import records
+from flbench.core.errors import FlbenchError
+from flbench.experiments.sweep import make_cell
 
 CELL = make_cell("m", "1,1", {"name": "gaussian", "params": {"sigma": 1.0, "relative": True}},
                  {"name": "sst2", "limit": 10}, None, ["b-attack", "a-attack"], {}, {"data": "private-records"}, 0)
@@ -79,29 +80,29 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(records.os, "replace", boom)
+    monkeypatch.setattr(io.os, "replace", boom)
     with pytest.raises(OSError):
-        records.atomic_write_text(target, "new")
+        io.atomic_write_text(target, "new")
     monkeypatch.undo()
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
 
 
 def test_clean_temp_removes_only_abandoned_files(tmp_path):
-    host = records._host()
+    host = io._host()
     dead = tmp_path / f".a.json.{host}.999999999.abcd.tmp"
     live = tmp_path / f".b.json.{host}.{os.getpid()}.abcd.tmp"
     other_host = tmp_path / ".c.json.otherhost.1.abcd.tmp"
     for p in (dead, live, other_host):
         p.write_text("x")
-    removed = records.clean_temp(tmp_path)
+    removed = io.clean_temp(tmp_path)
     assert removed == [dead] and live.exists() and other_host.exists()
     old = os.path.getmtime(other_host) - 7200
     os.utime(other_host, (old, old))
-    assert records.clean_temp(tmp_path) == [other_host]
+    assert io.clean_temp(tmp_path) == [other_host]
 
 
 def test_provenance():
-    p = records.provenance()
+    p = provenance.provenance()
     assert set(p) == {"versions", "commit", "dirty", "date"}
     assert set(p["versions"]) == {"flbench", "torch", "transformers", "python"}
     assert p["date"].endswith("+00:00")

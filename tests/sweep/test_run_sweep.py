@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from fake_runner import fake_records
 
-from flbench import records
-from flbench.sweep import expand, parse_spec, run_sweep
+from flbench.experiments import records
+from flbench.experiments.sweep import expand, parse_spec, run_sweep
 
 SPEC = {"model": "m", "splits": ["1,1", "2,2"], "defenses": ["none", {"name": "gaussian", "sigma": [1, 2]}],
         "attacks": ["x", "y"], "tasks": ["t"], "centralized_reference": True}

@@ -13,7 +13,9 @@ import pytest
 
 from fake_runner import make_runner
 
-from flbench import leaderboard, records, sweep
+from flbench.reporting import leaderboard
+from flbench.experiments import records
+from flbench.experiments import sweep
 
 HERE = Path(__file__).resolve().parent
 SPEC = """\

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from flbench.errors import FlbenchError
-from flbench.records import config_hash
-from flbench.sweep import expand, load_spec, parse_shard, parse_spec, shard
+from flbench.core.errors import FlbenchError
+from flbench.experiments.records import config_hash
+from flbench.experiments.sweep import expand, load_spec, parse_shard, parse_spec, shard
 
 BASE = """\
 name: t

@@ -8,10 +8,10 @@ import pytest
 import torch
 from evalhelp import eval_both
 
-from flbench.evaluate import evaluate
+from flbench.pipeline.utility import evaluate
 from flbench.tasks import get_task
 from flbench.tasks.private_qa import PrivateQA
-from flbench.tasks.textgen import generate_predictions, left_pad, with_stop_tokens
+from flbench.pipeline.textgen import generate_predictions, left_pad, with_stop_tokens
 from splits.partition import parse_split
 from splits.runtime import SplitRuntime
 
@@ -42,7 +42,7 @@ class _StopJ(PrivateQA):
 
 
 def test_stop_tokens_end_generation_without_changing_predictions(tiny, monkeypatch):
-    import flbench.tasks.textgen as textgen
+    import flbench.pipeline.textgen as textgen
 
     task = _StopJ()
     ex = task.load("eval", limit=6)
@@ -61,7 +61,7 @@ SCRIPT = "\n\nHello world\nmore text"
 
 def _scripted_run_generation(tok):
     """A fake run_generation whose 'greedy model' always continues SCRIPT from wherever the prompt left it."""
-    from flbench.generation import GenerateResult
+    from flbench.pipeline.generation import GenerateResult
 
     script = tok(SCRIPT, add_special_tokens=False)["input_ids"]
 
@@ -84,7 +84,7 @@ def _scripted_run_generation(tok):
 
 @pytest.mark.parametrize("max_new,prediction,rounds,n_new", [(24, "Hello world", 3, 14), (5, "Hel", 3, 5)])
 def test_stop_in_leading_whitespace_is_continued(tiny, monkeypatch, max_new, prediction, rounds, n_new):
-    import flbench.tasks.textgen as textgen
+    import flbench.pipeline.textgen as textgen
 
     class Task(PrivateQA):
         max_new_tokens = max_new

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from flbench.data.paths import candidate_dirs
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 from flbench.tasks import Example, get_task, tasks
 from flbench.tasks.conversational import segment_answers
 

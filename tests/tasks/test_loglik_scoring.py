@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from flbench.data.paths import candidate_dirs
-from flbench.evaluate import evaluate
+from flbench.pipeline.utility import evaluate
 from flbench.tasks import Example, get_task
 from flbench.tasks.scoring import encode_pair, loglikelihoods, predict
 from splits.partition import parse_split

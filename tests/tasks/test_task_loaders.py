@@ -6,7 +6,7 @@ import json
 import pytest
 
 from flbench.data.paths import candidate_dirs
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 from flbench.tasks import get_task, tasks
 from flbench.tasks.metrics import macro_f1, multirc_em0_f1a
 

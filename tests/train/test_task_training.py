@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from flbench.finetune import TrainConfig, batches, task_samples, text_samples, train
+from flbench.pipeline.finetune import TrainConfig, batches, task_samples, text_samples, train
 from flbench.tasks import get_task
 from splits import SplitRuntime, SplitSpec
 from splits.training import LoraSpec, adapter_state

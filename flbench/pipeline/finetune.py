@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 from flbench.models import LoadedModel
 from splits.runtime import SplitRuntime
 from splits.training import LoraSpec, SequentialTrainer, adapter_state

@@ -1,6 +1,6 @@
 """One benchmark cell (`flbench run`, and every cell of `flbench sweep`).
 
-A cell is the plain dict built by `flbench.sweep.make_cell` (the same for `flbench run` and every cell of a
+A cell is the plain dict built by `flbench.experiments.sweep.make_cell` (the same for `flbench run` and every cell of a
 sweep, so both hash alike):
 
     {"model": "smollm2-135m", "split": "2,2" | None,          # None = centralized reference (no wire)
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 
 FINETUNE_KEYS = ("steps", "batch_size", "lr", "max_length", "lora_rank", "lora_alpha")
 VICTIM_DEFAULTS = {"data": "private-records", "limit": 50, "max_length": 64, "aux_data": ["xsum", "sst2"],
@@ -78,7 +78,7 @@ def make_cell_defense(d: dict, seed: int):
 
 
 def _finetune(cell: dict, loaded, spec, workdir: Path, progress: bool) -> tuple[Path, dict]:
-    from flbench.finetune import TrainConfig, model_meta, task_samples, train
+    from flbench.pipeline.finetune import TrainConfig, model_meta, task_samples, train
     from flbench.tasks import get_task
     from splits.runtime import SplitRuntime
     from splits.training import LoraSpec
@@ -102,7 +102,7 @@ def _finetune(cell: dict, loaded, spec, workdir: Path, progress: bool) -> tuple[
 
 
 def _utility(cell: dict, loaded, spec, checkpoint, progress: bool) -> tuple[dict | None, dict]:
-    from flbench.evaluate import evaluate
+    from flbench.pipeline.utility import evaluate
     from flbench.tasks import get_task
 
     if cell.get("task") is None:
@@ -158,7 +158,7 @@ def seed_attack_memo(records: list[dict]) -> int:
 
 
 def _attack_config(cell: dict, name: str):
-    from flbench.attack_run import AttackConfig
+    from flbench.pipeline.attack import AttackConfig
 
     v = _victims_of(cell)
     params = tuple(sorted((cell.get("attack_params") or {}).get(name, {}).items()))
@@ -171,7 +171,7 @@ def _attack_config(cell: dict, name: str):
 def _attacks(cell: dict, loaded, checkpoint, progress: bool) -> list[tuple[str, dict, float]]:
     """Every attack of the cell on ONE capture of the victim traffic through one client runtime (the server
     saw that traffic once; all attacks read the same messages). Results are memoised (see `_attack_key`)."""
-    from flbench.attack_run import _aux, _victims, capture_victims, evaluate_attack, fit_attack, victim_runtime
+    from flbench.pipeline.attack import _aux, _victims, capture_victims, evaluate_attack, fit_attack, victim_runtime
 
     names = list(cell.get("attacks") or [])
     out: dict[str, tuple[dict, float]] = {}
@@ -202,8 +202,9 @@ def _attacks(cell: dict, loaded, checkpoint, progress: bool) -> list[tuple[str, 
 
 
 def run_cell(cell: dict, progress: bool = True, workdir: str | Path | None = None) -> list[dict]:
-    """Execute one cell; returns its records (see flbench.records for the schema), not yet written."""
-    from flbench.records import config_hash, provenance
+    """Execute one cell; returns its records (see flbench.experiments.records for the schema), not yet written."""
+    from flbench.core.canonical import config_hash
+    from flbench.core.provenance import provenance
     from splits.partition import parse_split
 
     check_cell(cell)
@@ -274,6 +275,6 @@ def run_cell(cell: dict, progress: bool = True, workdir: str | Path | None = Non
             "wire": {"bytes_total": uinfo.get("utility_wire_bytes", 0)},
             "timings": {**timings, "attack_s": secs, "total_s": total},
         })
-    from flbench.attack_run import _finite
+    from flbench.pipeline.attack import _finite
 
     return [_finite(r) for r in records]

@@ -12,7 +12,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def victim_runtime(cfg: AttackConfig, loaded, defense, generator, checkpoint=Non
     spec.validate(len(loaded.model.model.layers))
     rt = SplitRuntime(loaded, spec, wire_dtype=cfg.wire_dtype, defense=defense, generator=generator)
     if checkpoint is not None:
-        from flbench.evaluate import apply_checkpoint, check_checkpoint, read_checkpoint
+        from flbench.pipeline.utility import apply_checkpoint, check_checkpoint, read_checkpoint
 
         meta = read_checkpoint(checkpoint)
         check_checkpoint(meta, loaded, spec, checkpoint)

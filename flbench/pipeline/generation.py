@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 from flbench.models import LoadedModel
 from splits.inference import split_generate
 from splits.partition import SplitSpec

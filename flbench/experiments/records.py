@@ -18,157 +18,23 @@ Record schema (version 1), filled by the cell runner:
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import re
-import secrets
-import socket
-import subprocess
-import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from flbench.errors import FlbenchError
+from flbench.core.canonical import canonical_json, config_hash, normalize_numbers  # noqa: F401 (re-used names)
+from flbench.core.errors import FlbenchError
+from flbench.core.io import TMP_SUFFIX, _fsync_dir, atomic_write_text, clean_temp, is_temp  # noqa: F401
+from flbench.core.provenance import git_state, provenance  # noqa: F401
 
 SCHEMA = 1
 RECORD_SUFFIX = ".json"
 MARKER_SUFFIX = ".done"
-TMP_SUFFIX = ".tmp"
 NO_ATTACK = "none"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HASH_RE = re.compile(r"^[0-9a-f]{16}$")
-
-
-# --------------------------------------------------------------------------------------------- hashing
-
-def canonical_json(obj: Any) -> str:
-    """One canonical text for a JSON-able object: sorted keys, no whitespace, UTF-8 kept, floats as repr.
-
-    NaN and ±inf are refused (they have no JSON spelling and would make hashes ambiguous).
-    """
-    try:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError as e:
-        raise FlbenchError(f"cannot hash a config holding NaN or infinity ({e}); use null instead") from None
-    except TypeError as e:
-        raise FlbenchError(f"config is not plain JSON data: {e}") from None
-
-
-def normalize_numbers(obj: Any) -> Any:
-    """Recursively turn integral floats into ints (1.0 -> 1) so that 1 and 1.0 hash the same.
-
-    Booleans stay booleans; tuples become lists; other values are returned unchanged.
-    """
-    if isinstance(obj, bool):
-        return obj
-    if isinstance(obj, float) and math.isfinite(obj) and obj.is_integer() and abs(obj) < 2**53:
-        return int(obj)
-    if isinstance(obj, dict):
-        return {str(k): normalize_numbers(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [normalize_numbers(v) for v in obj]
-    return obj
-
-
-def config_hash(config: dict) -> str:
-    """sha256 of the canonical JSON of the (number-normalised) config, first 16 hex characters."""
-    return hashlib.sha256(canonical_json(normalize_numbers(config)).encode("utf-8")).hexdigest()[:16]
-
-
-# ----------------------------------------------------------------------------------------- atomic I/O
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory handles (Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname() or "host")[:40] or "host"
-
-
-def _tmp_name(final: str) -> str:
-    return f".{final}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}"
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write `text` (UTF-8, LF) to `path` atomically: temp file in the same dir, fsync, os.replace, fsync dir."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / _tmp_name(path.name)
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def is_temp(name: str) -> bool:
-    return name.startswith(".") or name.endswith(TMP_SUFFIX)
-
-
-def clean_temp(directory: str | os.PathLike, older_than_s: float = 3600.0) -> list[Path]:
-    """Remove abandoned temp files: those of a dead process on this host, or any older than `older_than_s`.
-
-    Temp files of live writers (other shards sharing the directory) are left alone.
-    """
-    directory = Path(directory)
-    removed: list[Path] = []
-    if not directory.is_dir():
-        return removed
-    host, now = _host(), time.time()
-    for p in directory.iterdir():
-        if not (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)):
-            continue
-        parts = p.name[: -len(TMP_SUFFIX)].rsplit(".", 3)
-        dead = False
-        if len(parts) == 4 and parts[1] == host and parts[2].isdigit():
-            dead = not _pid_alive(int(parts[2]))
-        try:
-            old = now - p.stat().st_mtime > older_than_s
-        except OSError:
-            continue
-        if dead or old:
-            try:
-                p.unlink()
-                removed.append(p)
-            except OSError:
-                pass
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
 # -------------------------------------------------------------------------------------------- records
 
 def _check_name(kind: str, value: str) -> str:
@@ -317,59 +183,3 @@ def write_cell(records: list[dict], out_dir: str | os.PathLike, cfg_hash: str | 
     paths = [write_record({**r, "config_hash": h}, out_dir) for r in records]
     mark_done(h, attacks, out_dir)
     return paths
-
-
-# ---------------------------------------------------------------------------------------- provenance
-
-def _version(dist: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _git(root: Path, *args: str) -> str | None:
-    try:
-        r = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return r.stdout.strip() if r.returncode == 0 else None
-
-
-def git_state() -> tuple[str | None, bool]:
-    """(commit, dirty) of the git checkout that holds the imported flbench package; (None, False) otherwise.
-
-    A copy installed into site-packages (even inside some repository's .venv) is not "a checkout": the
-    package's own `__init__.py` must be tracked by the repository.
-    """
-    import flbench
-
-    pkg = Path(flbench.__file__).resolve().parent
-    root = pkg.parent
-    if _git(root, "ls-files", "--error-unmatch", f"{pkg.name}/__init__.py") is None:
-        return None, False
-    commit = _git(root, "rev-parse", "HEAD")
-    if not commit:
-        return None, False
-    status = _git(root, "status", "--porcelain", "--untracked-files=no")
-    return commit, bool(status)
-
-
-def provenance() -> dict:
-    """Versions (flbench, torch, transformers, python), git commit + dirty flag, UTC ISO date."""
-    import flbench
-
-    commit, dirty = git_state()
-    return {
-        "versions": {
-            "flbench": flbench.__version__,
-            "torch": _version("torch"),
-            "transformers": _version("transformers"),
-            "python": sys.version.split()[0],
-        },
-        "commit": commit,
-        "dirty": dirty,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from flbench import records as rec
+from flbench.experiments import records as rec
 
 RC = {"svg.hashsalt": "flbench", "svg.fonttype": "path", "font.size": 9, "axes.titlesize": 10,
       "figure.dpi": 100, "savefig.dpi": 120}
@@ -73,7 +73,7 @@ def _utility_label(task: str) -> str:
 def _to_df(data):
     import pandas as pd
 
-    from flbench import leaderboard
+    from flbench.reporting import leaderboard
 
     if isinstance(data, pd.DataFrame):
         return data

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 
 DEFAULT_MODEL = "smollm2-135m"
 _NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
@@ -41,7 +41,7 @@ def cli() -> None:
 @click.argument("what", type=click.Choice(["models", "attacks", "defenses", "tasks"]))
 def ls_cmd(what: str) -> None:
     """List what is registered."""
-    from flbench import registries
+    from flbench.cli import listing as registries
 
     for name, desc in registries.listing(what):
         click.echo(f"{name:20s} {desc}")
@@ -107,7 +107,7 @@ def _make_defense(defense, noise_sigma, noise_relative, dp_clip, noise_multiplie
 def generate(model, split_text, prompts, max_new_tokens, centralized, no_kv_cache, chat, wire_dtype, as_json,
              **defense_opts) -> None:
     """Greedy generation through the split (KV-cached by default)."""
-    from flbench.generation import encode_prompts, run_generation
+    from flbench.pipeline.generation import encode_prompts, run_generation
     from flbench.models import load_model
     from splits.runtime import SplitRuntime
 
@@ -179,7 +179,7 @@ def train(model, split_text, data_file, task_name, data_dir, centralized, strate
           train_parts, out, wire_dtype, as_json, **defense_opts) -> None:
     """Split LoRA fine-tuning with the defense active on the wire."""
     from flbench.data.files import load_data_file
-    from flbench.finetune import TrainConfig, check_writable, model_meta, task_samples, text_samples, train as run_train
+    from flbench.pipeline.finetune import TrainConfig, check_writable, model_meta, task_samples, text_samples, train as run_train
     from flbench.models import load_model
     from splits.runtime import SplitRuntime
     from splits.training import LoraSpec
@@ -273,7 +273,7 @@ def _kv(pairs: tuple[str, ...]) -> tuple:
 def attack(model, split_text, attack_name, attack_params, data, data_file, aux_data, aux_limit, limit, max_length,
            wire_dtype, as_json, **defense_opts) -> None:
     """Attack the traffic the server saw on victim data; score recovery with 95% bootstrap CIs."""
-    from flbench.attack_run import AttackConfig, run_attack
+    from flbench.pipeline.attack import AttackConfig, run_attack
 
     for name, v in (("--limit", limit), ("--aux-limit", aux_limit), ("--max-length", max_length)):
         if v < 1:
@@ -317,7 +317,7 @@ def bench() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 def bench_inference_cmd(model, split_text, prompt_tokens, new_tokens, batch_sizes, repeats, out, as_json) -> None:
     """Centralized vs split KV-cached vs split naive generation tokens/s."""
-    from flbench.bench import bench_inference, write_result
+    from flbench.pipeline.bench import bench_inference, write_result
 
     try:
         sizes = [int(x) for x in batch_sizes.split(",") if x.strip()]
@@ -351,7 +351,7 @@ def bench_inference_cmd(model, split_text, prompt_tokens, new_tokens, batch_size
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 def bench_training_cmd(model, split_text, batch, seq_len, steps, out, as_json) -> None:
     """Split LoRA training step vs the unsplit model's step, side by side."""
-    from flbench.bench import bench_training, write_result
+    from flbench.pipeline.bench import bench_training, write_result
 
     for name, v in (("--batch", batch), ("--seq-len", seq_len), ("--steps", steps)):
         if v < 1:
@@ -386,7 +386,7 @@ def eval_cmd(task_name, model, checkpoint, split_text, centralized, limit, batch
              **defense_opts) -> None:
     """Task utility through the split (defense on the wire): log-likelihood of verbalised answers for choice
     tasks, KV-cached split generation + ROUGE / CoQA F1 for generative ones."""
-    from flbench.evaluate import evaluate, read_checkpoint, summary_line
+    from flbench.pipeline.utility import evaluate, read_checkpoint, summary_line
     from flbench.models import load_model
     from flbench.tasks import get_task
 
@@ -411,7 +411,7 @@ def eval_cmd(task_name, model, checkpoint, split_text, centralized, limit, batch
     _emit(res, as_json, lambda o: click.echo(summary_line(o)))
 
 
-from flbench import cli_results  # noqa: E402  (registers run, sweep, leaderboard, plot)
+from flbench.cli import results as cli_results  # noqa: E402  (registers run, sweep, leaderboard, plot)
 
 cli_results.register(cli)
 

@@ -38,8 +38,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from flbench import records as rec
-from flbench.errors import FlbenchError
+from flbench.experiments import records as rec
+from flbench.core.errors import FlbenchError
 
 BETA = 0.5
 AP_STAR = 0.0

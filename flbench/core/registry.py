@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar
 
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 
 T = TypeVar("T")
 

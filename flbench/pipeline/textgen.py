@@ -1,5 +1,5 @@
 """Predictions of a generative task: fitted prompts, left-padded batches, greedy generation through
-`flbench.generation.run_generation` — KV-cached through the split runtime (the defense on the wire) or the
+`flbench.pipeline.generation.run_generation` — KV-cached through the split runtime (the defense on the wire) or the
 unsplit model's `generate(do_sample=False)` — then decode, cut at the stop string, strip.
 
 The task's stop string ends generation early: every token containing it is added to the model's EOS ids for
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from tqdm.auto import tqdm
 
-from flbench.errors import FlbenchError
-from flbench.generation import eos_ids, left_pad, run_generation
+from flbench.core.errors import FlbenchError
+from flbench.pipeline.generation import eos_ids, left_pad, run_generation
 from flbench.models import LoadedModel
 from flbench.tasks.base import Example
 from flbench.tasks.generative import GenerativeTask, stop_token_ids

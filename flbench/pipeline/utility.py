@@ -7,7 +7,7 @@ batch through `rt.forward`); "generate" tasks by greedy generation, KV-cached th
 defense applies to every prefill and decode message) or the unsplit model's `generate(do_sample=False)`, the
 text cut at the task's stop string and scored by `task.score_texts`. Output keys: task, model, mode, split,
 checkpoint, defense, kind, metrics, n, seconds, wire (+ for generation: new_tokens, rounds (generation passes,
-see flbench.tasks.textgen) and `examples`: the first three prompt tails, predictions and references)."""
+see flbench.pipeline.textgen) and `examples`: the first three prompt tails, predictions and references)."""
 from __future__ import annotations
 
 import json
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 from flbench.models import LoadedModel
 from flbench.tasks import Task, get_task
 from flbench.tasks.scoring import predict
@@ -118,7 +118,7 @@ def evaluate(task: str | Task, loaded: LoadedModel, spec: SplitSpec | None, defe
     extra: dict = {}
     t0 = time.perf_counter()
     if getattr(task, "kind", "choice") == "generate":
-        from flbench.tasks.textgen import generate_predictions
+        from flbench.pipeline.textgen import generate_predictions
 
         gen = generate_predictions(task, examples, loaded, runtime=rt, model=None if rt is not None else model,
                                    batch_size=batch_size, progress=progress)

@@ -1,5 +1,5 @@
 """`flbench run | sweep | leaderboard | plot`: benchmark cells, grids of them, and what is derived from their
-records. Registered on the main group by flbench.cli."""
+records. Registered on the main group by flbench.cli.app."""
 from __future__ import annotations
 
 import sys
@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from flbench.errors import FlbenchError
+from flbench.core.errors import FlbenchError
 
 
 def _attack_params(items: tuple[str, ...], attacks: list[str]) -> dict:
     """--attack-param ATTACK.key=value (or key=value when one attack is given) → {attack: {key: value}}."""
-    from flbench.cli import _kv
+    from flbench.cli.app import _kv
 
     out: dict[str, dict] = {}
     for item in items:
@@ -30,7 +30,7 @@ def _attack_params(items: tuple[str, ...], attacks: list[str]) -> dict:
 
 
 def register(cli: click.Group) -> None:
-    from flbench.cli import DEFAULT_MODEL, _defense_options, _defense_spec, _emit
+    from flbench.cli.app import DEFAULT_MODEL, _defense_options, _defense_spec, _emit
 
     @cli.command("run")
     @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="registry name, local directory or HF id")
@@ -54,9 +54,9 @@ def register(cli: click.Group) -> None:
                 noise_relative, dp_clip, noise_multiplier, dp_delta, seed, secure_noise, out, as_json) -> None:
         """One benchmark cell: [fine-tune] → utility → capture → attacks; one record per attack under --out."""
         from attacks import attacks as attack_registry
-        from flbench.cell import check_cell, run_cell
-        from flbench.records import config_hash, write_cell
-        from flbench.sweep import make_cell
+        from flbench.pipeline.cell import check_cell, run_cell
+        from flbench.experiments.records import config_hash, write_cell
+        from flbench.experiments.sweep import make_cell
         from flbench.tasks import get_task
 
         if secure_noise:
@@ -123,9 +123,9 @@ def register(cli: click.Group) -> None:
     @click.option("--dry-run", is_flag=True, help="list the cells (hash, done or not) without running them")
     def sweep_cmd(spec_file, out, resume, shard, dry_run) -> None:
         """Run a grid of cells from a YAML spec (yaml.safe_load; never executed as code)."""
-        from flbench import sweep as sw
-        from flbench.cell import check_cell, run_cell
-        from flbench.records import config_hash, is_done
+        from flbench.experiments import sweep as sw
+        from flbench.pipeline.cell import check_cell, run_cell
+        from flbench.experiments.records import config_hash, is_done
 
         spec = sw.load_spec(spec_file)
         cells = [check_cell(c) for c in sw.expand(spec)]
@@ -139,8 +139,8 @@ def register(cli: click.Group) -> None:
                            f"task={(c['task'] or {}).get('name')} attacks={','.join(c['attacks'])}")
             return
         if resume and Path(out).is_dir():
-            from flbench.cell import seed_attack_memo
-            from flbench.records import read_records
+            from flbench.pipeline.cell import seed_attack_memo
+            from flbench.experiments.records import read_records
 
             seed_attack_memo(read_records(Path(out)))
         summary = sw.run_sweep(cells, Path(out), lambda c: run_cell(c, progress=False), resume=resume, progress=True)
@@ -161,8 +161,8 @@ def register(cli: click.Group) -> None:
     @click.option("--task", "only_tasks", multiple=True, help="keep only rows of this task (repeatable)")
     def leaderboard_cmd(records, out, fmt, to_stdout, only_attacks, only_tasks) -> None:
         """Derive the leaderboard (DCS, Pareto flag) from the records; byte-identical for the same records."""
-        from flbench import leaderboard as lb
-        from flbench.records import read_records
+        from flbench.reporting import leaderboard as lb
+        from flbench.experiments.records import read_records
 
         recs = read_records(Path(records))
         if not recs:
@@ -179,7 +179,7 @@ def register(cli: click.Group) -> None:
         if to_stdout:
             sys.stdout.write(text)
             return
-        from flbench.records import atomic_write_text
+        from flbench.experiments.records import atomic_write_text
 
         path = Path(out or ("results/leaderboard.csv" if fmt == "csv" else "results/leaderboard.md"))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,9 +191,9 @@ def register(cli: click.Group) -> None:
     @click.option("--out", default="results/plots", show_default=True, help="directory for PNG + SVG files")
     def plot_cmd(records, out) -> None:
         """Utility vs attack recovery, recovery vs σ per attack, ε vs utility (PNG and SVG)."""
-        from flbench import leaderboard as lb
-        from flbench import plots
-        from flbench.records import read_records
+        from flbench.reporting import leaderboard as lb
+        from flbench.reporting import plots
+        from flbench.experiments.records import read_records
 
         recs = read_records(Path(records))
         if not recs:

@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from flbench import records as rec
-from flbench.errors import FlbenchError
+from flbench.experiments import records as rec
+from flbench.core.errors import FlbenchError
 
 TOP_KEYS = ("name", "model", "splits", "defenses", "attacks", "attack_params", "tasks", "finetune", "victims",
             "centralized_reference", "seed")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from flbench.errors import FlbenchError
-from flbench.generation import MODES, run_generation
+from flbench.core.errors import FlbenchError
+from flbench.pipeline.generation import MODES, run_generation
 from flbench.models import load_model
 from splits.partition import SplitSpec
 from splits.runtime import SplitRuntime

@@ -1,0 +1,44 @@
+"""Canonical JSON, number normalisation, config hashes and strict JSON output (no NaN/Infinity)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+from flbench.core.errors import FlbenchError
+
+# --------------------------------------------------------------------------------------------- hashing
+
+def canonical_json(obj: Any) -> str:
+    """One canonical text for a JSON-able object: sorted keys, no whitespace, UTF-8 kept, floats as repr.
+
+    NaN and ±inf are refused (they have no JSON spelling and would make hashes ambiguous).
+    """
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as e:
+        raise FlbenchError(f"cannot hash a config holding NaN or infinity ({e}); use null instead") from None
+    except TypeError as e:
+        raise FlbenchError(f"config is not plain JSON data: {e}") from None
+
+
+def normalize_numbers(obj: Any) -> Any:
+    """Recursively turn integral floats into ints (1.0 -> 1) so that 1 and 1.0 hash the same.
+
+    Booleans stay booleans; tuples become lists; other values are returned unchanged.
+    """
+    if isinstance(obj, bool):
+        return obj
+    if isinstance(obj, float) and math.isfinite(obj) and obj.is_integer() and abs(obj) < 2**53:
+        return int(obj)
+    if isinstance(obj, dict):
+        return {str(k): normalize_numbers(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [normalize_numbers(v) for v in obj]
+    return obj
+
+
+def config_hash(config: dict) -> str:
+    """sha256 of the canonical JSON of the (number-normalised) config, first 16 hex characters."""
+    return hashlib.sha256(canonical_json(normalize_numbers(config)).encode("utf-8")).hexdigest()[:16]

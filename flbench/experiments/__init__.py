@@ -1,0 +1,1 @@
+"""Experiments: run records, sweep specs and the sweep runner."""

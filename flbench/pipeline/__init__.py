@@ -1,0 +1,1 @@
+"""Pipeline: runtime construction, fine-tuning, utility, capture + attacks, one benchmark cell."""

@@ -1,0 +1,1 @@
+"""Reporting: leaderboard, tables and plots derived from run records."""
