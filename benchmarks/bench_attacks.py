@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from defenses import make_defense, make_generator
     from flbench.pipeline.attack import _victims
-    from flbench.cli.app import _kv
+    from flbench.cli.common import parse_kv as _kv
 
     rows = []
     for split in args.splits:

@@ -1,5 +1,17 @@
-"""What `flbench ls` lists: every registry, imported lazily so `flbench --help` stays fast."""
+"""`flbench ls`: list what is registered (registries imported lazily so `flbench --help` stays fast)."""
 from __future__ import annotations
+
+import click
+
+
+@click.command("ls")
+@click.argument("what", type=click.Choice(["models", "attacks", "defenses", "tasks"]))
+def ls_cmd(what: str) -> None:
+    """List what is registered."""
+    for name, desc in listing(what):
+        click.echo(f"{name:20s} {desc}")
+
+
 
 
 def listing(what: str) -> list[tuple[str, str]]:

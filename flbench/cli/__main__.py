@@ -1,0 +1,4 @@
+"""`python -m flbench.cli` = `flbench`."""
+from flbench.cli.app import main
+
+main()

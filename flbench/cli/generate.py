@@ -1,0 +1,73 @@
+"""`flbench generate`: greedy generation through the split (KV-cached by default)."""
+from __future__ import annotations
+
+import click
+
+from flbench.cli.common import (
+    DEFAULT_MODEL,
+    defense_options,
+    emit,
+    make_cli_defense,
+    parse_split_option,
+    wire_options,
+)
+from flbench.core.errors import FlbenchError
+
+
+@click.command()
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="registry name, local directory or HF id")
+@click.option("--split", "split_text", default="2,2", show_default=True, help="P,Q: blocks in the client head and tail")
+@click.option("--prompt", "prompts", multiple=True, required=True, help="prompt text; repeat for a batch")
+@click.option("--max-new-tokens", type=int, default=32, show_default=True)
+@click.option("--centralized", is_flag=True, help="run the unsplit model (model.generate) instead")
+@click.option("--no-kv-cache", is_flag=True, help="naive split: re-send and recompute the whole sequence every step")
+@click.option("--chat", is_flag=True, help="wrap each prompt in the model's chat template")
+@wire_options
+@defense_options
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+def generate(model, split_text, prompts, max_new_tokens, centralized, no_kv_cache, chat, wire_dtype, as_json,
+             **defense_opts) -> None:
+    """Greedy generation through the split (KV-cached by default)."""
+    from flbench.models import load_model
+    from flbench.pipeline.generation import encode_prompts, run_generation
+    from splits.runtime import SplitRuntime
+
+    if centralized and no_kv_cache:
+        raise FlbenchError("--centralized and --no-kv-cache exclude each other; pick one")
+    if max_new_tokens < 1:
+        raise FlbenchError(f"--max-new-tokens {max_new_tokens}: must be a positive integer")
+    spec = parse_split_option(split_text)
+    defense, gen = make_cli_defense(**defense_opts)
+    if centralized and defense.name != "none":
+        raise FlbenchError(f"--centralized runs the unsplit model: there is no wire for --defense {defense.name}")
+    loaded = load_model(model)
+    spec.validate(len(loaded.model.model.layers))
+    ids, mask = encode_prompts(loaded.tokenizer, list(prompts), chat)
+    mode = "centralized" if centralized else "naive" if no_kv_cache else "kv-cache"
+    rt = None if centralized else SplitRuntime(loaded, spec, wire_dtype=wire_dtype, defense=defense, generator=gen)
+    res = run_generation(loaded, ids, mask, max_new_tokens, mode, spec, rt)
+    texts = [loaded.tokenizer.decode(t, skip_special_tokens=True) for t in res.token_ids]
+    out = {
+        "model": loaded.name,
+        "split": None if centralized else str(spec),
+        "mode": mode,
+        "texts": texts,
+        "token_ids": res.token_ids,
+        "new_tokens": res.new_tokens,
+        "seconds": round(res.seconds, 4),
+        "tokens_per_s": round(res.tokens_per_s, 3),
+        "wire": res.wire,
+        "defense": defense.describe(),
+        "defense_stats": defense.stats(),
+    }
+
+    def human(o):
+        for p, t in zip(prompts, texts):
+            click.echo(f"> {p}\n{t}\n")
+        w = o["wire"]
+        extra = "" if centralized else (f", wire {w['bytes_total']} B in {w['messages']} messages "
+                                        f"(prefill {w['bytes_prefill']} B, {w['bytes_per_decode_step']:.0f} B/decode step, "
+                                        f"{w['mask_bytes_saved']} B saved by sending lengths instead of masks)")
+        click.echo(f"{mode}: {o['new_tokens']} tokens in {o['seconds']:.2f} s ({o['tokens_per_s']:.1f} tok/s){extra}", err=True)
+
+    emit(out, as_json, human)
