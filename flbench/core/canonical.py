@@ -42,3 +42,20 @@ def normalize_numbers(obj: Any) -> Any:
 def config_hash(config: dict) -> str:
     """sha256 of the canonical JSON of the (number-normalised) config, first 16 hex characters."""
     return hashlib.sha256(canonical_json(normalize_numbers(config)).encode("utf-8")).hexdigest()[:16]
+
+
+def finite_or_null(x: Any) -> Any:
+    """Strict JSON data: every non-finite float (NaN, ±inf; e.g. the SNR of a noiseless run) becomes None,
+    recursively through dicts, lists and tuples."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: finite_or_null(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite_or_null(v) for v in x]
+    return x
+
+
+def strict_json(obj: Any, **kwargs: Any) -> str:
+    """`json.dumps` that never prints NaN/Infinity (they become null): what `--json` and result files print."""
+    return json.dumps(finite_or_null(obj), allow_nan=False, **kwargs)

@@ -36,17 +36,30 @@ def _tmp_name(final: str) -> str:
     return f".{final}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}"
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write `text` (UTF-8, LF) to `path` atomically: temp file in the same dir, fsync, os.replace, fsync dir."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically: temp file in the same directory, fsync, `os.replace`, fsync of the dir.
+
+    If the write fails after the caller's work is done (disk full, permissions changed, path replaced by a
+    directory), the result is not lost: it is saved to a file in the system temp directory and the
+    `FlbenchError` names it (one line, so the CLI prints it with exit status 2).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / _tmp_name(path.name)
     try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        kept = _keep_elsewhere(path, data)
+        where = f"; the result is kept in {kept}" if kept else "; the result could not be saved anywhere else either"
+        raise FlbenchError(f"could not write {path}: {e.strerror or e}{where}") from None
     except BaseException:
         try:
             tmp.unlink()
@@ -54,6 +67,72 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             pass
         raise
     _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """`atomic_write_bytes` for UTF-8 text with LF line ends."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _keep_elsewhere(path: Path, data: bytes) -> Path | None:
+    """Save a result whose real destination failed; None if that fails too."""
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(prefix=f"flbench-{path.name}-", dir=tempfile.gettempdir())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return Path(name)
+    except OSError:
+        return None
+
+
+def _probe_writable(directory: Path) -> str | None:
+    """None if a file can be created in `directory` (created and removed again), else the reason."""
+    probe = directory / _tmp_name("probe")
+    try:
+        with open(probe, "wb"):
+            pass
+        probe.unlink()
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
+def check_output(path: str | os.PathLike, *, kind: str = "file", overwrite: bool = False,
+                 option: str = "--out", existing_dir_ok: bool = False) -> Path:
+    """Refuse an output that cannot be written, before any expensive work starts.
+
+    kind="file": `path` must not be a directory; an existing file needs `overwrite`.
+    kind="dir": `path` must not be a file; an existing non-empty directory needs `overwrite`, unless
+    `existing_dir_ok` (a records directory that runs add to). In both cases the nearest existing ancestor must
+    be a directory where a file can really be created (probed, so read-only mounts and root-owned paths are
+    caught even when `os.access` would say yes). Raises FlbenchError naming the option and the value.
+    """
+    if kind not in ("file", "dir"):
+        raise ValueError(f"check_output: kind {kind!r}")
+    path = Path(path)
+    if str(path) in ("", "."):
+        if kind == "file":
+            raise FlbenchError(f"{option} {str(path)!r}: expected a file path")
+    if path.exists():
+        if kind == "file" and path.is_dir():
+            raise FlbenchError(f"{option} {path}: is a directory; expected a file path")
+        if kind == "dir" and not path.is_dir():
+            raise FlbenchError(f"{option} {path}: exists and is not a directory; expected a directory")
+        if kind == "file" and not overwrite:
+            raise FlbenchError(f"{option} {path}: exists; pass --overwrite to replace it")
+        if kind == "dir" and not existing_dir_ok and any(path.iterdir()) and not overwrite:
+            raise FlbenchError(f"{option} {path}: exists and is not empty; pass --overwrite to replace its contents")
+    ancestor = path if kind == "dir" and path.is_dir() else path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise FlbenchError(f"{option} {path}: {ancestor} is not a directory")
+    reason = _probe_writable(ancestor)
+    if reason:
+        raise FlbenchError(f"{option} {path}: cannot write in {ancestor} ({reason})")
     return path
 
 

@@ -81,10 +81,13 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(io.os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(FlbenchError, match="disk full; the result is kept in ") as err:
         io.atomic_write_text(target, "new")
     monkeypatch.undo()
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
+    kept = str(err.value).rsplit("kept in ", 1)[1]
+    assert open(kept).read() == "new"  # the result survives the failed write
+    os.unlink(kept)
 
 
 def test_clean_temp_removes_only_abandoned_files(tmp_path):
