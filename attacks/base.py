@@ -13,7 +13,6 @@ public auxiliary text; it does not know the private data, the clients' adapters 
 """
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,8 +20,11 @@ from typing import Any, ClassVar
 
 import torch
 
+from defenses import BaseDefense, NoDefense
 from flbench.core.errors import FlbenchError
+from flbench.core.params import NonNegativeInt, check_params, param_fields
 from flbench.core.registry import Registry
+from splits.sequence import pad_rows
 
 attacks: Registry[type[Attack]] = Registry("attack")
 
@@ -46,18 +48,20 @@ class Knowledge:
     """What the threat model grants the attacker (Kerckhoffs): public weights, split, defense, wire format.
 
     `defense` is the defense object the client runs (its class and parameters are public; the attacker never
-    uses its generator or draws, see `fresh_defense`). `observes` says which messages the vantage point
+    uses its generator or draws, see `fresh_defense`); `NoDefense()` when the client sends h_A as it is. `observes` says which messages the vantage point
     records: the server sees both h_A (received) and h_B (its own output); an eavesdropper on one link only
     one of them.
     """
 
     loaded: Any  # flbench.models.LoadedModel with the public pretrained weights
     spec: Any  # splits.SplitSpec
-    defense: Any = None  # defenses.BaseDefense or None (= no defense)
+    defense: BaseDefense = field(default_factory=NoDefense)
     wire_dtype: str = "fp32"
     observes: frozenset[str] = SERVER_VIEW
 
     def __post_init__(self) -> None:
+        if self.defense is None:  # a runtime without a defense on the edge
+            self.defense = NoDefense()
         self.observes = frozenset(self.observes)
         bad = sorted(self.observes - set(OBSERVABLES))
         if bad:
@@ -65,9 +69,7 @@ class Knowledge:
 
     @classmethod
     def from_runtime(cls, rt: Any, observes: frozenset[str] | set[str] = SERVER_VIEW) -> Knowledge:
-        defense = rt.clients[0].defense
-        defense = defense if hasattr(defense, "params") else None  # the runtime's identity function = none
-        return cls(rt.loaded, rt.spec, defense, rt.wire.dtype, frozenset(observes))
+        return cls(rt.loaded, rt.spec, rt.clients[0].defense or NoDefense(), rt.wire.dtype, frozenset(observes))
 
     @property
     def model(self) -> Any:
@@ -77,17 +79,15 @@ class Knowledge:
     def tokenizer(self) -> Any:
         return self.loaded.tokenizer
 
-    def fresh_defense(self) -> Any:
-        """A new defense with the same class and parameters (own statistics), or None."""
-        if self.defense is None:
-            return None
+    def fresh_defense(self) -> BaseDefense:
+        """A new defense with the same class and parameters (own statistics)."""
         return type(self.defense)(**self.defense.params())
 
     def describe(self) -> dict[str, Any]:
         return {
             "model": getattr(self.loaded, "name", "?"),
             "split": str(self.spec),
-            "defense": None if self.defense is None else self.defense.describe(),
+            "defense": self.defense.describe(),
             "wire_dtype": self.wire_dtype,
             "observes": sorted(self.observes),
         }
@@ -189,25 +189,8 @@ def most_frequent_token(seqs: Sequence[Sequence[int]]) -> int:
 
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (B, T) ids and mask."""
-    t = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), t), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask
-
-
-def pad_hidden(hs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (B, T, d) hidden states and (B, T) mask from per-example (T_i, d) tensors."""
-    t = max(int(h.shape[0]) for h in hs)
-    out = hs[0].new_zeros(len(hs), t, hs[0].shape[-1])
-    mask = torch.zeros((len(hs), t), dtype=torch.long)
-    for i, h in enumerate(hs):
-        out[i, : h.shape[0]] = h
-        mask[i, : h.shape[0]] = 1
-    return out, mask
+    """Right-padded (B, T) ids and mask (splits.sequence.pad_rows)."""
+    return pad_rows(seqs, pad_id)
 
 
 def wire_round(h: torch.Tensor, wire_dtype: str) -> torch.Tensor:
@@ -234,32 +217,40 @@ class SimulatedClient:
 
     @torch.no_grad()
     def h_a(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        h = self.head(ids, mask, pos)
-        if self.defense is not None:
-            h = self.defense(h, self.noise_gen)
-        return wire_round(h, self.wire_dtype)
+        return wire_round(self.defense(self.head(ids, mask, pos), self.noise_gen), self.wire_dtype)
 
 
 @dataclass
 class Attack:
-    """Base of all attacks: a small dataclass whose init fields are its printable parameters.
+    """Base of all attacks: a small dataclass whose init fields are its printable, validated parameters.
 
     Life cycle (ART's inference attacks): construct (with `check(knowledge)`, see `make_attack`), then
     `fit(aux_texts, knowledge)` on public auxiliary text, then `invert(observations)` → recovered token ids
     per example, aligned position by position with the example's input tokens.
+
+    Self-description (class attributes the runner, records and leaderboard ask, never naming an attack):
+    `requires`: what it observes on the wire (names from OBSERVABLES: "h_a", "h_b"); `primary_metric`: the
+    recovery metric that ranks it (the leaderboard's AP, higher = more leakage). Parameters are annotated
+    dataclass fields validated by `flbench.core.params` (types, ranges, choices); rules that tie several
+    parameters together go in `__post_init__` after `super().__post_init__()`.
     """
 
     name: ClassVar[str] = "?"
     requires: ClassVar[frozenset[str]] = frozenset({"h_a"})
-    seed: int = 0
+    primary_metric: ClassVar[str] = "token_accuracy"
+    seed: NonNegativeInt = 0
     _knowledge: Knowledge | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._check_params()
+        # The one validator (also for direct construction).
+        for k, v in check_params(f"attack {self.name!r}", type(self), self.params()).items():
+            setattr(self, k, v)
 
-    def _check_params(self) -> None:
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise FlbenchError(f"{self.name}: seed={self.seed!r}; accepted: a non-negative integer")
+    @classmethod
+    def summary(cls) -> str:
+        """The first line of the class docstring (what `flbench ls attacks` prints)."""
+        doc = (cls.__doc__ or "").strip().splitlines()
+        return doc[0] if doc else ""
 
     def check(self, knowledge: Knowledge) -> None:
         """Fail with a clear FlbenchError when the setup cannot give this attack what it needs."""
@@ -294,41 +285,22 @@ class Attack:
         raise NotImplementedError
 
     def params(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        return {f.name: getattr(self, f.name) for f in param_fields(self)}
 
     def describe(self) -> dict[str, Any]:
         """What a run record stores about this attack."""
-        doc = (type(self).__doc__ or "").strip().splitlines()
         return {"name": self.name, "class": type(self).__name__, "params": self.params(), "repr": repr(self),
-                "requires": sorted(self.requires), "summary": doc[0] if doc else ""}
+                "requires": sorted(self.requires), "primary_metric": self.primary_metric,
+                "summary": self.summary()}
 
 
 def make_attack(name: str, knowledge: Knowledge | None = None, **params: Any) -> Attack:
-    """Build a registered attack by name; unknown names/parameters, or (given `knowledge`) a setup that
-    cannot provide the observations the attack needs, raise FlbenchError at construction."""
+    """Build a registered attack by name. Unknown names, unknown parameters, values of the wrong type or out
+    of range raise a one-line FlbenchError naming the parameter and what is accepted; with `knowledge`, so
+    does a setup that cannot provide the observations the attack needs. `knowledge=None` validates without
+    any model (call it before loading one)."""
     cls = attacks.get(name)
-    accepted = [f.name for f in dataclasses.fields(cls) if f.init]
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise FlbenchError(f"attack {name!r} takes no parameter {unknown[0]!r}; accepted: {', '.join(accepted)}")
-    attack = cls(**params)
+    attack = cls(**check_params(f"attack {name!r}", cls, params))
     if knowledge is not None:
         attack.check(knowledge)
     return attack
-
-
-def check_choice(owner: str, what: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise FlbenchError(f"{owner}: {what}={value!r}; accepted: {', '.join(choices)}")
-
-
-def check_positive_int(owner: str, what: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise FlbenchError(f"{owner}: {what}={value!r}; accepted: an integer >= {minimum}")
-
-
-def check_positive_float(owner: str, what: str, value: Any) -> None:
-    import math
-
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise FlbenchError(f"{owner}: {what}={value!r}; accepted: a finite number > 0")

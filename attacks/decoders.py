@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from splits.parts import Part
-from splits.sequence import positions_from_mask
+from splits.sequence import pad_rows, positions_from_mask
 
 
 class ResidualMLP(nn.Module):
@@ -60,13 +60,11 @@ class Decoder(nn.Module):
     @torch.no_grad()
     def predict(self, hs: list[torch.Tensor], batch_size: int = 16) -> list[list[int]]:
         """Argmax token per observed vector, for per-example (T_i, d) tensors."""
-        from attacks.base import pad_hidden
-
         self.eval()
         out: list[list[int]] = []
         for start in range(0, len(hs), batch_size):
             chunk = hs[start : start + batch_size]
-            h, mask = pad_hidden([x.float() for x in chunk])
+            h, mask = pad_rows([x.float() for x in chunk], 0.0)
             ids = self(h, mask).argmax(-1)
             out.extend(ids[i, : x.shape[0]].tolist() for i, x in enumerate(chunk))
         return out

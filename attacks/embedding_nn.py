@@ -7,10 +7,12 @@ Source: embedding inversion by nearest neighbour in the public embedding space, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-from attacks.base import Attack, Knowledge, Observations, check_choice, register
+from attacks.base import Attack, Knowledge, Observations, register
+from flbench.core.params import PositiveInt
 
 
 @register("embedding-nn")
@@ -24,12 +26,8 @@ class EmbeddingNN(Attack):
     chunk: vectors scored per matrix product (memory bound only).
     """
 
-    metric: str = "cosine"
-    chunk: int = 4096
-
-    def _check_params(self) -> None:
-        super()._check_params()
-        check_choice(self.name, "metric", self.metric, ("cosine", "l2"))
+    metric: Literal["cosine", "l2"] = "cosine"
+    chunk: PositiveInt = 4096
 
     def _fit(self, aux_texts: list[str], knowledge: Knowledge) -> None:
         emb = knowledge.model.get_input_embeddings().weight.detach().float()

@@ -10,6 +10,7 @@ Collaborative Inference", ACSAC 2019 (learned inverse networks on split-model ac
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -18,15 +19,12 @@ from attacks.base import (
     Knowledge,
     Observations,
     SimulatedClient,
-    check_choice,
-    check_positive_float,
-    check_positive_int,
     pad_batch,
     register,
     tokenize_aux,
 )
 from attacks.decoders import Decoder, build_decoder, sample_batch, train_decoder
-from flbench.core.errors import FlbenchError
+from flbench.core.params import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from splits.sequence import positions_from_mask
 
 
@@ -46,29 +44,19 @@ class LearnedInversion(Attack):
       public head on any input, so this uses nothing beyond the threat model.
     """
 
-    decoder: str = "blocks"
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    max_aux: int = 2000
-    max_length: int = 48
-    mlp_hidden: int = 1024
-    vocab_sample: int = 8192
+    decoder: Literal["blocks", "mlp"] = "blocks"
+    steps: PositiveInt = 300
+    batch_size: PositiveInt = 16
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0
+    max_aux: PositiveInt = 2000
+    max_length: PositiveInt = 48
+    mlp_hidden: PositiveInt = 1024
+    vocab_sample: NonNegativeInt = 8192
     train_head: bool = False
-    random_tokens: float = 0.2
+    random_tokens: Fraction = 0.2
     _decoder: Decoder | None = field(default=None, init=False, repr=False, compare=False)
     fit_log: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def _check_params(self) -> None:
-        super()._check_params()
-        check_choice(self.name, "decoder", self.decoder, ("blocks", "mlp"))
-        for what in ("steps", "batch_size", "max_aux", "max_length", "mlp_hidden"):
-            check_positive_int(self.name, what, getattr(self, what))
-        check_positive_int(self.name, "vocab_sample", self.vocab_sample, minimum=0)
-        check_positive_float(self.name, "lr", self.lr)
-        if not isinstance(self.random_tokens, (int, float)) or not 0 <= self.random_tokens < 1:
-            raise FlbenchError(f"{self.name}: random_tokens={self.random_tokens!r}; accepted: a number in [0, 1)")
 
     def _fit(self, aux_texts: list[str], knowledge: Knowledge) -> None:
         model, tok = knowledge.model, knowledge.tokenizer

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -26,9 +27,6 @@ from attacks.base import (
     Knowledge,
     Observations,
     SimulatedClient,
-    check_choice,
-    check_positive_float,
-    check_positive_int,
     pad_batch,
     register,
     tokenize_aux,
@@ -36,6 +34,7 @@ from attacks.base import (
 )
 from attacks.decoders import Decoder, build_decoder, sample_batch, train_decoder
 from flbench.core.errors import FlbenchError
+from flbench.core.params import NonNegativeInt, PositiveFloat, PositiveInt
 from splits.partition import build_trunk
 from splits.sequence import positions_from_mask
 
@@ -52,30 +51,25 @@ class OutputInversion(Attack):
     """
 
     requires = frozenset({"h_b"})
-    decoder: str = "logit-lens"
-    target: str = "next"
-    steps: int = 200
-    batch_size: int = 16
-    lr: float = 1e-3
-    max_aux: int = 2000
-    max_length: int = 48
-    mlp_hidden: int = 1024
-    vocab_sample: int = 8192
+    decoder: Literal["logit-lens", "mlp"] = "logit-lens"
+    target: Literal["next", "current"] = "next"
+    steps: PositiveInt = 200
+    batch_size: PositiveInt = 16
+    lr: PositiveFloat = 1e-3
+    max_aux: PositiveInt = 2000
+    max_length: PositiveInt = 48
+    mlp_hidden: PositiveInt = 1024
+    vocab_sample: NonNegativeInt = 8192
     _decoder: Decoder | None = field(default=None, init=False, repr=False, compare=False)
     _first: int = field(default=0, init=False, repr=False, compare=False)
     fit_log: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        check_choice(self.name, "decoder", self.decoder, ("logit-lens", "mlp"))
-        check_choice(self.name, "target", self.target, ("next", "current"))
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.decoder == "logit-lens" and self.target != "next":
-            raise FlbenchError(f"{self.name}: the logit lens predicts the next token; use target='next' "
-                               f"or decoder='mlp' (got target={self.target!r})")
-        for what in ("steps", "batch_size", "max_aux", "max_length", "mlp_hidden"):
-            check_positive_int(self.name, what, getattr(self, what))
-        check_positive_int(self.name, "vocab_sample", self.vocab_sample, minimum=0)
-        check_positive_float(self.name, "lr", self.lr)
+            raise FlbenchError(f"attack {self.name!r}: target={self.target!r} is not accepted with "
+                               f"decoder='logit-lens' (the logit lens predicts the next token); expected "
+                               f"target='next', or decoder='mlp'")
 
     def _fit(self, aux_texts: list[str], knowledge: Knowledge) -> None:
         model, tok = knowledge.model, knowledge.tokenizer

@@ -26,25 +26,29 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--relative", action="store_true", help="σ as a multiple of the clean hidden states' RMS")
     ap.add_argument("--victims", nargs="+", default=["private-records", "enron"])
     ap.add_argument("--limit", type=int, default=100)
-    ap.add_argument("--attack-param", nargs="*", default=[], help="k=v")
+    ap.add_argument("--attack-params", type=json.loads, default={},
+                    help='attack parameters as a JSON object, e.g. \'{"steps": 300}\'')
     ap.add_argument("--out", default="results/bench/attacks.json")
     args = ap.parse_args(argv)
+    if not isinstance(args.attack_params, dict):
+        ap.error(f"--attack-params {args.attack_params!r}: expected a JSON object")
 
     from defenses import make_defense, make_generator
-    from flbench.pipeline.attack import _victims
-    from flbench.cli.common import parse_kv as _kv
+    from flbench.pipeline.attack import load_victims
+    from flbench.pipeline.config import VictimsConfig
 
     rows = []
     for split in args.splits:
         for sigma in args.sigmas:
-            cfg = AttackConfig(model=args.model, split=split, attack=args.attack, attack_params=_kv(tuple(args.attack_param)),
-                               limit=args.limit)
+            cfg = AttackConfig(model=args.model, split=split, attack=args.attack, params=args.attack_params,
+                               defense={"name": "gaussian", "params": {"sigma": sigma, "relative": args.relative}},
+                               victims={"limit": args.limit})
             defense = make_defense("gaussian", sigma=sigma, relative=args.relative)
             fa = fit_attack(cfg, defense, make_generator(seed=cfg.seed), progress=False)
             for victim in args.victims:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    records, notes = _victims(AttackConfig(data=victim, limit=args.limit, seed=cfg.seed))
+                    records, notes = load_victims(VictimsConfig(data=victim, limit=args.limit), cfg.seed)
                 row = evaluate_attack(fa, records, notes, data_name=victim)
                 row["relative_sigma"] = args.relative
                 rows.append(row)

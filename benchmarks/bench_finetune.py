@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from flbench.pipeline.attack import _finite  # strict JSON: non-finite numbers (SNR without noise) → null
+from flbench.core.canonical import strict_json  # non-finite numbers (SNR without noise) → null
+from flbench.core.io import atomic_write_text
 
 FLBENCH = [str(Path(sys.executable).parent / "flbench")]
 
@@ -76,8 +77,7 @@ def main() -> None:
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     res = {"command": "python benchmarks/bench_finetune.py " + " ".join(sys.argv[1:]), "task": args.task,
            "model": args.model, "split": args.split, "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(_finite(res), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(args.out, strict_json(res, indent=2) + "\n")
 
 
 

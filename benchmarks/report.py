@@ -1,11 +1,17 @@
 """Render results/bench/*.json as the Markdown tables shown in README.md:
 
-    python benchmarks/report.py
+    python benchmarks/report.py            # every table, on stdout
+    python benchmarks/report.py --readme   # rewrite README.md's utility-and-sweep block
+
+Tables go through pandas' `DataFrame.to_markdown` (flbench.reporting.tables); every number is formatted
+here, before the table is drawn, so the numbers are exactly those of the JSON files.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from flbench.reporting.tables import markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "results" / "bench"
@@ -14,16 +20,18 @@ UTILITY = ROOT / "results" / "utility"
 
 def inference() -> list[str]:
     d = json.loads((BENCH / "inference.json").read_text())
-    out = [f"Inference, `{d['command']}` ({d['model']['name']}, split {d['split']}, {d['prompt_tokens']}-token "
-           f"prompts + {d['new_tokens']} new tokens, median of {d['repeats']}):", "",
-           "| batch | centralized tok/s | split KV tok/s | split naive tok/s | KV / centralized | KV / naive | identical tokens | wire B / decode step (KV) |",
-           "|---|---|---|---|---|---|---|---|"]
-    for r in d["results"]:
-        t = r["tokens_per_s"]
-        out.append(f"| {r['batch']} | {t['centralized']:.1f} | {t['kv-cache']:.1f} | {t['naive']:.1f} | "
-                   f"{r['ratio_kv_over_centralized']:.2f} | {r['ratio_kv_over_naive']:.2f} | {r['tokens_identical']} | "
-                   f"{r['wire_bytes_per_decode_step']['kv-cache']:.0f} |")
-    return out
+    rows = [{"batch": str(r["batch"]), "centralized tok/s": f"{r['tokens_per_s']['centralized']:.1f}",
+             "split KV tok/s": f"{r['tokens_per_s']['kv-cache']:.1f}",
+             "split naive tok/s": f"{r['tokens_per_s']['naive']:.1f}",
+             "KV / centralized": f"{r['ratio_kv_over_centralized']:.2f}", "KV / naive": f"{r['ratio_kv_over_naive']:.2f}",
+             "identical tokens": str(r["tokens_identical"]),
+             "wire B / decode step (KV)": f"{r['wire_bytes_per_decode_step']['kv-cache']:.0f}"} for r in d["results"]]
+    return [f"Inference, `{d['command']}` ({d['model']['name']}, split {d['split']}, {d['prompt_tokens']}-token "
+            f"prompts + {d['new_tokens']} new tokens, median of {d['repeats']}):", "", *_lines(markdown_table(rows))]
+
+
+def _lines(table: str) -> list[str]:
+    return table.rstrip("\n").split("\n")
 
 
 def training() -> list[str]:
@@ -38,38 +46,38 @@ def attacks(name: str = "attacks.json") -> list[str]:
     d = json.loads((BENCH / name).read_text())
     relative = d["rows"][0].get("relative_sigma", False)
     meaning = "σ in multiples of the clean hidden states' RMS" if relative else "σ absolute (standard deviation)"
-    out = [f"`{d['command']}` (token accuracy [95% CI], PII recovery; {meaning}; SNR = RMS(h_A)/σ measured on "
-           "the victim traffic; the attacker trains against the same noise law):", "",
-           f"| split | {'σ×RMS' if relative else 'σ'} | SNR | victims | n | token accuracy | PII recovery | ROUGE-L | fit s |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     for r in d["rows"]:
         a, p, rl = (r["metrics"][k] for k in ("token_accuracy", "pii_recovery", "rouge_l"))
-        pii = "n/a" if p["mean"] is None else f"{p['mean']:.2f}"
-        snr = "∞" if r["snr"]["rms"] is None else f"{r['snr']['rms']:.2f}"
-        out.append(f"| {r['split']} | {r['noise_sigma']:g} | {snr} | {r['data']} | {r['n']} | {a['mean']:.3f} "
-                   f"[{a['ci_low']:.3f}, {a['ci_high']:.3f}] | {pii} | {rl['mean']:.3f} | {r['seconds']['fit']:.0f} |")
-    return out
+        rows.append({"split": str(r["split"]), "σ×RMS" if relative else "σ": f"{r['noise_sigma']:g}",
+                     "SNR": "∞" if r["snr"]["rms"] is None else f"{r['snr']['rms']:.2f}",
+                     "victims": str(r["data"]), "n": str(r["n"]),
+                     "token accuracy": f"{a['mean']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}]",
+                     "PII recovery": "n/a" if p["mean"] is None else f"{p['mean']:.2f}",
+                     "ROUGE-L": f"{rl['mean']:.3f}", "fit s": f"{r['seconds']['fit']:.0f}"})
+    return [f"`{d['command']}` (token accuracy [95% CI], PII recovery; {meaning}; SNR = RMS(h_A)/σ measured on "
+            "the victim traffic; the attacker trains against the same noise law):", "", *_lines(markdown_table(rows))]
 
 
 def finetune(name: str = "sst2_finetune.json") -> list[str]:  # noqa: D103
     d = json.loads((UTILITY / name).read_text())
-    out = [f"Fine-tuning, `{d['command']}` ({d['model']}, {d['task']}, split {d['split']}; commands per row in the file):",
-           "", "| mode | train s | loss first → last 10 % | train wire bytes | " +
-           " | ".join(d["rows"][0]["metrics"]) + " | n |", "|---|---|---|---|" + "---|" * len(d["rows"][0]["metrics"]) + "---|"]
-    for r in d["rows"]:
-        ms = " | ".join(f"{v:.4f}" for v in r["metrics"].values())
-        out.append(f"| {r['mode']} | {r['train_seconds']:.0f} | {r['first_loss']:.3f} → "
-                   f"{r['final_loss_mean_last10pct']:.3f} | {r['train_wire_bytes']} | {ms} | {r['n']} |")
-    return out
+    rows = [{"mode": str(r["mode"]), "train s": f"{r['train_seconds']:.0f}",
+             "loss first → last 10 %": f"{r['first_loss']:.3f} → {r['final_loss_mean_last10pct']:.3f}",
+             "train wire bytes": str(r["train_wire_bytes"]), **{k: f"{v:.4f}" for k, v in r["metrics"].items()},
+             "n": str(r["n"])} for r in d["rows"]]
+    return [f"Fine-tuning, `{d['command']}` ({d['model']}, {d['task']}, split {d['split']}; commands per row in the file):",
+            "", *_lines(markdown_table(rows))]
 
 
 def _mode(rec: dict) -> str:
     if rec["split"] is None:
         return "centralized"
-    p = rec["defense"].get("params") or {}
-    if rec["defense"]["name"] == "none" or not p.get("sigma"):
+    from flbench.reporting.leaderboard import describe_defense  # the defense says its family and σ
+
+    d = describe_defense(rec["defense"]["name"], rec["defense"])
+    if d["family"] == "none" or not d["noise_sigma"]:
         return f"split {rec['split']}"
-    return f"split {rec['split']} σ={p['sigma']:g}{'×RMS' if p.get('relative') else ''}"
+    return f"split {rec['split']} σ={d['noise_sigma']:g}{'×RMS' if d['relative'] else ''}"
 
 
 def utility(runs: Path = UTILITY / "runs") -> list[str]:
@@ -79,18 +87,18 @@ def utility(runs: Path = UTILITY / "runs") -> list[str]:
     recs = [r for r in read_records(runs) if r.get("task")]
     modes = sorted({_mode(r) for r in recs}, key=lambda m: (m != "centralized", "σ" in m, m))
     cols = [(ft, m) for ft in (False, True) for m in modes]
-    out = ["| task | metric | n | " + " | ".join(f"{'fine-tuned' if ft else 'zero-shot'} {m}" for ft, m in cols) + " |",
-           "|---|---|---|" + "---|" * len(cols)]
+    names = [f"{'fine-tuned' if ft else 'zero-shot'} {m}" for ft, m in cols]
     by = {(r["task"]["name"], r["finetune"] is not None, _mode(r)): r for r in recs}
+    rows = []
     for task in sorted({r["task"]["name"] for r in recs}):
         some = next(r for r in recs if r["task"]["name"] == task)
         for metric in some["task"]["metrics"]:
-            cells = []
-            for ft, m in cols:
+            row = {"task": task, "metric": metric, "n": str(some["task"]["n"])}
+            for name, (ft, m) in zip(names, cols):
                 r = by.get((task, ft, m))
-                cells.append("–" if r is None else f"{r['task']['metrics'][metric]:.3f}")
-            out.append(f"| {task} | {metric} | {some['task']['n']} | " + " | ".join(cells) + " |")
-    return out
+                row[name] = "–" if r is None else f"{r['task']['metrics'][metric]:.3f}"
+            rows.append(row)
+    return _lines(markdown_table(rows, ["task", "metric", "n", *names]))
 
 
 def sweep(runs: Path = ROOT / "results" / "runs") -> list[str]:

@@ -3,11 +3,47 @@
     from defenses import defenses, make_defense, make_generator
     d = make_defense("gaussian", sigma=0.5)
     sent = d(h_A, make_generator(seed=0, secure=False))
+    d.family, d.noise_scale(), d.accounting(releases=1), d.record_block()
+
+Adding a defense takes one new file `defenses/<name>.py` and one import line below; nothing in the CLI,
+leaderboard, plots or runner names a defense. The file declares:
+
+    @register("my-defense")                 # the registry name (--defense my-defense, records, leaderboard)
+    @dataclass
+    class MyDefense(BaseDefense):
+        \"\"\"One-line summary (shown by `flbench ls defenses`), the paper it follows, what it assumes.\"\"\"
+
+        family = "additive-noise"           # "none" | "additive-noise" | "dp" | a new family name
+        # parameters: typed, validated by flbench.core.params (pydantic, strict); a field without a default
+        # is required. metadata "flag" makes it a CLI option (reuse an existing flag if it means the same
+        # thing), "help" explains it, "selects": True lets the flag alone select this defense.
+        scale: NonNegativeFloat = field(default=0.0, metadata={"flag": "--noise-sigma", "help": "..."})
+
+        def _apply(self, h, generator):     # out of place, differentiable; noise only from `generator`;
+            ...                             # call self._stats.add(h, noise, sigma) for the SNR statistics
+        def noise_scale(self) -> NoiseScale:    # σ per coordinate and its unit (ABSOLUTE or RELATIVE_RMS)
+            ...
+        def accounting(self, releases=1):   # only with a formal guarantee: {"epsilon", "delta", "unit",
+            ...                             # "releases", "accountant"}; the default None means none
+
+and adds one example parameter set to tests/defenses/conftest.py EXAMPLES (the shared suite then covers it).
 """
-from defenses.base import BaseDefense, NoiseStats, defenses, make_defense, make_generator, register
+from defenses.base import (
+    ABSOLUTE,
+    RELATIVE_RMS,
+    BaseDefense,
+    CliFlag,
+    NoiseScale,
+    NoiseStats,
+    defenses,
+    draw_noise,
+    make_defense,
+    make_generator,
+    register,
+)
 from defenses.identity import NoDefense
 from defenses.gaussian import GaussianNoise
 from defenses.dp_forward import DPForward
 
-__all__ = ["BaseDefense", "DPForward", "GaussianNoise", "NoDefense", "NoiseStats", "defenses", "make_defense",
-           "make_generator", "register"]
+__all__ = ["ABSOLUTE", "RELATIVE_RMS", "BaseDefense", "CliFlag", "DPForward", "GaussianNoise", "NoDefense",
+           "NoiseScale", "NoiseStats", "defenses", "draw_noise", "make_defense", "make_generator", "register"]

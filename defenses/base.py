@@ -1,4 +1,4 @@
-"""What every defense shares: the registry, the base class, generators, parameter checks and SNR statistics.
+"""What every defense shares: the registry, the base class and its self-description, generators, SNR statistics.
 
 A defense sits on the client's outgoing edge (see `splits.parties.Defense`): it is called as
 `defense(h, generator)` with the head's output hidden states `h` (B, T, d) and returns the tensor that is
@@ -13,18 +13,26 @@ record shows that its noise draws were not reproducible.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from flbench.core.errors import FlbenchError
+from flbench.core.params import check_params, expected, field_info, is_required, param_fields
 from flbench.core.registry import Registry
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where tensors are touched, not at import time: the CLI builds its defense options from
+# these classes, and `flbench --help` / `flbench leaderboard` should not pay for loading torch.
+
 defenses: Registry[type["BaseDefense"]] = Registry("defense")
+
+# Units of a defense's noise scale (NoiseScale.unit).
+ABSOLUTE = "absolute"
+RELATIVE_RMS = "relative×RMS"
 
 
 def register(name: str):
@@ -38,14 +46,10 @@ def register(name: str):
 
 
 def make_defense(name: str, **params: Any) -> "BaseDefense":
-    """Build a registered defense by name; unknown names or parameters raise FlbenchError."""
+    """Build a registered defense by name. Unknown names, unknown or missing parameters, and values of the
+    wrong type or out of range raise a one-line FlbenchError naming the parameter and what is accepted."""
     cls = defenses.get(name)
-    accepted = [f.name for f in dataclasses.fields(cls) if f.init]
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise FlbenchError(f"defense {name!r} takes no parameter {unknown[0]!r}; "
-                           f"accepted: {', '.join(accepted) or '(none)'}")
-    return cls(**params)
+    return cls(**check_params(f"defense {name!r}", cls, params))
 
 
 def make_generator(seed: int | None = None, secure: bool = False, device: str | torch.device = "cpu"
@@ -67,25 +71,17 @@ def make_generator(seed: int | None = None, secure: bool = False, device: str | 
                            "pass an integer seed in [0, 2**64) or secure=True (OS entropy)")
     elif isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
         raise FlbenchError(f"generator: seed={seed!r} is not an integer in [0, 2**64)")
+    import torch
+
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     return gen
 
 
-def check_number(owner: str, name: str, value: Any, lo: float, hi: float = math.inf, *,
-                 lo_open: bool = False, hi_open: bool = True) -> float:
-    """Return `value` as a float if it is a finite real number in the interval, else raise FlbenchError."""
-    interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    if not ok:
-        raise FlbenchError(f"{owner}: {name}={value!r} is out of range; accepted: a finite number in {interval}")
-    return float(value)
-
-
 def draw_noise(like: torch.Tensor, std: float | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Gaussian noise N(0, std^2) with the shape, dtype and device of `like`, from `generator` only."""
+    import torch
+
     return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype) * std
 
 
@@ -108,9 +104,8 @@ class NoiseStats:
     sum_sq_noise: float = 0.0
     sum_abs_noise: float = 0.0
 
-    @torch.no_grad()
     def add(self, signal: torch.Tensor, noise: torch.Tensor | None, sigma: float) -> None:
-        s = signal.detach().double()
+        s = signal.detach().double()  # detached: no graph, so no torch.no_grad() needed
         n = s.numel()
         self.calls += 1
         self.vectors += n // s.shape[-1] if s.ndim else 1
@@ -147,17 +142,71 @@ def _ratio(a: float, b: float) -> float:
     return math.inf if a > 0 else math.nan
 
 
+@dataclass(frozen=True)
+class NoiseScale:
+    """How much noise a defense adds to each coordinate of h_A, for plots and tables.
+
+    `value`: σ, the standard deviation of the added noise (0 = none; dp-forward: z·C). `unit`: "absolute"
+    (the units of h_A) or "relative×RMS" (a multiple of the clean hidden states' RMS, measured per call).
+    """
+
+    value: float
+    unit: str = ABSOLUTE
+
+    @property
+    def relative(self) -> bool:
+        return self.unit == RELATIVE_RMS
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "unit": self.unit}
+
+
+@dataclass(frozen=True)
+class CliFlag:
+    """One command-line flag a defense declares on a parameter: `field(metadata={"flag": ..., "help": ...})`.
+
+    `switch`: a boolean parameter, given as a bare flag (`--noise-relative`). `selects`: giving this flag
+    without `--defense` selects this defense (`--noise-sigma 0.5` alone means gaussian). `expected`: what the
+    parameter accepts, in words.
+    """
+
+    flag: str
+    param: str
+    help: str
+    annotation: Any
+    switch: bool
+    required: bool
+    selects: bool
+    default: Any
+    expected: str
+
+
 @dataclass
 class BaseDefense:
-    """Base of all defenses: a small dataclass whose init fields are its printable parameters.
+    """Base of all defenses: a small dataclass whose init fields are its printable, validated parameters.
 
-    Subclasses implement `_apply(h, generator) -> tensor` and may extend `describe()` / `stats()`.
+    Subclasses implement `_apply(h, generator) -> tensor` and the self-description the harness asks for
+    (opacus' `IAccountant` habit: the engine asks, never names a concrete defense):
+
+    - `family` (class attribute): "none", "additive-noise", "dp", ...; the leaderboard's undefended reference
+      is the "none" family.
+    - `noise_scale() -> NoiseScale`: σ and its unit, for plots and tables.
+    - `accounting(releases) -> dict | None`: (ε, δ) and the privacy unit after `releases` releases of each
+      unit, or None when the defense gives no formal guarantee.
+    - parameters: annotated dataclass fields (see `flbench.core.params`), each with
+      `metadata={"flag": "--cli-flag", "help": "..."}` so the CLI builds its options from them.
     """
 
     name: ClassVar[str] = "?"
+    family: ClassVar[str] = "?"
     _stats: NoiseStats = field(default_factory=NoiseStats, init=False, repr=False, compare=False)
-    _fallback: torch.Generator | None = field(default=None, init=False, repr=False, compare=False)
+    _fallback: Any = field(default=None, init=False, repr=False, compare=False)  # torch.Generator | None
     _unseeded_calls: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The one validator (also for direct construction, e.g. the attacker's copy of the defense).
+        for k, v in check_params(f"defense {self.name!r}", type(self), self.params()).items():
+            setattr(self, k, v)
 
     def __call__(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if generator is None:
@@ -170,12 +219,57 @@ class BaseDefense:
     def _apply(self, h: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ self-description
+
+    def noise_scale(self) -> NoiseScale:
+        """σ of the noise this defense adds per coordinate, with its unit."""
+        raise NotImplementedError(f"defense {self.name!r} does not say its noise scale")
+
+    def accounting(self, releases: int = 1) -> dict[str, Any] | None:
+        """Formal privacy accounting after each privacy unit was released `releases` times:
+        {"epsilon", "delta", "unit" (what neighbouring inputs differ in), "releases", "accountant"},
+        or None when the defense gives no formal guarantee."""
+        return None
+
+    def record_block(self, releases: int = 1) -> dict[str, Any]:
+        """The defense block of a run record, before measurements (the runner adds "snr" & co.):
+        name, params, family, noise_sigma, noise_unit, relative, epsilon, delta, privacy_unit."""
+        scale = self.noise_scale()
+        acc = self.accounting(releases)
+        return {"name": self.name, "params": self.params(), "family": self.family,
+                "noise_sigma": scale.value, "noise_unit": scale.unit, "relative": scale.relative,
+                "epsilon": acc["epsilon"] if acc else None, "delta": acc["delta"] if acc else None,
+                "privacy_unit": acc["unit"] if acc else None}
+
+    @classmethod
+    def summary(cls) -> str:
+        """The first line of the class docstring (what `flbench ls defenses` prints)."""
+        doc = (cls.__doc__ or "").strip().splitlines()
+        return doc[0] if doc else ""
+
+    @classmethod
+    def cli_flags(cls) -> list[CliFlag]:
+        """The command-line flags this defense's parameters declare (field metadata "flag", "help",
+        optionally "selects": True), in declaration order."""
+        out = []
+        for f in param_fields(cls):
+            if "flag" not in f.metadata:
+                continue
+            info = field_info(cls, f.name)
+            out.append(CliFlag(f.metadata["flag"], f.name, f.metadata.get("help", ""), info.annotation,
+                               info.annotation is bool, is_required(f), bool(f.metadata.get("selects")),
+                               None if is_required(f) else f.default, expected(info)))
+        return out
+
     def params(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        return {f.name: getattr(self, f.name) for f in param_fields(self)}
 
     def describe(self) -> dict[str, Any]:
-        """What a run record stores about this defense (name, parameters, what it protects)."""
-        return {"name": self.name, "class": type(self).__name__, "params": self.params(), "repr": repr(self)}
+        """What a run record stores about this defense: name, parameters, family, noise scale, accounting
+        (for one release), what it protects."""
+        return {"name": self.name, "class": type(self).__name__, "params": self.params(), "repr": repr(self),
+                "family": self.family, "noise_scale": self.noise_scale().as_dict(),
+                "accounting": self.accounting(1)}
 
     def stats(self) -> dict[str, Any]:
         """Running statistics over every call since construction (or `reset_stats()`)."""

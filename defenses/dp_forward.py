@@ -25,17 +25,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from defenses.base import ABSOLUTE, BaseDefense, NoiseScale, draw_noise, register
+from flbench.core.params import NonNegativeInt, PositiveFloat, PositiveInt, UnitIntervalOpen, check_value
 
-from defenses.base import BaseDefense, check_number, draw_noise, register
-from flbench.core.errors import FlbenchError
+if TYPE_CHECKING:
+    import torch
 
 NEIGHBOURING = ("replace one token vector: neighbouring inputs differ in one row (one position) of h_A; "
                 "clipped rows differ by at most 2C in L2, so the effective noise multiplier is z/2 "
                 "(z/(2*sqrt(m)) if m rows may differ); each call releases each row once and repeated "
                 "releases compose (RDP, Mironov 2017; opacus RDPAccountant, sample_rate=1)")
+PRIVACY_UNIT = "one token vector (a row of h_A) replaced"
+ACCOUNTANT = "opacus.accountants.RDPAccountant (Mironov 2017), sample_rate=1.0"
 
 
 @register("dp-forward")
@@ -45,38 +48,42 @@ class DPForward(BaseDefense):
 
     clip: C > 0, in the units of h_A (see stats()["norm_mean"] to pick it; everything above C is scaled down).
     noise_multiplier: z > 0; noise std is z*C. delta: δ in (0, 1) for the (ε, δ) report.
+    clip and noise_multiplier have no defaults: a DP mechanism's clip and noise are always chosen explicitly.
     Clipping and noise are computed in at least fp32; the cast back to h's dtype happens after the noise
     is added (post-processing), so low-precision rounding never widens the sensitivity.
     """
 
-    clip: float = 1.0
-    noise_multiplier: float = 1.0
-    delta: float = 1e-5
+    family = "dp"
+    clip: PositiveFloat = field(metadata={"flag": "--dp-clip", "help": "per-token L2 clip C"})
+    noise_multiplier: PositiveFloat = field(metadata={"flag": "--noise-multiplier", "help": "noise std = z × C"})
+    delta: UnitIntervalOpen = field(default=1e-5, metadata={"flag": "--dp-delta", "help": "δ of the (ε, δ) report"})
     _norm_sum: float = field(default=0.0, init=False, repr=False, compare=False)
     _norm_max: float = field(default=0.0, init=False, repr=False, compare=False)
     _clipped: int = field(default=0, init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        self.clip = check_number("dp-forward", "clip", self.clip, 0.0, lo_open=True)
-        self.noise_multiplier = check_number("dp-forward", "noise_multiplier", self.noise_multiplier, 0.0,
-                                             lo_open=True)
-        self.delta = check_number("dp-forward", "delta", self.delta, 0.0, 1.0, lo_open=True, hi_open=True)
+    def noise_scale(self) -> NoiseScale:
+        return NoiseScale(self.sigma, ABSOLUTE)
+
+    def accounting(self, releases: int = 1) -> dict[str, Any]:
+        return {"epsilon": self.epsilon(releases), "delta": self.delta, "unit": PRIVACY_UNIT,
+                "releases": releases, "accountant": ACCOUNTANT}
 
     @property
     def sigma(self) -> float:
         return self.noise_multiplier * self.clip
 
     def _apply(self, h: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        import torch
+
         work = h if h.dtype in (torch.float32, torch.float64) else h.float()
         norms = torch.linalg.vector_norm(work, dim=-1, keepdim=True)
         # Same form as opacus' per-sample clipping: the 1e-6 keeps ||out|| <= C strictly and avoids 0/0.
         clipped = work * (self.clip / (norms + 1e-6)).clamp(max=1.0)
         noise = draw_noise(work, self.sigma, generator)
-        with torch.no_grad():
-            n = norms.detach()
-            self._norm_sum += float(n.double().sum())
-            self._norm_max = max(self._norm_max, float(n.max())) if n.numel() else self._norm_max
-            self._clipped += int((n > self.clip).sum())
+        n = norms.detach()  # statistics only: detached values, no graph
+        self._norm_sum += float(n.double().sum())
+        self._norm_max = max(self._norm_max, float(n.max())) if n.numel() else self._norm_max
+        self._clipped += int((n > self.clip).sum())
         self._stats.add(h, noise, self.sigma)
         return (clipped + noise).to(h.dtype)
 
@@ -86,12 +93,9 @@ class DPForward(BaseDefense):
         `vectors`: how many rows may differ between neighbours (1 = replace one token vector).
         Computed by opacus' RDPAccountant with sample_rate=1 and noise multiplier z/(2*sqrt(vectors)).
         """
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise FlbenchError(f"dp-forward: steps={steps!r} is not accepted; accepted: an integer >= 0")
-        if isinstance(vectors, bool) or not isinstance(vectors, int) or vectors < 1:
-            raise FlbenchError(f"dp-forward: vectors={vectors!r} is not accepted; accepted: an integer >= 1")
-        delta = self.delta if delta is None else check_number("dp-forward", "delta", delta, 0.0, 1.0,
-                                                              lo_open=True, hi_open=True)
+        steps = check_value("dp-forward epsilon", "steps", steps, NonNegativeInt)
+        vectors = check_value("dp-forward epsilon", "vectors", vectors, PositiveInt)
+        delta = self.delta if delta is None else check_value("dp-forward epsilon", "delta", delta, UnitIntervalOpen)
         if steps == 0:
             return 0.0
         from opacus.accountants import RDPAccountant  # lazy: opacus adds ~1 s to import time
@@ -140,7 +144,7 @@ class DPForward(BaseDefense):
             "neighbouring": NEIGHBOURING,
             "sensitivity_l2": 2.0 * self.clip,
             "effective_noise_multiplier": self.effective_noise_multiplier(),
-            "accountant": "opacus.accountants.RDPAccountant (Mironov 2017), sample_rate=1.0",
+            "accountant": ACCOUNTANT,
             "epsilon_per_release": self.epsilon(1),
             "source": "DP-Forward (Du et al., CCS 2023) idea; Gaussian mechanism + RDP accounting",
         }

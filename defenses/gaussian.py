@@ -10,13 +10,14 @@ see `dp-forward` for the clipped, accounted variant.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import torch
+from defenses.base import ABSOLUTE, RELATIVE_RMS, BaseDefense, NoiseScale, draw_noise, register
+from flbench.core.params import NonNegativeFloat
 
-from defenses.base import BaseDefense, check_number, draw_noise, register
-from flbench.core.errors import FlbenchError
+if TYPE_CHECKING:
+    import torch
 
 
 @register("gaussian")
@@ -29,13 +30,14 @@ class GaussianNoise(BaseDefense):
       (detached: the scale is treated as a constant for backprop), so sigma is an inverse SNR.
     """
 
-    sigma: float = 0.0
-    relative: bool = False
+    family = "additive-noise"
+    sigma: NonNegativeFloat = field(default=0.0, metadata={
+        "flag": "--noise-sigma", "help": "noise standard deviation σ", "selects": True})
+    relative: bool = field(default=False, metadata={
+        "flag": "--noise-relative", "help": "σ is a multiple of the clean hidden states' RMS"})
 
-    def __post_init__(self) -> None:
-        self.sigma = check_number("gaussian", "sigma", self.sigma, 0.0)
-        if not isinstance(self.relative, bool):
-            raise FlbenchError(f"gaussian: relative={self.relative!r} is not accepted; accepted: True or False")
+    def noise_scale(self) -> NoiseScale:
+        return NoiseScale(self.sigma, RELATIVE_RMS if self.relative else ABSOLUTE)
 
     def _apply(self, h: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.sigma == 0.0:
@@ -43,8 +45,7 @@ class GaussianNoise(BaseDefense):
             return h
         sigma = self.sigma
         if self.relative:
-            with torch.no_grad():
-                sigma *= float(h.detach().double().square().mean().sqrt())
+            sigma *= float(h.detach().double().square().mean().sqrt())
         noise = draw_noise(h, sigma, generator)
         self._stats.add(h, noise, sigma)
         return h + noise

@@ -1,12 +1,17 @@
-"""`none`: the undefended baseline; sends the head's hidden states as they are."""
+"""`none`: the undefended baseline; sends the head's hidden states as they are.
+
+This is the one form of "no defense": pipeline, CLI, records and the attacker's `Knowledge` all use
+`NoDefense` (the split runtime alone also accepts `defense=None`, meaning nothing on the edge).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from defenses.base import ABSOLUTE, BaseDefense, NoiseScale, register
 
-from defenses.base import BaseDefense, register
+if TYPE_CHECKING:
+    import torch
 
 
 @register("none")
@@ -14,9 +19,14 @@ from defenses.base import BaseDefense, register
 class NoDefense(BaseDefense):
     """Identity: the server sees the clean h_A (FL-LLaMA without noise). Records call counts and signal RMS."""
 
+    family = "none"
+
     def _apply(self, h: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         self._stats.add(h, None, 0.0)
         return h
+
+    def noise_scale(self) -> NoiseScale:
+        return NoiseScale(0.0, ABSOLUTE)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "noise": None, "formal_dp": False}

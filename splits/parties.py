@@ -13,16 +13,13 @@ from typing import Any, Callable
 
 import torch
 
-from flbench.core.errors import WireError
 from splits.parts import Part
 from splits.sequence import SequenceState, lengths_and_side, pack, unpack
-from splits.wire import Kind, Message, Phase
+from splits.wire import Kind, Message, Phase, protocol_error
 
+# A defense on the client's outgoing edge (`defenses.BaseDefense`; splits does not import defenses).
+# None means nothing on the edge: the server receives h_A as the head computed it.
 Defense = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
-
-
-def identity_defense(h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    return h
 
 
 @dataclass
@@ -46,7 +43,7 @@ def _open(slot: _Slot, part: Part, msg: Message) -> None:
     if msg.phase == Phase.DECODE:
         if slot.state is None or slot.state.mask.shape[1] != msg.past or slot.state.mask.shape[0] != msg.batch:
             have = None if slot.state is None else tuple(slot.state.mask.shape)
-            raise WireError(f"{msg.kind.name} decode message #{msg.seq} for past={msg.past}, batch={msg.batch}, "
+            raise protocol_error(f"{msg.kind.name} decode message #{msg.seq} for past={msg.past}, batch={msg.batch}, "
                             f"but this party's sequence state is {have}")
         slot.state.advance()
     else:
@@ -64,7 +61,7 @@ class ClientParty:
     cid: int
     head: Part
     tail: Part
-    defense: Defense = identity_defense
+    defense: Defense | None = None
     generator: torch.Generator | None = None
     _head: _Slot = field(default_factory=_Slot)
     _tail: _Slot = field(default_factory=_Slot)
@@ -88,7 +85,7 @@ class ClientParty:
     def _send_hidden(self, ids: torch.Tensor, msg: Message) -> Message:
         st = self._head.state
         h = self.head(ids, st.mask, _positions(st, msg), self._head.cache)
-        sent = self.defense(h, self.generator)
+        sent = h if self.defense is None else self.defense(h, self.generator)
         self._head.out = sent if sent.requires_grad else None
         msg.tensor = pack(sent, st.new_mask(msg.seqlen))
         return msg
@@ -138,7 +135,7 @@ class ServerParty:
     def backward(self, msg: Message) -> Message:
         slot = self._slots.get(msg.client)
         if slot is None or slot.out is None:
-            raise WireError(f"GRAD_B message #{msg.seq} from client {msg.client} without a training forward to match")
+            raise protocol_error(f"GRAD_B message #{msg.seq} from client {msg.client} without a training forward to match")
         g = unpack(msg.tensor, slot.state.new_mask(msg.seqlen))
         slot.out.backward(g)
         grad = slot.leaf.grad if slot.leaf.grad is not None else torch.zeros_like(slot.leaf)

@@ -8,12 +8,17 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from flbench.core.errors import FlbenchError
-from splits.parts import Part
+
+if TYPE_CHECKING:  # parsing a split needs neither torch nor transformers (reporting sorts splits too)
+    from torch import nn
+
+    from splits.parts import Part
+
+MAX_DIGITS = 6  # no LLaMA has a million blocks; longer numbers are refused before int() sees them
+_SPLIT_RE = re.compile(r"\s*(-?[0-9]+)\s*,\s*(-?[0-9]+)\s*")
 
 
 @dataclass(frozen=True)
@@ -35,14 +40,45 @@ class SplitSpec:
         return self
 
 
-def parse_split(text: str) -> SplitSpec:
-    parts = str(text).replace(" ", "").split(",")
-    if len(parts) != 2 or not all(re.fullmatch(r"-?[0-9]+", p) for p in parts):
-        raise FlbenchError(f"--split {text!r}: expected two integers P,Q (e.g. 2,2)")
-    p, q = (int(x) for x in parts)
+def show_value(text: object, limit: int = 40) -> str:
+    """repr() of a user's value for a one-line error, shortened in the middle when it is long."""
+    r = repr(text)
+    if len(r) <= limit:
+        return r
+    s = str(text)
+    return f"{s[:16]!r}…{s[-8:]!r} ({len(s)} characters)"
+
+
+def parse_split(text: object, option: str = "--split") -> SplitSpec:
+    """"P,Q" → SplitSpec: the one parser of partition points (CLI, sweep files, records, checkpoints).
+
+    Accepts two non-negative decimal integers separated by a comma (spaces around them allowed); any other
+    text raises FlbenchError naming the value. Whether the model has enough blocks is `SplitSpec.validate`'s job.
+    """
+    m = _SPLIT_RE.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
+        raise FlbenchError(f"{option} {show_value(text)}: expected two integers P,Q (e.g. 2,2)")
+    if any(len(g.lstrip("-")) > MAX_DIGITS for g in m.groups()):
+        raise FlbenchError(f"{option} {show_value(text)}: P and Q are block counts; expected two integers of at most "
+                           f"{MAX_DIGITS} digits (e.g. 2,2)")
+    p, q = (int(g) for g in m.groups())
     if p < 0 or q < 0:
-        raise FlbenchError(f"--split {text!r}: P and Q must be non-negative integers")
+        raise FlbenchError(f"{option} {show_value(text)}: P and Q must be non-negative integers")
     return SplitSpec(p, q)
+
+
+def split_sort_key(split: object) -> tuple[int, int]:
+    """Display order of splits: the centralized reference (None or "centralized") first, then by (P, Q);
+    text that is not a split sorts last."""
+    if split is None or split == "centralized":
+        return (-1, -1)
+    if isinstance(split, SplitSpec):
+        return (split.p, split.q)
+    try:
+        spec = parse_split(split)
+    except FlbenchError:
+        return (10**9, 10**9)
+    return (spec.p, spec.q)
 
 
 @dataclass
@@ -59,6 +95,8 @@ def _blocks(model: Any) -> list[nn.Module]:
 
 
 def build_head(model: Any, spec: SplitSpec) -> Part:
+    from splits.parts import Part
+
     inner = model.model
     return Part(
         "head", model.config, [copy.deepcopy(b) for b in _blocks(model)[: spec.p]], 0,
@@ -67,6 +105,8 @@ def build_head(model: Any, spec: SplitSpec) -> Part:
 
 
 def build_trunk(model: Any, spec: SplitSpec) -> Part:
+    from splits.parts import Part
+
     n = len(_blocks(model))
     return Part(
         "trunk", model.config, [copy.deepcopy(b) for b in _blocks(model)[spec.p : n - spec.q]], spec.p,
@@ -75,6 +115,8 @@ def build_trunk(model: Any, spec: SplitSpec) -> Part:
 
 
 def build_tail(model: Any, spec: SplitSpec) -> Part:
+    from splits.parts import Part
+
     n = len(_blocks(model))
     inner = model.model
     return Part(

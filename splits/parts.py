@@ -65,7 +65,7 @@ class Part(nn.Module):
             config=self.config,
             inputs_embeds=hidden,
             attention_mask=mask2d,
-            past_key_values=cache,
+            cache=cache,
             position_ids=position_ids,
         )
         types = set(getattr(self.config, "layer_types", None) or ["full_attention"])
@@ -99,7 +99,7 @@ class Part(nn.Module):
                     attention_mask=masks.get(kind, masks.get("full_attention")),
                     position_embeddings=pos_emb,
                     position_ids=position_ids,
-                    past_key_values=cache,
+                    cache=cache,
                     use_cache=cache is not None,
                 )
         if self.norm is not None:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 
-from splits.parties import ClientParty, Defense, ServerParty, identity_defense
+from splits.parties import ClientParty, Defense, ServerParty
 from splits.partition import SplitSpec, build_split
 from splits.wire import Message, Phase, Wire
 
@@ -31,7 +31,7 @@ class SplitRuntime:
         self.wire = Wire(self.hidden_size, wire_dtype)
         self.server = ServerParty(self.parts.trunk)
         self.clients = [
-            ClientParty(i, h, t, defense or identity_defense, generator)
+            ClientParty(i, h, t, defense, generator)
             for i, (h, t) in enumerate(zip(self.parts.heads, self.parts.tails))
         ]
 

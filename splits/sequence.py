@@ -7,6 +7,7 @@ every sample is at position 0 whatever the padding side.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -31,6 +32,24 @@ def lengths_and_side(mask: torch.Tensor) -> tuple[torch.Tensor, bool]:
         if torch.equal(padding_mask(lengths, mask.shape[1], left), mask.long()):
             return lengths, left
     raise ValueError("attention mask must pad every sample on one side, with contiguous real tokens")
+
+
+def pad_rows(rows: Sequence[Sequence[int] | torch.Tensor], pad_value: float = 0, left: bool = False,
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one padding helper: variable-length rows → (padded batch, (B, T) long mask, 1 = real).
+
+    Rows are token-id lists (→ (B, T) long ids) or (T_i, ...) tensors (→ (B, T, ...) of their dtype);
+    `left` pads on the left (generation), otherwise on the right (training, scoring, attacks). Empty
+    rows are allowed (all padding); at least one row is required."""
+    if len(rows) == 0:
+        raise ValueError("pad_rows: no rows to pad")
+    tensors = [r if isinstance(r, torch.Tensor) else torch.as_tensor(list(r), dtype=torch.long) for r in rows]
+    lengths = torch.tensor([int(t.shape[0]) for t in tensors], dtype=torch.long)
+    mask = padding_mask(lengths, int(lengths.max()), left)
+    first = next((t for t in tensors if t.ndim > 1 or t.numel()), tensors[0])
+    out = first.new_full((len(tensors), mask.shape[1], *first.shape[1:]), pad_value)
+    out[mask.bool()] = torch.cat([t.reshape(-1, *first.shape[1:]).to(first.dtype) for t in tensors])
+    return out, mask
 
 
 def pack(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ server one over the trunk's adapters; parties never see each other's parameters.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -36,6 +37,10 @@ class LoraSpec:
             raise FlbenchError(f"--train-parts {','.join(bad)}: accepted parts are {', '.join(PART_NAMES)}")
         if self.rank < 1:
             raise FlbenchError(f"--lora-rank {self.rank}: must be a positive integer")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise FlbenchError(f"--lora-alpha {self.alpha}: must be a finite number > 0")
+        if not 0 <= self.dropout < 1:
+            raise FlbenchError(f"LoRA dropout {self.dropout}: must be in [0, 1)")
 
     def peft_config(self) -> LoraConfig:
         return LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,

@@ -13,7 +13,9 @@ So a decode step (h_A up, h_B down, batch B) moves 2·(32 + 4·B) + 2·B·d·s b
 n real prompt tokens moves 2·(32 + 4·B) + 2·n·d·s bytes. Masks never cross the wire (see
 `splits.sequence`); `Wire.stats()` reports what full masks and position ids would have cost instead.
 The receiver validates magic, version, kind, phase, hidden size, shape consistency, the CRC and
-finiteness, and raises `WireError` on any mismatch.
+finiteness, and raises `WireError` on any mismatch. A `WireError` is an internal protocol error (a bug or a
+corrupted transport), never a user mistake: its message says so. The sender refuses to put NaN/Inf on the
+wire (`NonFiniteTensorError`: numerical divergence, e.g. a too-high learning rate or an overflowing noise scale).
 """
 from __future__ import annotations
 
@@ -64,6 +66,16 @@ _NUMPY = {"fp32": np.float32, "fp16": np.float16}
 FLAG_LEFT_PAD = 1
 
 
+class NonFiniteTensorError(FlbenchError):
+    """A party's outgoing tensor holds NaN/Inf (numerical divergence); it is refused before it is sent."""
+
+
+def protocol_error(detail: str) -> WireError:
+    """A WireError whose message says it is an internal protocol error, not a mistake in the user's input."""
+    return WireError(f"internal protocol error on the split wire (a bug or a corrupted transport, not a bad "
+                     f"input): {detail}")
+
+
 @dataclass
 class Message:
     kind: Kind
@@ -100,27 +112,27 @@ def encode(msg: Message, wire_dtype: str) -> bytes:
 
 def decode(data: bytes, hidden_size: int, expect_kind: Kind | None = None) -> Message:
     if len(data) < HEADER_BYTES:
-        raise WireError(f"message of {len(data)} bytes is shorter than the {HEADER_BYTES}-byte header")
+        raise protocol_error(f"message of {len(data)} bytes is shorter than the {HEADER_BYTES}-byte header")
     magic, version, kind, phase, dcode, flags, client, seq, batch, seqlen, past, crc = HEADER.unpack_from(data)
     if magic != MAGIC or version != VERSION:
-        raise WireError(f"bad header: magic {magic!r} version {version} (expected {MAGIC!r} version {VERSION})")
+        raise protocol_error(f"bad header: magic {magic!r} version {version} (expected {MAGIC!r} version {VERSION})")
     try:
         kind, phase, wire_dtype = Kind(kind), Phase(phase), _CODE_DTYPE[dcode]
     except (ValueError, KeyError):
-        raise WireError(f"bad header: kind {kind}, phase {phase}, dtype code {dcode}") from None
+        raise protocol_error(f"bad header: kind {kind}, phase {phase}, dtype code {dcode}") from None
     if expect_kind is not None and kind != expect_kind:
-        raise WireError(f"expected a {expect_kind.name} message, got {kind.name}")
+        raise protocol_error(f"expected a {expect_kind.name} message, got {kind.name}")
     body = memoryview(data)[HEADER_BYTES:]
     if zlib.crc32(body) != crc:
-        raise WireError(f"{kind.name} message #{seq}: CRC mismatch (corrupted in transit)")
+        raise protocol_error(f"{kind.name} message #{seq}: CRC mismatch (corrupted in transit)")
     ints_bytes = 4 * batch
     if batch == 0 or len(body) < ints_bytes:
-        raise WireError(f"{kind.name} message #{seq}: batch {batch} does not fit a body of {len(body)} bytes")
+        raise protocol_error(f"{kind.name} message #{seq}: batch {batch} does not fit a body of {len(body)} bytes")
     ints = torch.from_numpy(np.frombuffer(body[:ints_bytes], dtype=np.int32).copy()).long()
     elem = torch.tensor([], dtype=WIRE_DTYPES[wire_dtype]).element_size()
     payload = body[ints_bytes:]
     if len(payload) % (hidden_size * elem):
-        raise WireError(
+        raise protocol_error(
             f"{kind.name} message #{seq}: payload of {len(payload)} bytes is not a whole number of "
             f"{hidden_size}-dim {wire_dtype} vectors"
         )
@@ -130,7 +142,7 @@ def decode(data: bytes, hidden_size: int, expect_kind: Kind | None = None) -> Me
     else:
         consistent = n == int(ints.sum()) and bool(((ints >= 0) & (ints <= seqlen)).all())
     if not consistent:
-        raise WireError(
+        raise protocol_error(
             f"{kind.name} message #{seq}: shape mismatch: {n} vectors for {'positions' if phase == Phase.DECODE else 'lengths'} "
             f"{ints.tolist()[:8]} (batch {batch}, seqlen {seqlen}, phase {phase.name})"
         )
@@ -141,7 +153,7 @@ def decode(data: bytes, hidden_size: int, expect_kind: Kind | None = None) -> Me
     tensor = arr.reshape(n, hidden_size).to(torch.float32)
     if not torch.isfinite(tensor).all():
         bad = int((~torch.isfinite(tensor)).sum())
-        raise WireError(f"{kind.name} message #{seq}: tensor holds {bad} NaN/Inf values; rejected")
+        raise protocol_error(f"{kind.name} message #{seq}: tensor holds {bad} NaN/Inf values; rejected")
     return Message(kind, phase, tensor, ints, seqlen, past, bool(flags & FLAG_LEFT_PAD), client, seq)
 
 
@@ -168,6 +180,14 @@ class Wire:
     def transmit(self, msg: Message) -> Message:
         msg.seq = self._seq
         self._seq += 1
+        t = msg.tensor.detach()
+        bad = int((~torch.isfinite(t)).sum())
+        over = 0 if bad or self.dtype == "fp32" else int((~torch.isfinite(t.to(WIRE_DTYPES[self.dtype]))).sum())
+        if bad or over:
+            what = (f"holds {bad} NaN/Inf values (numerical overflow or divergence)" if bad else
+                    f"has {over} values beyond the range of --wire-dtype {self.dtype} (use fp32 or bf16)")
+            raise NonFiniteTensorError(f"{DIRECTION[msg.kind]} {msg.kind.name} message #{msg.seq} "
+                                       f"({msg.phase.name.lower()}): the sender's tensor {what}; not sent")
         data = encode(msg, self.dtype)
         key = (DIRECTION[msg.kind], msg.kind.name, msg.phase.name)
         self.bytes_by[key] += len(data)

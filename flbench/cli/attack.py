@@ -1,45 +1,74 @@
-"""`flbench attack`: attack the traffic the server saw on victim data."""
+"""`flbench attack`: attack the traffic the server saw on victim data, from one typed AttackConfig."""
 from __future__ import annotations
 
 import click
 
 from flbench.cli.common import (
-    DEFAULT_MODEL,
     defense_options,
+    defense_spec,
     emit,
+    given,
     make_cli_defense,
     parse_kv,
     wire_options,
 )
-from flbench.core.errors import FlbenchError
+from flbench.pipeline.config import (
+    DEFAULT_MODEL,
+    DEFAULT_SPLIT,
+    AttackConfig,
+    VictimsConfig,
+    default,
+)
+
+# config key paths → the options that set them (for one-line errors naming the option)
+OPTIONS = {
+    "model": "--model", "split": "--split", "attack": "--attack", "params": "--attack-param",
+    "defense": "--defense", "defense.params": None, "victims.data": "--data", "victims.data_file": "--data-file",
+    "victims.limit": "--limit", "victims.max_length": "--max-length", "victims.aux_data": "--aux-data",
+    "victims.aux_limit": "--aux-limit", "wire_dtype": "--wire-dtype", "seed": "--seed",
+}
 
 
 @click.command()
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="registry name, local directory or HF id")
-@click.option("--split", "split_text", default="2,2", show_default=True, help="P,Q: blocks in the client head and tail")
-@click.option("--attack", "attack_name", default="learned-inversion", show_default=True, help="flbench ls attacks")
+@click.option("--split", "split_text", default=DEFAULT_SPLIT, show_default=True,
+              help="P,Q: blocks in the client head and tail")
+@click.option("--attack", "attack_name", default=default(AttackConfig, "attack"), show_default=True,
+              help="flbench ls attacks")
 @click.option("--attack-param", "attack_params", multiple=True, help="attack parameter key=value (repeatable)")
-@click.option("--data", default="private-records", show_default=True, help="victim corpus: private-records, enron")
-@click.option("--data-file", default=None, help="victim texts: one per line, or JSONL with a 'text' field")
-@click.option("--aux-data", default="xsum,sst2", show_default=True, help="public auxiliary corpora (comma-separated)")
-@click.option("--aux-limit", type=int, default=2000, show_default=True, help="auxiliary texts per corpus")
-@click.option("--limit", type=int, default=50, show_default=True, help="victim examples")
-@click.option("--max-length", type=int, default=64, show_default=True, help="victim tokens per example")
+@click.option("--data", default=default(VictimsConfig, "data"), show_default=True,
+              help="victim corpus: private-records, enron")
+@click.option("--data-file", default=None, help="victim texts: one per line, or JSONL with a 'text' field "
+                                                "(instead of --data)")
+@click.option("--aux-data", default=",".join(default(VictimsConfig, "aux_data")), show_default=True,
+              help="public auxiliary corpora (comma-separated)")
+@click.option("--aux-limit", type=int, default=default(VictimsConfig, "aux_limit"), show_default=True,
+              help="auxiliary texts per corpus")
+@click.option("--limit", type=int, default=default(VictimsConfig, "limit"), show_default=True, help="victim examples")
+@click.option("--max-length", type=int, default=default(VictimsConfig, "max_length"), show_default=True,
+              help="victim tokens per example")
 @wire_options
 @defense_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 def attack(model, split_text, attack_name, attack_params, data, data_file, aux_data, aux_limit, limit, max_length,
            wire_dtype, as_json, **defense_opts) -> None:
-    """Attack the traffic the server saw on victim data; score recovery with 95% bootstrap CIs."""
-    from flbench.pipeline.attack import AttackConfig, run_attack
+    """Attack the traffic the server saw on victim data; score recovery with 95% bootstrap CIs.
 
-    for name, v in (("--limit", limit), ("--aux-limit", aux_limit), ("--max-length", max_length)):
-        if v < 1:
-            raise FlbenchError(f"{name} {v}: must be a positive integer")
-    cfg = AttackConfig(model=model, split=split_text, attack=attack_name, attack_params=parse_kv(attack_params),
-                       data=data, data_file=data_file, limit=limit, max_length=max_length, wire_dtype=wire_dtype,
-                       aux_data=tuple(a.strip() for a in aux_data.split(",") if a.strip()), aux_limit=aux_limit,
-                       seed=defense_opts["seed"])
+    Everything (names, parameters, data) is validated before the model is loaded."""
+    from flbench.pipeline.attack import run_attack
+    from flbench.pipeline.config import validate
+
+    victims = {"limit": limit, "max_length": max_length, "aux_limit": aux_limit,
+               "aux_data": [a.strip() for a in aux_data.split(",") if a.strip()]}
+    if data_file is None or given("data"):  # only a --data given explicitly conflicts with --data-file
+        victims["data"] = data
+    if data_file is not None:
+        victims["data_file"] = data_file
+    dspec = defense_spec(**defense_opts)
+    cfg = validate(AttackConfig, {
+        "model": model, "split": split_text, "defense": {"name": dspec.pop("name"), "params": dspec},
+        "attack": attack_name, "params": dict(parse_kv(attack_params)), "victims": victims,
+        "wire_dtype": wire_dtype, "seed": defense_opts["seed"]}, options=OPTIONS)
     defense, gen = make_cli_defense(**defense_opts)
     res = run_attack(cfg, defense, gen)
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import click
 
-from flbench.cli.common import DEFAULT_MODEL, emit, invocation
-from flbench.core.errors import FlbenchError
+from flbench.cli.common import DEFAULT_MODEL, POSITIVE_INT, IntList, emit, invocation, parse_split_option
+from flbench.core.io import check_output
+
+OUT_HELP = "also write the JSON result to this file (e.g. results/bench/{}.json)"
 
 
 @click.group()
@@ -15,26 +17,22 @@ def bench() -> None:
 @bench.command("inference")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True)
 @click.option("--split", "split_text", default="2,2", show_default=True)
-@click.option("--prompt-tokens", type=int, default=128, show_default=True)
-@click.option("--new-tokens", type=int, default=128, show_default=True)
-@click.option("--batch-sizes", default="1,4", show_default=True, help="comma-separated")
-@click.option("--repeats", type=int, default=2, show_default=True, help="timed repeats per mode (median)")
-@click.option("--out", default=None, help="also write the JSON result here (e.g. results/bench/inference.json)")
+@click.option("--prompt-tokens", type=POSITIVE_INT, default=128, show_default=True)
+@click.option("--new-tokens", type=POSITIVE_INT, default=128, show_default=True)
+@click.option("--batch-sizes", type=IntList(min=1), default="1,4", show_default=True, help="comma-separated")
+@click.option("--repeats", type=POSITIVE_INT, default=2, show_default=True, help="timed repeats per mode (median)")
+@click.option("--out", type=click.Path(), default=None, help=OUT_HELP.format("inference"))
+@click.option("--overwrite", is_flag=True, help="replace an existing --out file")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
-def bench_inference_cmd(model, split_text, prompt_tokens, new_tokens, batch_sizes, repeats, out, as_json) -> None:
+def bench_inference_cmd(model, split_text, prompt_tokens, new_tokens, batch_sizes, repeats, out, overwrite,
+                        as_json) -> None:
     """Centralized vs split KV-cached vs split naive generation tokens/s."""
     from flbench.pipeline.bench import bench_inference, write_result
 
-    try:
-        sizes = [int(x) for x in batch_sizes.split(",") if x.strip()]
-    except ValueError:
-        raise FlbenchError(f"--batch-sizes {batch_sizes!r}: expected comma-separated positive integers") from None
-    for name, v in (("--prompt-tokens", prompt_tokens), ("--new-tokens", new_tokens), ("--repeats", repeats)):
-        if v < 1:
-            raise FlbenchError(f"{name} {v}: must be a positive integer")
-    if not sizes or min(sizes) < 1:
-        raise FlbenchError(f"--batch-sizes {batch_sizes!r}: expected comma-separated positive integers")
-    res = bench_inference(model, split_text, prompt_tokens, new_tokens, sizes, repeats)
+    parse_split_option(split_text)
+    if out is not None:
+        check_output(out, kind="file", overwrite=overwrite)  # before the benchmark, not after it
+    res = bench_inference(model, split_text, prompt_tokens, new_tokens, batch_sizes, repeats)
     write_result(res, out, invocation())
 
     def human(o):
@@ -50,18 +48,19 @@ def bench_inference_cmd(model, split_text, prompt_tokens, new_tokens, batch_size
 @bench.command("training")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True)
 @click.option("--split", "split_text", default="2,2", show_default=True)
-@click.option("--batch", type=int, default=4, show_default=True)
-@click.option("--seq-len", type=int, default=128, show_default=True)
-@click.option("--steps", type=int, default=5, show_default=True, help="timed steps (median)")
-@click.option("--out", default=None, help="also write the JSON result here (e.g. results/bench/training.json)")
+@click.option("--batch", type=POSITIVE_INT, default=4, show_default=True)
+@click.option("--seq-len", type=POSITIVE_INT, default=128, show_default=True)
+@click.option("--steps", type=POSITIVE_INT, default=5, show_default=True, help="timed steps (median)")
+@click.option("--out", type=click.Path(), default=None, help=OUT_HELP.format("training"))
+@click.option("--overwrite", is_flag=True, help="replace an existing --out file")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
-def bench_training_cmd(model, split_text, batch, seq_len, steps, out, as_json) -> None:
+def bench_training_cmd(model, split_text, batch, seq_len, steps, out, overwrite, as_json) -> None:
     """Split LoRA training step vs the unsplit model's step, side by side."""
     from flbench.pipeline.bench import bench_training, write_result
 
-    for name, v in (("--batch", batch), ("--seq-len", seq_len), ("--steps", steps)):
-        if v < 1:
-            raise FlbenchError(f"{name} {v}: must be a positive integer")
+    parse_split_option(split_text)
+    if out is not None:
+        check_output(out, kind="file", overwrite=overwrite)
     res = bench_training(model, split_text, batch, seq_len, steps)
     write_result(res, out, invocation())
 

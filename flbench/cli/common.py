@@ -1,18 +1,72 @@
 """Options and helpers shared by the command modules (no command lives here)."""
 from __future__ import annotations
 
-import json
+import math
 
 import click
+from click.core import ParameterSource
 
+from flbench.core.canonical import strict_json
 from flbench.core.errors import FlbenchError
 
 DEFAULT_MODEL = "smollm2-135m"
 
+# click types for the options every command shares (click's own message names the option and the value)
+POSITIVE_INT = click.IntRange(min=1)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and ±inf (FloatRange lets nan through every bound)."""
+
+    name = "finite float range"
+
+    def convert(self, value, param, ctx):
+        rv = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(rv, param, ctx)
+
+
+class IntList(click.ParamType):
+    """Comma-separated integers ≥ `min` ("1,4"), each with at most 9 digits."""
+
+    name = "int list"
+
+    def __init__(self, min: int = 1) -> None:
+        self.min = min
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        items = [x.strip() for x in str(value).split(",")]
+        if not items or not all(x.isascii() and x.isdigit() and len(x) <= 9 and int(x) >= self.min for x in items):
+            shown = value if len(str(value)) <= 40 else f"{str(value)[:30]}… ({len(str(value))} characters)"
+            self.fail(f"{shown!r}: expected comma-separated integers ≥ {self.min} (e.g. 1,4).", param, ctx)
+        return [int(x) for x in items]
+
+
+def given(name: str) -> bool:
+    """Was option `name` given explicitly (command line or environment), not left at its default?"""
+    ctx = click.get_current_context()
+    return ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
+def refuse_with(flag: str, active: bool, *names: str, why: str) -> None:
+    """`flag` (when `active`) makes options `names` meaningless: refuse those given explicitly."""
+    if not active:
+        return
+    ctx = click.get_current_context()
+    for name in names:
+        if given(name):
+            opt = next(p for p in ctx.command.params if p.name == name)
+            shown = opt.opts[0] if getattr(opt, "is_flag", False) else f"{opt.opts[0]} {ctx.params.get(name)}"
+            raise FlbenchError(f"{shown} has no effect with {flag} ({why}); drop one of them")
+
 
 def emit(obj: dict, as_json: bool, human) -> None:
+    """--json: one strict JSON object on stdout (NaN/±inf → null); otherwise the human summary."""
     if as_json:
-        click.echo(json.dumps(obj, indent=None, sort_keys=False))
+        click.echo(strict_json(obj))
     else:
         human(obj)
 
@@ -30,14 +84,32 @@ def wire_options(f):
 
 
 def defense_options(f):
-    opts = [
-        click.option("--defense", default=None, help="defense on the client's outgoing edge (flbench ls defenses); "
-                     "default none, or gaussian when --noise-sigma is given"),
-        click.option("--noise-sigma", type=float, default=None, help="gaussian: noise standard deviation σ"),
-        click.option("--noise-relative", is_flag=True, help="gaussian: σ is a multiple of the clean hidden states' RMS"),
-        click.option("--dp-clip", type=float, default=None, help="dp-forward: per-token L2 clip C"),
-        click.option("--noise-multiplier", type=float, default=None, help="dp-forward: noise std = z × C"),
-        click.option("--dp-delta", type=float, default=None, help="dp-forward: δ (default 1e-5)"),
+    """--defense, the flags every registered defense declares on its parameters (field metadata "flag",
+    "help"; see defenses/__init__.py), --seed and --secure-noise. Nothing here names a defense."""
+    from defenses import defenses
+
+    owners: dict[str, list] = {}  # flag -> [(defense name, CliFlag)], in registry order
+    for name, cls in defenses.items():
+        for fl in cls.cli_flags():
+            owners.setdefault(fl.flag, []).append((name, fl))
+    selecting = ", ".join(f"{fl.flag}: {n}" for flag, decl in owners.items() for n, fl in decl if fl.selects)
+    opts = [click.option("--defense", type=click.Choice(defenses.names()), default=None,
+                         help="defense on the client's outgoing edge (flbench ls defenses); default none"
+                              + (f", or the defense a flag alone selects ({selecting})" if selecting else ""))]
+    for flag, decl in owners.items():
+        first = decl[0][1]
+        if len({(fl.switch, fl.annotation) for _, fl in decl}) > 1:
+            raise TypeError(f"defenses {', '.join(n for n, _ in decl)} declare {flag} with different types")
+        text = "; ".join(f"{n}: {fl.help}" + ("" if fl.switch or fl.required else f" (default {fl.default!r})")
+                         for n, fl in decl)
+        if first.switch:
+            opts.append(click.option(flag, is_flag=True, default=False, help=text))
+        else:
+            ann = first.annotation
+            ctype = ({float: click.FLOAT, int: click.INT, str: click.STRING}.get(ann)
+                     or click.Choice([str(a) for a in getattr(ann, "__args__", ())]))
+            opts.append(click.option(flag, type=ctype, default=None, help=text))
+    opts += [
         click.option("--seed", type=int, default=0, show_default=True, help="seed for noise draws (benchmarks)"),
         click.option("--secure-noise", is_flag=True, help="seed the noise generator from the OS instead of --seed"),
     ]
@@ -46,26 +118,79 @@ def defense_options(f):
     return f
 
 
-def defense_spec(defense, noise_sigma, noise_relative, dp_clip, noise_multiplier, dp_delta) -> dict:
-    """CLI options → {"name": ..., **params}. A --noise-sigma without --defense means gaussian."""
-    name = defense or ("gaussian" if noise_sigma is not None else "none")
-    params = {
-        "gaussian": {"sigma": noise_sigma if noise_sigma is not None else 0.0, "relative": noise_relative},
-        "dp-forward": {k: v for k, v in (("clip", dp_clip), ("noise_multiplier", noise_multiplier),
-                                         ("delta", dp_delta)) if v is not None},
-    }.get(name, {})
-    if name not in ("gaussian",) and (noise_sigma is not None or noise_relative):
-        raise FlbenchError(f"--noise-sigma/--noise-relative apply to --defense gaussian, not {name!r}")
+def defense_spec(defense: str | None = None, seed: int | None = None, secure_noise: bool = False,
+                 **flag_values) -> dict:
+    """CLI defense options (as `defense_options` named them) → {"name": ..., **params}.
+
+    Without --defense: "none", or the defense whose flag alone selects it (e.g. --noise-sigma → gaussian).
+    Refused, in one line: a flag the chosen defense does not declare, a value its validator rejects, a
+    required parameter left out (dp-forward's clip and noise multiplier have no silent defaults), and
+    --seed given explicitly together with --secure-noise. Params are the flags given, plus the chosen
+    defense's on/off switches (so `--noise-sigma 0.5` gives {"sigma": 0.5, "relative": False})."""
+    from click.core import ParameterSource
+
+    from defenses import defenses
+    from flbench.core.params import check_params
+
+    ctx = click.get_current_context(silent=True)
+
+    def given(dest: str, value) -> bool:
+        src = ctx.get_parameter_source(dest) if ctx is not None else None
+        if src is None:  # called outside a command: a value other than "unset" counts as given
+            return value is not None and value is not False
+        return src not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+    def dest(flag: str) -> str:
+        return flag.lstrip("-").replace("-", "_")
+
+    if secure_noise and seed is not None and given("seed", seed):
+        raise FlbenchError(f"--seed {seed} has no effect with --secure-noise (the noise generator is seeded from "
+                           "the OS); drop one of them")
+    owners: dict[str, list] = {}
+    for n, cls in defenses.items():
+        for fl in cls.cli_flags():
+            owners.setdefault(fl.flag, []).append((n, fl))
+    shown = [flag for flag in owners if given(dest(flag), flag_values.get(dest(flag)))]
+    name = defense
+    if name is None:
+        selected = sorted({n for flag in shown for n, fl in owners[flag] if fl.selects})
+        if len(selected) > 1:
+            raise FlbenchError(f"{', '.join(shown)} select several defenses ({', '.join(selected)}); "
+                               "choose one with --defense")
+        name = selected[0] if selected else "none"
+    cls = defenses.get(name)
+    mine = {fl.flag: fl for fl in cls.cli_flags()}
+    for flag in shown:
+        if flag not in mine:
+            value = flag_values.get(dest(flag))
+            text = flag if value is True else f"{flag} {value}"
+            raise FlbenchError(f"{text} does not apply to --defense {name} (it is a flag of "
+                               f"{', '.join(n for n, _ in owners[flag])}); --defense {name} takes "
+                               f"{', '.join(mine) or 'no flags'}")
+    params = {}
+    for flag, fl in mine.items():
+        if flag in shown or fl.switch:
+            value = bool(flag_values.get(dest(flag))) if fl.switch else flag_values.get(dest(flag))
+            try:  # the defense's own validator; the message names the flag and the parameter
+                check_params(f"defense {name!r}", cls, {fl.param: value}, partial=True)
+            except FlbenchError:
+                raise FlbenchError(f"{flag} {value!r} is not accepted ({fl.param} of --defense {name}: {fl.help}); "
+                                   f"expected {fl.expected}") from None
+            params[fl.param] = value
+    for fl in mine.values():  # bad values first, then what is missing
+        if fl.required and fl.param not in params:
+            raise FlbenchError(f"--defense {name} needs {fl.flag} ({fl.help}: {fl.expected})")
     return {"name": name, **params}
 
 
-def make_cli_defense(defense, noise_sigma, noise_relative, dp_clip, noise_multiplier, dp_delta, seed, secure_noise):
-    """CLI options → (defense, generator)."""
+def make_cli_defense(**defense_opts):
+    """CLI defense options → (defense, generator)."""
     from defenses import make_defense, make_generator
 
-    spec = defense_spec(defense, noise_sigma, noise_relative, dp_clip, noise_multiplier, dp_delta)
+    spec = defense_spec(**defense_opts)
     d = make_defense(spec.pop("name"), **spec)
-    gen = make_generator(seed=None if secure_noise else seed, secure=secure_noise)
+    secure = bool(defense_opts.get("secure_noise"))
+    gen = make_generator(seed=None if secure else defense_opts.get("seed", 0), secure=secure)
     return d, gen
 
 
@@ -76,12 +201,17 @@ def invocation() -> list[str]:
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
         flag = param.opts[0]
+        if flag == "--json":  # how the result is shown, not what it is
+            continue
         if isinstance(param, click.Option) and param.is_flag:
             if value:
                 argv.append(flag)
-        elif value is not None and flag != "--json":
-            for v in value if isinstance(value, (tuple, list)) else [value]:
-                argv += [flag, str(v)]
+        elif value is not None:
+            if getattr(param, "multiple", False):
+                for v in value:
+                    argv += [flag, str(v)]
+            else:
+                argv += [flag, ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)]
     return argv
 
 

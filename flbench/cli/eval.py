@@ -5,10 +5,12 @@ import click
 
 from flbench.cli.common import (
     DEFAULT_MODEL,
+    POSITIVE_INT,
     defense_options,
     emit,
     make_cli_defense,
     parse_split_option,
+    refuse_with,
     wire_options,
 )
 from flbench.core.errors import FlbenchError
@@ -23,8 +25,8 @@ from flbench.core.errors import FlbenchError
 @click.option("--split", "split_text", default=None, help="P,Q: blocks in the client head and tail [default: 2,2, "
               "or the --checkpoint's split]")
 @click.option("--centralized", is_flag=True, help="score the unsplit model instead (same examples, same scoring)")
-@click.option("--limit", type=int, default=None, help="score only the first N eval examples")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="sequences per forward")
+@click.option("--limit", type=POSITIVE_INT, default=None, help="score only the first N eval examples")
+@click.option("--batch-size", type=POSITIVE_INT, default=8, show_default=True, help="sequences per forward")
 @click.option("--data-dir", default=None, help="local data directory (default: $FLBENCH_DATA_DIR, ../shared/data)")
 @wire_options
 @defense_options
@@ -38,9 +40,7 @@ def eval_cmd(task_name, model, checkpoint, split_text, centralized, limit, batch
     from flbench.tasks import get_task
 
     task = get_task(task_name)
-    for name, v in (("--limit", limit), ("--batch-size", batch_size)):
-        if v is not None and v < 1:
-            raise FlbenchError(f"{name} {v}: must be a positive integer")
+    refuse_with("--centralized", centralized, "wire_dtype", why="the unsplit model sends nothing over a wire")
     meta = read_checkpoint(checkpoint) if checkpoint else None
     model = model or (meta["model"].get("name") if meta else None) or DEFAULT_MODEL
     split_text = split_text or (meta["split"] if meta else "2,2")

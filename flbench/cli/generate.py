@@ -5,10 +5,12 @@ import click
 
 from flbench.cli.common import (
     DEFAULT_MODEL,
+    POSITIVE_INT,
     defense_options,
     emit,
     make_cli_defense,
     parse_split_option,
+    refuse_with,
     wire_options,
 )
 from flbench.core.errors import FlbenchError
@@ -18,7 +20,8 @@ from flbench.core.errors import FlbenchError
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="registry name, local directory or HF id")
 @click.option("--split", "split_text", default="2,2", show_default=True, help="P,Q: blocks in the client head and tail")
 @click.option("--prompt", "prompts", multiple=True, required=True, help="prompt text; repeat for a batch")
-@click.option("--max-new-tokens", type=int, default=32, show_default=True)
+@click.option("--max-new-tokens", type=POSITIVE_INT, default=32, show_default=True,
+              help="tokens to generate per prompt; prompt + new tokens must fit the model's context")
 @click.option("--centralized", is_flag=True, help="run the unsplit model (model.generate) instead")
 @click.option("--no-kv-cache", is_flag=True, help="naive split: re-send and recompute the whole sequence every step")
 @click.option("--chat", is_flag=True, help="wrap each prompt in the model's chat template")
@@ -29,13 +32,12 @@ def generate(model, split_text, prompts, max_new_tokens, centralized, no_kv_cach
              **defense_opts) -> None:
     """Greedy generation through the split (KV-cached by default)."""
     from flbench.models import load_model
-    from flbench.pipeline.generation import encode_prompts, run_generation
+    from flbench.pipeline.generation import check_context, encode_prompts, run_generation
     from splits.runtime import SplitRuntime
 
     if centralized and no_kv_cache:
         raise FlbenchError("--centralized and --no-kv-cache exclude each other; pick one")
-    if max_new_tokens < 1:
-        raise FlbenchError(f"--max-new-tokens {max_new_tokens}: must be a positive integer")
+    refuse_with("--centralized", centralized, "wire_dtype", why="the unsplit model sends nothing over a wire")
     spec = parse_split_option(split_text)
     defense, gen = make_cli_defense(**defense_opts)
     if centralized and defense.name != "none":
@@ -43,6 +45,7 @@ def generate(model, split_text, prompts, max_new_tokens, centralized, no_kv_cach
     loaded = load_model(model)
     spec.validate(len(loaded.model.model.layers))
     ids, mask = encode_prompts(loaded.tokenizer, list(prompts), chat)
+    check_context(loaded, mask, max_new_tokens)  # before generating: a huge --max-new-tokens never starts
     mode = "centralized" if centralized else "naive" if no_kv_cache else "kv-cache"
     rt = None if centralized else SplitRuntime(loaded, spec, wire_dtype=wire_dtype, defense=defense, generator=gen)
     res = run_generation(loaded, ids, mask, max_new_tokens, mode, spec, rt)

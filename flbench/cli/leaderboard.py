@@ -18,9 +18,14 @@ from flbench.core.errors import FlbenchError
 @click.option("--task", "only_tasks", multiple=True, help="keep only rows of this task (repeatable)")
 def leaderboard_cmd(records, out, fmt, to_stdout, only_attacks, only_tasks) -> None:
     """Derive the leaderboard (DCS, Pareto flag) from the records; byte-identical for the same records."""
+    from flbench.core.io import check_output
     from flbench.experiments.records import read_records
     from flbench.reporting import leaderboard as lb
 
+    path = None
+    if not to_stdout:  # refuse an unusable --out before reading anything; the leaderboard is rewritten in place
+        path = check_output(Path(out or ("results/leaderboard.csv" if fmt == "csv" else "results/leaderboard.md")),
+                            kind="file", overwrite=True)
     recs = read_records(Path(records))
     if not recs:
         raise FlbenchError(f"--records {records!r}: no run records found (run flbench run or flbench sweep first)")
@@ -38,7 +43,6 @@ def leaderboard_cmd(records, out, fmt, to_stdout, only_attacks, only_tasks) -> N
         return
     from flbench.experiments.records import atomic_write_text
 
-    path = Path(out or ("results/leaderboard.csv" if fmt == "csv" else "results/leaderboard.md"))
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
     click.echo(f"[flbench] {len(df)} rows from {len(recs)} records → {path}", err=True)

@@ -13,10 +13,12 @@ from flbench.core.errors import FlbenchError
 @click.option("--out", default="results/plots", show_default=True, help="directory for PNG + SVG files")
 def plot_cmd(records, out) -> None:
     """Utility vs attack recovery, recovery vs σ per attack, ε vs utility (PNG and SVG)."""
+    from flbench.core.io import check_output
     from flbench.experiments.records import read_records
     from flbench.reporting import leaderboard as lb
     from flbench.reporting import plots
 
+    check_output(Path(out), kind="dir", existing_dir_ok=True)  # plots are rewritten in place
     recs = read_records(Path(records))
     if not recs:
         raise FlbenchError(f"--records {records!r}: no run records found (run flbench run or flbench sweep first)")

@@ -1,23 +1,39 @@
-"""`flbench run`: one benchmark cell."""
+"""`flbench run`: one benchmark cell, from one typed RunConfig (flbench.pipeline.config)."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import click
 
-from flbench.cli.common import (
-    DEFAULT_MODEL,
-    defense_options,
-    defense_spec,
-    emit,
-    parse_kv,
-)
+from flbench.cli.common import defense_options, defense_spec, emit, given, parse_kv
 from flbench.core.errors import FlbenchError
+from flbench.pipeline.config import (
+    DEFAULT_MODEL,
+    DEFAULT_SPLIT,
+    FinetuneConfig,
+    TaskConfig,
+    VictimsConfig,
+    default,
+)
+
+# config key paths → the options that set them (for one-line errors naming the option)
+OPTIONS = {
+    "model": "--model", "split": "--split", "defense": "--defense", "defense.params": None,
+    "task": "--task", "task.name": "--task", "task.limit": "--task-limit", "task.batch_size": "--task-batch-size",
+    "finetune": "--finetune-steps", "finetune.steps": "--finetune-steps",
+    "finetune.batch_size": "--finetune-batch-size", "finetune.lr": "--finetune-lr",
+    "finetune.max_length": "--finetune-max-length", "finetune.lora_rank": "--finetune-lora-rank",
+    "finetune.lora_alpha": "--finetune-lora-alpha", "attacks": "--attack", "attack_params": "--attack-param",
+    "victims": "--victims", "victims.data": "--victims", "victims.limit": "--victim-limit",
+    "victims.max_length": "--victim-max-length", "victims.aux_data": "--aux-data",
+    "victims.aux_limit": "--aux-limit", "seed": "--seed",
+}
+FINETUNE = {"finetune_batch_size": "batch_size", "finetune_lr": "lr", "finetune_max_length": "max_length",
+            "finetune_lora_rank": "lora_rank", "finetune_lora_alpha": "lora_alpha"}
+VICTIMS = {"victims": "data", "victim_limit": "limit", "victim_max_length": "max_length", "aux_data": "aux_data",
+           "aux_limit": "aux_limit"}
 
 
 def _attack_params(items: tuple[str, ...], attacks: list[str]) -> dict:
     """--attack-param ATTACK.key=value (or key=value when one attack is given) → {attack: {key: value}}."""
-
     out: dict[str, dict] = {}
     for item in items:
         head, _, rest = item.partition("=")
@@ -26,78 +42,95 @@ def _attack_params(items: tuple[str, ...], attacks: list[str]) -> dict:
         elif len(attacks) == 1:
             name, key = attacks[0], head
         else:
-            raise FlbenchError(f"--attack-param {item!r}: with several attacks write ATTACK.key=value")
+            raise FlbenchError(f"--attack-param {item!r}: with several attacks (or none) write ATTACK.key=value")
         if name not in attacks:
-            raise FlbenchError(f"--attack-param {item!r}: attack {name!r} is not among --attack {', '.join(attacks)}")
+            raise FlbenchError(f"--attack-param {item!r}: attack {name!r} is not among --attack "
+                               f"({', '.join(attacks) or 'none given'})")
         out.setdefault(name, {}).update(dict(parse_kv((f"{key}={rest}",))))
     return out
 
 
+def _explicit(names) -> list[str]:
+    return [n for n in names if given(n)]
+
 
 @click.command("run")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="registry name, local directory or HF id")
-@click.option("--split", "split_text", default="2,2", show_default=True, help="P,Q: blocks in the client head and tail")
+@click.option("--split", "split_text", default=DEFAULT_SPLIT, show_default=True,
+              help="P,Q: blocks in the client head and tail")
 @click.option("--centralized", is_flag=True, help="the unsplit reference cell (no wire: no defense, no attacks)")
 @click.option("--task", "task_name", default=None, help="utility task (flbench ls tasks)")
-@click.option("--task-limit", type=int, default=100, show_default=True, help="eval examples of the task")
-@click.option("--finetune-steps", type=int, default=None, help="LoRA fine-tune on the task's training portion first")
-@click.option("--finetune-batch-size", type=int, default=8, show_default=True)
-@click.option("--finetune-lr", type=float, default=1e-3, show_default=True)
+@click.option("--task-limit", type=int, default=default(TaskConfig, "limit"), show_default=True,
+              help="eval examples of the task")
+@click.option("--task-batch-size", type=int, default=default(TaskConfig, "batch_size"), show_default=True)
+@click.option("--finetune-steps", type=int, default=None,
+              help=f"LoRA fine-tune on the task's training portion first (e.g. {default(FinetuneConfig, 'steps')})")
+@click.option("--finetune-batch-size", type=int, default=default(FinetuneConfig, "batch_size"), show_default=True)
+@click.option("--finetune-lr", type=float, default=default(FinetuneConfig, "lr"), show_default=True)
+@click.option("--finetune-max-length", type=int, default=default(FinetuneConfig, "max_length"), show_default=True)
+@click.option("--finetune-lora-rank", type=int, default=default(FinetuneConfig, "lora_rank"), show_default=True)
+@click.option("--finetune-lora-alpha", type=float, default=default(FinetuneConfig, "lora_alpha"), show_default=True)
 @click.option("--attack", "attacks", multiple=True, help="attack on the captured traffic (repeatable; flbench ls attacks)")
-@click.option("--attack-param", "attack_params", multiple=True, help="ATTACK.key=value (repeatable)")
-@click.option("--victims", default="private-records", show_default=True, help="victim corpus the attacks try to recover")
-@click.option("--victim-limit", type=int, default=50, show_default=True)
-@click.option("--aux-data", default="xsum,sst2", show_default=True, help="public auxiliary corpora for learned attacks")
+@click.option("--attack-param", "attack_params", multiple=True, help="[ATTACK.]key=value (repeatable)")
+@click.option("--victims", default=default(VictimsConfig, "data"), show_default=True,
+              help="victim corpus the attacks try to recover")
+@click.option("--victim-limit", type=int, default=default(VictimsConfig, "limit"), show_default=True)
+@click.option("--victim-max-length", type=int, default=default(VictimsConfig, "max_length"), show_default=True,
+              help="victim tokens per example")
+@click.option("--aux-data", default=",".join(default(VictimsConfig, "aux_data")), show_default=True,
+              help="public auxiliary corpora for learned attacks (comma-separated)")
+@click.option("--aux-limit", type=int, default=default(VictimsConfig, "aux_limit"), show_default=True,
+              help="auxiliary texts per corpus")
 @defense_options
 @click.option("--out", default="results/runs", show_default=True, help="directory for the records")
 @click.option("--json", "as_json", is_flag=True, help="print the records as one JSON object on stdout")
-def run_cmd(model, split_text, centralized, task_name, task_limit, finetune_steps, finetune_batch_size,
-            finetune_lr, attacks, attack_params, victims, victim_limit, aux_data, defense, noise_sigma,
-            noise_relative, dp_clip, noise_multiplier, dp_delta, seed, secure_noise, out, as_json) -> None:
-    """One benchmark cell: [fine-tune] → utility → capture → attacks; one record per attack under --out."""
-    from attacks import attacks as attack_registry
-    from flbench.experiments.records import config_hash, write_cell
-    from flbench.experiments.sweep import make_cell
-    from flbench.pipeline.cell import check_cell, run_cell
-    from flbench.tasks import get_task
+def run_cmd(model, split_text, centralized, task_name, task_limit, task_batch_size, finetune_steps, attacks,
+            attack_params, out, as_json, **opts) -> None:
+    """One benchmark cell: [fine-tune] → utility → capture → attacks; one record per attack under --out.
 
-    if secure_noise:
+    Everything is validated (names, parameters, output directory) before the model is loaded."""
+    from flbench.core.io import check_output
+    from flbench.experiments.records import write_cell
+    from flbench.pipeline.cell import run_cell
+    from flbench.pipeline.config import RunConfig, validate
+
+    ft_opts = {k: opts.pop(k) for k in FINETUNE}
+    victim_opts = {k: opts.pop(k) for k in VICTIMS}
+    if opts.get("secure_noise"):
         raise FlbenchError("--secure-noise: a run record must be reproducible; use --seed")
-    for name, v in (("--task-limit", task_limit), ("--victim-limit", victim_limit),
-                    ("--finetune-steps", finetune_steps), ("--finetune-batch-size", finetune_batch_size)):
-        if v is not None and v < 1:
-            raise FlbenchError(f"{name} {v}: must be a positive integer")
+    stray = _explicit(FINETUNE) if finetune_steps is None else []
+    if stray:
+        raise FlbenchError(f"--{stray[0].replace('_', '-')} needs --finetune-steps (fine-tuning is off without it)")
+    stray = _explicit(VICTIMS) if not attacks else []
+    if stray:
+        raise FlbenchError(f"--{stray[0].replace('_', '-')} needs --attack (the victims are the attacks' data)")
+    if task_name is None and given("task_limit"):
+        raise FlbenchError("--task-limit needs --task")
     if not task_name and not attacks:
         raise FlbenchError("nothing to run: give --task NAME and/or --attack NAME")
-    for a in attacks:
-        attack_registry.get(a)
-    if task_name:
-        get_task(task_name)
-    if finetune_steps and not task_name:
-        raise FlbenchError("--finetune-steps needs --task (the task's training portion is the data)")
-    if not centralized:
-        from splits.partition import parse_split
-
-        parse_split(split_text)
-    dspec = defense_spec(defense, noise_sigma, noise_relative, dp_clip, noise_multiplier, dp_delta)
-    dname = dspec.pop("name")
-    if centralized and dname != "none":
-        raise FlbenchError(f"--centralized runs the unsplit model: there is no wire for --defense {dname}")
     if centralized and attacks:
         raise FlbenchError("--centralized runs the unsplit model: there is no traffic to --attack")
-    cell = make_cell(
-        model, None if centralized else split_text, {"name": dname, "params": dspec},
-        {"name": task_name, "limit": task_limit} if task_name else None,
-        ({"steps": finetune_steps, "batch_size": finetune_batch_size, "lr": finetune_lr} if finetune_steps else None),
-        attacks, _attack_params(attack_params, list(attacks)),
-        {"data": victims, "limit": victim_limit, "aux_data": [a.strip() for a in aux_data.split(",") if a.strip()]},
-        seed)
-    check_cell(cell)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    records = run_cell(cell, progress=True)
-    paths = [str(p) for p in write_cell(records, out_dir, config_hash(cell))]
-    click.echo(f"[flbench] cell {config_hash(cell)}: {len(records)} record(s) in {out_dir}", err=True)
+    dspec = defense_spec(**opts)
+    data = {
+        "model": model,
+        "split": None if centralized else split_text,
+        "defense": {"name": dspec.pop("name"), "params": dspec},
+        "task": {"name": task_name, "limit": task_limit, "batch_size": task_batch_size} if task_name else None,
+        "finetune": ({"steps": finetune_steps, **{FINETUNE[k]: v for k, v in ft_opts.items()}}
+                     if finetune_steps is not None else None),
+        "attacks": list(attacks),
+        "attack_params": _attack_params(attack_params, list(dict.fromkeys(attacks))),
+        "victims": ({**{VICTIMS[k]: v for k, v in victim_opts.items()},
+                     "aux_data": [a.strip() for a in victim_opts["aux_data"].split(",") if a.strip()]}
+                    if attacks else None),
+        "seed": opts["seed"],
+    }
+    options = dict(OPTIONS, split="--centralized" if centralized else "--split")
+    cfg = validate(RunConfig, data, options=options)
+    out_dir = check_output(out, kind="dir", existing_dir_ok=True)
+    records = run_cell(cfg, progress=True)
+    paths = [str(p) for p in write_cell(records, out_dir, cfg.hash)]
+    click.echo(f"[flbench] cell {cfg.hash}: {len(records)} record(s) in {out_dir}", err=True)
 
     def human(o):
         for r in o["records"]:

@@ -1,4 +1,4 @@
-"""`flbench sweep`: a grid of cells from a YAML spec."""
+"""`flbench sweep`: a grid of cells from a YAML spec, every cell a typed RunConfig."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,31 +16,39 @@ from flbench.core.errors import FlbenchError
 @click.option("--shard", default=None, help="run only shard I of N (I/N, 1-based), e.g. for array jobs")
 @click.option("--dry-run", is_flag=True, help="list the cells (hash, done or not) without running them")
 def sweep_cmd(spec_file, out, resume, shard, dry_run) -> None:
-    """Run a grid of cells from a YAML spec (yaml.safe_load; never executed as code)."""
-    from flbench.experiments import sweep as sw
-    from flbench.experiments.records import config_hash, is_done
-    from flbench.pipeline.cell import check_cell, run_cell
+    """Run a grid of cells from a YAML spec (safe YAML; never executed as code).
 
+    The whole spec is validated (every value of every axis, every cell) before the first cell runs; then each
+    split is checked against its model's block count (the model is loaded once, as the first cell would)."""
+    from flbench.core.io import check_output
+    from flbench.experiments import sweep as sw
+
+    if shard:
+        sw.parse_shard(shard)  # the options first: they are cheap to check
+    out_dir = Path(out) if dry_run else check_output(out, kind="dir", existing_dir_ok=True)
     spec = sw.load_spec(spec_file)
-    cells = [check_cell(c) for c in sw.expand(spec)]
+    cells = sw.expand(spec)
     if shard:
         cells = sw.shard(cells, shard)
     if dry_run:
+        done = sw.finished(out_dir)
         for c in cells:
-            h = config_hash(c)
-            state = "done" if is_done(h, Path(out)) else "todo"
-            click.echo(f"{h} {state} {c['model']} split={c['split']} defense={c['defense']} "
-                       f"task={(c['task'] or {}).get('name')} attacks={','.join(c['attacks'])}")
+            state = "done" if c.hash in done else "todo"
+            click.echo(f"{c.hash} {state} {c.label()}")
         return
-    if resume and Path(out).is_dir():
-        from flbench.experiments.records import read_records
-        from flbench.pipeline.cell import seed_attack_memo
+    from flbench.pipeline.cell import model_blocks, run_cell, seed_attack_memo
 
-        seed_attack_memo(read_records(Path(out)))
-    summary = sw.run_sweep(cells, Path(out), lambda c: run_cell(c, progress=False), resume=resume, progress=True)
-    failed = summary.get("failed") or []
-    click.echo(f"[flbench] sweep {spec_file}: {summary.get('ran', 0)} cell(s) run, {summary.get('skipped', 0)} "
-               f"skipped (done), {len(failed)} failed; records in {out}", err=True)
+    done = sw.finished(out_dir) if resume else set()
+    todo = [c for c in cells if c.hash not in done]
+    sw.check_splits(spec, todo, model_blocks)
+    if resume and out_dir.is_dir():
+        from flbench.experiments.records import read_records
+
+        seed_attack_memo(read_records(out_dir))
+    summary = sw.run_sweep(cells, out_dir, lambda c: run_cell(c, progress=False), resume=resume, progress=True)
+    failed = summary.failed
+    click.echo(f"[flbench] sweep {spec_file}: {summary.ran} cell(s) run, {summary.skipped} skipped (done), "
+               f"{len(failed)} failed; records in {out}", err=True)
     if failed:
         first = failed[0]
         raise FlbenchError(f"{len(failed)} cell(s) failed (first: cell {first['config_hash']}: {first['error']}); "

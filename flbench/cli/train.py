@@ -1,16 +1,17 @@
 """`flbench train`: split LoRA fine-tuning with the defense on the wire."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from flbench.cli.common import (
     DEFAULT_MODEL,
+    POSITIVE_INT,
+    FiniteFloatRange,
     defense_options,
     emit,
     make_cli_defense,
     parse_split_option,
+    refuse_with,
     wire_options,
 )
 from flbench.core.errors import FlbenchError
@@ -27,26 +28,32 @@ from flbench.core.errors import FlbenchError
 @click.option("--centralized", is_flag=True, help="reference run: the unsplit model, same adapters, data and budget")
 @click.option("--strategy", type=click.Choice(["sequential"]), default="sequential", show_default=True,
               help="training parallelism (client-batch and server-hierarchical: not yet)")
-@click.option("--clients", type=int, default=1, show_default=True, help="number of clients (data split round-robin)")
-@click.option("--steps", type=int, default=20, show_default=True, help="optimizer steps per client")
-@click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option("--max-length", type=int, default=128, show_default=True, help="tokens per training sequence")
-@click.option("--lr", type=float, default=2e-4, show_default=True)
-@click.option("--lora-rank", type=int, default=8, show_default=True)
-@click.option("--lora-alpha", type=float, default=16.0, show_default=True)
+@click.option("--clients", type=POSITIVE_INT, default=1, show_default=True, help="number of clients (data split round-robin)")
+@click.option("--steps", type=POSITIVE_INT, default=20, show_default=True, help="optimizer steps per client")
+@click.option("--batch-size", type=POSITIVE_INT, default=4, show_default=True)
+@click.option("--max-length", type=click.IntRange(min=2), default=128, show_default=True,
+              help="tokens per training sequence (truncation); at most the model's context")
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=2e-4, show_default=True,
+              help="AdamW learning rate (finite, > 0)")
+@click.option("--lora-rank", type=POSITIVE_INT, default=8, show_default=True)
+@click.option("--lora-alpha", type=FiniteFloatRange(min=0, min_open=True), default=16.0, show_default=True,
+              help="LoRA alpha (finite, > 0; scale = alpha / rank)")
 @click.option("--train-parts", default="head,trunk,tail", show_default=True, help="parts with LoRA adapters")
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="directory for adapters and run.json")
+@click.option("--out", type=click.Path(), required=True,
+              help="new or empty directory for adapters, run.json and losses.jsonl")
+@click.option("--overwrite", is_flag=True, help="replace the --out directory of an earlier run")
 @wire_options
 @defense_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
-def train(model, split_text, data_file, task_name, data_dir, centralized, strategy, clients, steps, batch_size, max_length, lr, lora_rank, lora_alpha,
-          train_parts, out, wire_dtype, as_json, **defense_opts) -> None:
+def train(model, split_text, data_file, task_name, data_dir, centralized, strategy, clients, steps, batch_size, max_length,
+          lr, lora_rank, lora_alpha, train_parts, out, overwrite, wire_dtype, as_json, **defense_opts) -> None:
     """Split LoRA fine-tuning with the defense active on the wire."""
     from flbench.data.files import load_data_file
     from flbench.models import load_model
     from flbench.pipeline.finetune import (
         TrainConfig,
-        check_writable,
+        check_max_length,
+        check_train_out,
         model_meta,
         task_samples,
         text_samples,
@@ -55,14 +62,17 @@ def train(model, split_text, data_file, task_name, data_dir, centralized, strate
     from splits.runtime import SplitRuntime
     from splits.training import LoraSpec
 
+    if (data_file is None) == (task_name is None):
+        raise FlbenchError("give exactly one of --data-file FILE (plain text) or --task NAME (flbench ls tasks)")
+    refuse_with("--data-file", data_file is not None, "data_dir", why="--data-dir is where --task data is looked up")
+    refuse_with("--centralized", centralized, "wire_dtype", why="the unsplit model sends nothing over a wire")
     spec = parse_split_option(split_text)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, max_length=max_length, lr=lr, seed=defense_opts["seed"])
     lora = LoraSpec(rank=lora_rank, alpha=lora_alpha, parts=tuple(p.strip() for p in train_parts.split(",") if p.strip()))
     defense, gen = make_cli_defense(**defense_opts)
-    if (data_file is None) == (task_name is None):
-        raise FlbenchError("give exactly one of --data-file FILE (plain text) or --task NAME (flbench ls tasks)")
     if centralized and (defense.name != "none" or clients != 1):
         raise FlbenchError("--centralized trains the unsplit model: no wire for a --defense, one client (--clients 1)")
+    out_dir = check_train_out(out, overwrite)
     task = None
     if task_name is not None:
         from flbench.tasks import get_task
@@ -71,16 +81,16 @@ def train(model, split_text, data_file, task_name, data_dir, centralized, strate
         examples = task.load("train", data_dir)  # fails on missing data before the model loads
     else:
         texts = [r.text for r in load_data_file(data_file)]
-    out_dir = Path(out)
-    check_writable(out_dir)
     loaded = load_model(model)
     spec.validate(len(loaded.model.model.layers))
+    check_max_length(loaded, max_length)
     samples = (task_samples(loaded.tokenizer, task, examples, max_length) if task is not None
                else text_samples(loaded.tokenizer, texts, max_length))
     rt = SplitRuntime(loaded, spec, n_clients=clients, wire_dtype=wire_dtype, defense=defense, generator=gen)
     meta = model_meta(loaded, rt, defense)
     meta["data"] = {"task": task_name, "data_file": data_file, "data_dir": data_dir}
-    summary = run_train(rt, samples, cfg, lora, out_dir, meta, progress=True, centralized=centralized)
+    summary = run_train(rt, samples, cfg, lora, out_dir, meta, progress=True, centralized=centralized,
+                        overwrite=overwrite)
     summary["defense_stats"] = defense.stats()
 
     def human(o):

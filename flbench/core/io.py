@@ -15,7 +15,7 @@ TMP_SUFFIX = ".tmp"
 
 # ----------------------------------------------------------------------------------------- atomic I/O
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory handles (Windows)
@@ -66,7 +66,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         except OSError:
             pass
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -86,6 +86,68 @@ def _keep_elsewhere(path: Path, data: bytes) -> Path | None:
         return Path(name)
     except OSError:
         return None
+
+
+def atomic_write_dir(path: str | os.PathLike, files: dict[str, bytes], *, overwrite: bool = False) -> Path:
+    """Write a directory of files as one unit: all files into a fresh temp directory next to `path`, fsync,
+    then swap it in (`path` renamed aside and deleted, so no file of an earlier run is left behind).
+
+    An existing `path` must be empty unless `overwrite`. If the write fails (disk full, permissions), the
+    files are kept in a directory in the system temp directory and the FlbenchError names it."""
+    path = Path(path)
+    staging = path.parent / _tmp_name(path.name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_files(staging, files)
+    except OSError as e:
+        import shutil
+        import tempfile
+
+        shutil.rmtree(staging, ignore_errors=True)
+        kept: Path | None = None
+        try:
+            kept = Path(tempfile.mkdtemp(prefix=f"flbench-{path.name}-"))
+            _write_files(kept, files)
+        except OSError:
+            if kept is not None:
+                shutil.rmtree(kept, ignore_errors=True)
+            kept = None
+        where = f"; the result is kept in {kept}" if kept else "; the result could not be saved anywhere else either"
+        raise FlbenchError(f"could not write {path}: {e.strerror or e}{where}") from None
+    aside = None
+    try:
+        if path.exists():
+            if path.is_dir() and not overwrite and any(path.iterdir()):
+                raise FlbenchError(f"{path}: exists and is not empty; the result is kept in {staging}")
+            aside = path.parent / _tmp_name(path.name + ".old")
+            os.replace(path, aside)
+        os.replace(staging, path)
+    except OSError as e:
+        if aside is not None and not path.exists():
+            try:
+                os.replace(aside, path)
+                aside = None
+            except OSError:
+                pass
+        raise FlbenchError(f"could not write {path}: {e.strerror or e}; the result is kept in {staging}") from None
+    fsync_dir(path.parent)
+    if aside is not None and aside.is_dir():
+        import shutil
+
+        shutil.rmtree(aside, ignore_errors=True)
+    elif aside is not None:
+        aside.unlink(missing_ok=True)
+    return path
+
+
+def _write_files(directory: Path, files: dict[str, bytes]) -> None:
+    directory.mkdir(exist_ok=True)
+    for name, data in files.items():
+        with open(directory / name, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    fsync_dir(directory)
 
 
 def _probe_writable(directory: Path) -> str | None:

@@ -12,29 +12,73 @@ final name with `os.replace` (atomic on POSIX), and the directory is fsync'ed. A
 worst a temp file, never a partial record. A cell killed between two of its records has no marker, so a
 resumed sweep runs it again and overwrites the same file names (no duplicates).
 
-Record schema (version 1), filled by the cell runner:
-    {"schema": 1, "record_id": "<config_hash>__<attack>", "config_hash", "config", "seeds", "versions",
+Record schema (version 2), filled by the cell runner (flbench.pipeline.cell):
+    {"schema": 2, "record_id": "<config_hash>__<attack>", "config_hash", "config", "seeds", "versions",
      "commit", "dirty", "date", "model", "split", "defense", "finetune", "task", "attack", "wire", "timings"}
+`config` is the resolved RunConfig (every default filled in) and `config_hash` its hash. Schema 1 (the
+committed records of results/) has the same envelope; its `config` holds only the keys the run spelled out.
+`read_records` reads both and refuses a file of another shape with one line naming it (`RecordEnvelope`).
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from flbench.core.canonical import canonical_json, config_hash, normalize_numbers  # noqa: F401 (re-used names)
 from flbench.core.errors import FlbenchError
-from flbench.core.io import TMP_SUFFIX, _fsync_dir, atomic_write_text, clean_temp, is_temp  # noqa: F401
+from flbench.core.io import (  # noqa: F401
+    TMP_SUFFIX,
+    atomic_write_text,
+    clean_temp,
+    fsync_dir,
+    is_temp,
+)
 from flbench.core.provenance import git_state, provenance  # noqa: F401
+from flbench.pipeline.cell import RECORD_SCHEMA
 
-SCHEMA = 1
+SCHEMA = RECORD_SCHEMA  # what flbench.pipeline.cell writes
+READABLE_SCHEMAS = (1, 2)
 RECORD_SUFFIX = ".json"
 MARKER_SUFFIX = ".done"
 NO_ATTACK = "none"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HASH_RE = re.compile(r"^[0-9a-f]{16}$")
+
+
+class _Block(BaseModel):
+    """The attack or task block of a record: at least a name and its metrics."""
+
+    model_config = ConfigDict(extra="allow")
+    name: StrictStr
+    metrics: dict
+
+
+class RecordEnvelope(BaseModel):
+    """The keys and types every readable record has (schema 1 and 2); other keys are kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+    schema_: Literal[1, 2] = Field(alias="schema")
+    record_id: StrictStr
+    config_hash: StrictStr = Field(pattern=_HASH_RE.pattern)
+    config: dict
+    seeds: dict
+    versions: dict | None
+    commit: StrictStr | None
+    date: StrictStr | None
+    model: dict
+    split: StrictStr | None
+    defense: dict
+    finetune: dict | None
+    task: _Block | None
+    attack: _Block | None
+    wire: dict
+    timings: dict
 # -------------------------------------------------------------------------------------------- records
 
 def _check_name(kind: str, value: str) -> str:
@@ -98,18 +142,35 @@ def read_record(path: str | os.PathLike) -> dict:
         rec = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise FlbenchError(f"corrupt record {path}: {e}") from None
+    except OSError as e:
+        raise FlbenchError(f"record {path} cannot be read: {e.strerror or e}") from None
     if not isinstance(rec, dict):
-        raise FlbenchError(f"corrupt record {path}: not a JSON object")
-    if rec.get("schema") != SCHEMA:
-        raise FlbenchError(f"record {path}: schema {rec.get('schema')!r} is not accepted; accepted: {SCHEMA}")
+        raise FlbenchError(f"corrupt record {path}: a {type(rec).__name__}, not a JSON object; expected a run record")
+    if rec.get("schema") not in READABLE_SCHEMAS or isinstance(rec.get("schema"), bool):
+        raise FlbenchError(f"record {path}: schema {rec.get('schema')!r} is not accepted; accepted: "
+                           f"{', '.join(map(str, READABLE_SCHEMAS))}")
+    try:
+        RecordEnvelope.model_validate(rec)
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        key = ".".join(str(x) for x in err["loc"])
+        what = "missing" if err["type"] == "missing" else f"{err.get('input')!r} is not accepted ({err['msg']})"
+        raise FlbenchError(f"corrupt record {path}: {key}: {what}"[:500]) from None
+    try:
+        same = config_hash(rec["config"]) == rec["config_hash"]
+    except FlbenchError:
+        same = False
+    if rec["record_id"] != path.name[: -len(RECORD_SUFFIX)] or not same:
+        raise FlbenchError(f"corrupt record {path}: its record_id or config_hash does not match its file name or "
+                           "config; records are written by flbench run/sweep, never edited")
     return rec
 
 
 def read_records(directory: str | os.PathLike) -> list[dict]:
     """All records under `directory` (not recursive), sorted by file name; temp files are skipped.
 
-    A file that is not valid JSON (or not a schema-1 record) is a FlbenchError naming it: records are never
-    silently dropped. A missing directory gives [].
+    A file that is not valid JSON, or not a record of a readable schema and shape (`RecordEnvelope`), is a
+    FlbenchError naming it: records are never silently dropped. A missing directory gives [].
     """
     return [read_record(p) for p in _record_files(Path(directory))]
 
@@ -149,7 +210,7 @@ def unmark(cfg_hash: str, out_dir: str | os.PathLike) -> None:
         m.unlink()
     except FileNotFoundError:
         return
-    _fsync_dir(m.parent)
+    fsync_dir(m.parent)
 
 
 def done_hashes(directory: str | os.PathLike) -> set[str]:

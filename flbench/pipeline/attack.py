@@ -6,65 +6,48 @@ wire tap (what the server received / sent) → attack.fit(public aux text, knowl
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
-from flbench.core.errors import FlbenchError
+from flbench.core.canonical import finite_or_null
+from flbench.pipeline.config import AttackConfig, VictimsConfig
 
-
-@dataclass(frozen=True)
-class AttackConfig:
-    model: str = field(default="smollm2-135m", metadata={"help": "model name, directory or HF id"})
-    split: str = field(default="2,2", metadata={"help": "P,Q partition points"})
-    attack: str = field(default="embedding-nn", metadata={"help": "registered attack name"})
-    attack_params: tuple = field(default=(), metadata={"help": "(key, value) parameters of the attack"})
-    data: str | None = field(default="private-records", metadata={"help": "victim corpus name"})
-    data_file: str | None = field(default=None, metadata={"help": "victim texts file (overrides data)"})
-    aux_data: tuple[str, ...] = field(default=("xsum", "sst2"), metadata={"help": "public auxiliary corpora"})
-    aux_limit: int = field(default=2000, metadata={"help": "auxiliary texts per corpus"})
-    limit: int = field(default=50, metadata={"help": "victim examples"})
-    max_length: int = field(default=64, metadata={"help": "victim tokens per example (truncation)"})
-    wire_dtype: str = field(default="fp32", metadata={"help": "wire dtype"})
-    seed: int = field(default=0, metadata={"help": "data, attack and (unless secure) noise seed"})
+__all__ = ["AttackConfig", "FittedAttack", "capture_victims", "evaluate_attack", "fit_attack", "load_aux",
+           "load_victims", "run_attack", "victim_runtime"]
 
 
-def _victims(cfg: AttackConfig):
-    from flbench.data import load_corpus
-    from flbench.data.files import load_data_file
+def load_victims(victims: VictimsConfig, seed: int) -> tuple[list, list[str]]:
+    """The victim records (`victims.data` corpus, shuffled by `seed`, or the texts of `victims.data_file`),
+    at most `victims.limit`; and the notes (warnings) that came up, also printed on stderr."""
+    from flbench.data import load_corpus, load_data_file
 
-    if cfg.limit < 1:
-        raise FlbenchError(f"--limit {cfg.limit}: must be a positive integer")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if cfg.data_file:
-            records = load_data_file(cfg.data_file)
-            if len(records) < cfg.limit:
-                warnings.warn(f"data file has {len(records)} texts, fewer than --limit {cfg.limit}; using all")
-            records = records[: cfg.limit]
+        if victims.data_file:
+            records = load_data_file(victims.data_file)
+            if len(records) < victims.limit:
+                warnings.warn(f"data file has {len(records)} texts, fewer than --limit {victims.limit}; using all")
+            records = records[: victims.limit]
         else:
-            records = load_corpus(cfg.data, limit=cfg.limit, seed=cfg.seed)
+            records = load_corpus(victims.data, limit=victims.limit, seed=seed)
     notes = [str(w.message) for w in caught]
     for n in notes:
         print(f"[flbench] note: {n}", file=sys.stderr)
     return records, notes
 
 
-def _aux(cfg: AttackConfig, victim_name: str | None) -> list[str]:
+def load_aux(victims: VictimsConfig, seed: int) -> list[str]:
+    """The public auxiliary texts the attacker fits on: `victims.aux_limit` of each `victims.aux_data` corpus
+    (the config already refused victim corpora and the victims' own data)."""
     from flbench.data import load_corpus
-    from flbench.data.corpus import datasets
 
     texts: list[str] = []
-    for name in cfg.aux_data:
-        entry = datasets.get(name)
-        if entry.is_victim or name == victim_name:
-            raise FlbenchError(f"--aux-data {name}: auxiliary text must be public and differ from the victim's data; "
-                               f"accepted: {', '.join(n for n, e in datasets.items() if not e.is_victim)}")
+    for name in victims.aux_data:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            texts.extend(r.text for r in load_corpus(name, limit=cfg.aux_limit, seed=cfg.seed))
+            texts.extend(r.text for r in load_corpus(name, limit=victims.aux_limit, seed=seed))
     return texts
 
 
@@ -75,17 +58,6 @@ def _privacy(defense, crossings: int) -> dict:
         out["epsilon"] = defense.epsilon(crossings)
         out["delta"] = defense.delta
     return out
-
-
-def _finite(x):
-    """JSON has no Infinity/NaN: an infinite SNR (no noise) is reported as null."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_finite(v) for v in x]
-    return x
 
 
 @dataclass
@@ -105,14 +77,11 @@ def fit_attack(cfg: AttackConfig, defense, generator, progress: bool = True, loa
     """`loaded`: an already loaded model (else cfg.model is loaded). `checkpoint`: a `flbench train --out`
     directory whose adapters the victim client runs; the attacker still knows only the public weights.
     `rt` / `aux`: a runtime built by `victim_runtime` and auxiliary texts already loaded (several attacks on
-    one capture, as `flbench run` does)."""
+    one capture, as `flbench run` does). `cfg` is validated (names, split, parameters) before any loading."""
     from attacks import Knowledge, make_attack
     from flbench.models import load_model
-    from splits.partition import parse_split
 
-    parse_split(cfg.split)  # a bad split fails before any loading
-    params = dict(cfg.attack_params)
-    make_attack(cfg.attack, None, **params)  # unknown attack / bad params fail before any loading
+    params = dict(cfg.params)
     if rt is None:
         loaded = loaded if loaded is not None else load_model(cfg.model, progress=progress)
         rt = victim_runtime(cfg, loaded, defense, generator, checkpoint)
@@ -120,7 +89,7 @@ def fit_attack(cfg: AttackConfig, defense, generator, progress: bool = True, loa
     knowledge = Knowledge.from_runtime(rt)
     attack = make_attack(cfg.attack, knowledge, **params)
     if aux is None:
-        aux = _aux(cfg, None if cfg.data_file else cfg.data)
+        aux = load_aux(cfg.victims, cfg.seed)
     t0 = time.perf_counter()
     attack.fit(aux, knowledge)
     return FittedAttack(cfg, loaded, rt, defense, attack, time.perf_counter() - t0)
@@ -135,7 +104,11 @@ def victim_runtime(cfg: AttackConfig, loaded, defense, generator, checkpoint=Non
     spec.validate(len(loaded.model.model.layers))
     rt = SplitRuntime(loaded, spec, wire_dtype=cfg.wire_dtype, defense=defense, generator=generator)
     if checkpoint is not None:
-        from flbench.pipeline.utility import apply_checkpoint, check_checkpoint, read_checkpoint
+        from flbench.pipeline.utility import (
+            apply_checkpoint,
+            check_checkpoint,
+            read_checkpoint,
+        )
 
         meta = read_checkpoint(checkpoint)
         check_checkpoint(meta, loaded, spec, checkpoint)
@@ -158,7 +131,8 @@ def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, d
     from flbench.metrics import score_reconstructions
 
     cfg, defense = fa.cfg, fa.defense
-    obs, true_ids = captured if captured is not None else capture_victims(fa.rt, defense, records, cfg.max_length)
+    obs, true_ids = (captured if captured is not None
+                     else capture_victims(fa.rt, defense, records, cfg.victims.max_length))
     t1 = time.perf_counter()
     rec_ids = fa.attack.invert(obs)
     invert_s = time.perf_counter() - t1
@@ -183,19 +157,20 @@ def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, d
         "snr": privacy["snr"],
         "epsilon": privacy["epsilon"],
         "delta": privacy["delta"],
-        "data": data_name or cfg.data_file or cfg.data,
-        "aux_data": list(cfg.aux_data),
+        "data": data_name or cfg.victims.data_file or cfg.victims.data,
+        "aux_data": list(cfg.victims.aux_data),
         "n": len(records),
         "notes": notes or [],
         "metrics": {k: {m: v[m] for m in ("mean", "ci_low", "ci_high")} for k, v in metrics.items()},
         "seconds": {"fit": round(fa.fit_seconds, 3), "invert": round(invert_s, 3)},
         "fit_log": getattr(fa.attack, "fit_log", {}),
         "examples": [{"original": o, "recovered": r} for o, r in list(zip(originals, recovered))[:3]],
-        "config": asdict(cfg),
+        "config": cfg.model_dump(mode="json"),
     }
-    return _finite(result)
+    return finite_or_null(result)
 
 
 def run_attack(cfg: AttackConfig, defense, generator, progress: bool = True) -> dict:
-    records, notes = _victims(cfg)
+    """`flbench attack`: victims (before any model loading), fit, capture, invert, score."""
+    records, notes = load_victims(cfg.victims, cfg.seed)
     return evaluate_attack(fit_attack(cfg, defense, generator, progress), records, notes)

@@ -6,18 +6,18 @@ mode generates exactly `new_tokens` tokens per prompt; the greedy tokens of the 
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shlex
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
+from flbench.core.canonical import strict_json
 from flbench.core.errors import FlbenchError
+from flbench.core.io import atomic_write_text
 from flbench.pipeline.generation import MODES, run_generation
 from flbench.models import load_model
 from splits.partition import SplitSpec
@@ -58,6 +58,7 @@ def bench_inference(model: str, split: str, prompt_tokens: int, new_tokens: int,
 
     spec: SplitSpec = parse_split(split)
     loaded = load_model(model)
+    _check_fits(loaded, prompt_tokens + new_tokens, f"--prompt-tokens {prompt_tokens} + --new-tokens {new_tokens}")
     spec.validate(len(loaded.model.model.layers))
     rt = SplitRuntime(loaded, spec)
     rows = []
@@ -103,13 +104,17 @@ def bench_inference(model: str, split: str, prompt_tokens: int, new_tokens: int,
 
 
 def write_result(result: dict, out: str | None, argv: list[str]) -> None:
+    """Record the command in `result` and write it (strict JSON) atomically to `out`; a failed write keeps the
+    result in a temp file that the FlbenchError names."""
     result["command"] = " ".join(shlex.quote(a) for a in argv)
     if out:
-        path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(out, strict_json(result, indent=2) + "\n")
+
+
+def _check_fits(loaded, tokens: int, what: str) -> None:
+    ctx = loaded.context_length
+    if ctx is not None and tokens > ctx:
+        raise FlbenchError(f"{what}: {tokens} tokens are longer than the model's context of {ctx} positions")
 
 
 def bench_training(model: str, split: str, batch: int, seq_len: int, steps: int, progress: bool = True) -> dict:
@@ -119,6 +124,7 @@ def bench_training(model: str, split: str, batch: int, seq_len: int, steps: int,
 
     spec = parse_split(split)
     loaded = load_model(model)
+    _check_fits(loaded, seq_len, f"--seq-len {seq_len}")
     spec.validate(len(loaded.model.model.layers))
     rt = SplitRuntime(loaded, spec)
     lora = LoraSpec()

@@ -1,15 +1,6 @@
-"""One benchmark cell (`flbench run`, and every cell of `flbench sweep`).
-
-A cell is the plain dict built by `flbench.experiments.sweep.make_cell` (the same for `flbench run` and every cell of a
-sweep, so both hash alike):
-
-    {"model": "smollm2-135m", "split": "2,2" | None,          # None = centralized reference (no wire)
-     "defense": {"name": "gaussian", "params": {"sigma": 1.0, "relative": True}},
-     "task": {"name": "sst2", "limit": 100} | None,
-     "finetune": {"steps": 50, "batch_size": 8, "lr": 1e-3, "max_length": 256, "lora_rank": 8} | None,
-     "attacks": ["embedding-nn", "learned-inversion"], "attack_params": {"learned-inversion": {"steps": 200}},
-     "victims": {"data": "private-records", "limit": 50, "aux_data": ["xsum", "sst2"]} | None,
-     "seed": 0}
+"""One benchmark cell (`flbench run`, and every cell of `flbench sweep`), run from its typed, validated
+`RunConfig` (flbench.pipeline.config): the same config for `flbench run` and every sweep cell, so both hash
+alike, and the resolved config is what each record stores.
 
 Flow, all on one split runtime per stage: (optional) LoRA fine-tuning on the task's training portion with the
 defense on the wire → utility on the task's eval portion through the split (defense on) → for each attack:
@@ -29,41 +20,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flbench.core.canonical import canonical_json, finite_or_null, normalize_numbers
 from flbench.core.errors import FlbenchError
+from flbench.pipeline.config import RunConfig, validate
 
-FINETUNE_KEYS = ("steps", "batch_size", "lr", "max_length", "lora_rank", "lora_alpha")
-VICTIM_DEFAULTS = {"data": "private-records", "limit": 50, "max_length": 64, "aux_data": ["xsum", "sst2"],
-                   "aux_limit": 2000}
-
-
-def check_cell(cell: dict) -> dict:
-    """Refuse what cannot run (one-line errors naming the key and what is accepted); the cell is not changed,
-    since its hash is its identity."""
-    for k in ("model", "split", "defense", "seed"):
-        if k not in cell:
-            raise FlbenchError(f"cell: missing key {k!r}")
-    attacks = cell.get("attacks") or []
-    if cell["split"] is None and (attacks or cell["defense"].get("name", "none") != "none"):
-        raise FlbenchError("a centralized cell (split null) has no wire: no defense and no attacks")
-    ft = cell.get("finetune")
-    if ft is not None:
-        bad = sorted(set(ft) - set(FINETUNE_KEYS))
-        if bad:
-            raise FlbenchError(f"finetune key {bad[0]!r}: accepted keys are {', '.join(FINETUNE_KEYS)}")
-        if cell.get("task") is None:
-            raise FlbenchError("finetune needs a task (its training portion is the training data)")
-    return cell
-
-
-def _victims_of(cell: dict) -> dict:
-    return {**VICTIM_DEFAULTS, **(cell.get("victims") or {})}
-
+RECORD_SCHEMA = 2  # version of the records run_cell returns (flbench.experiments.records reads 1 and 2)
 
 _MODELS: dict[str, Any] = {}
 
 
-def _model(name: str):
-    """Models are loaded once per process (a sweep runs many cells on the same weights; parts are copies)."""
+def cell_model(name: str):
+    """The loaded model `name`, loaded once per process (a sweep runs many cells on the same weights; split
+    parts are copies, so cells never change it)."""
     from flbench.models import load_model
 
     if name not in _MODELS:
@@ -71,47 +39,52 @@ def _model(name: str):
     return _MODELS[name]
 
 
-def make_cell_defense(d: dict, seed: int):
+def model_blocks(name: str) -> int:
+    """How many blocks model `name` has (for checking splits before any cell runs)."""
+    return len(cell_model(name).model.model.layers)
+
+
+def cell_defense(cfg: RunConfig):
+    """A fresh (defense, generator) of the cell: every stage starts from the same seeded noise stream."""
     from defenses import make_defense, make_generator
 
-    return make_defense(d.get("name", "none"), **dict(d.get("params") or {})), make_generator(seed)
+    return make_defense(cfg.defense.name, **cfg.defense.params), make_generator(cfg.seed)
 
 
-def _finetune(cell: dict, loaded, spec, workdir: Path, progress: bool) -> tuple[Path, dict]:
+def _finetune(cfg: RunConfig, loaded, spec, workdir: Path, progress: bool) -> tuple[Path, dict]:
     from flbench.pipeline.finetune import TrainConfig, model_meta, task_samples, train
     from flbench.tasks import get_task
     from splits.runtime import SplitRuntime
     from splits.training import LoraSpec
 
-    ft = cell["finetune"]
-    task = get_task(cell["task"]["name"])
-    cfg = TrainConfig(steps=int(ft.get("steps", 50)), batch_size=int(ft.get("batch_size", 8)),
-                      max_length=int(ft.get("max_length", 256)), lr=float(ft.get("lr", 1e-3)), seed=cell["seed"])
-    lora = LoraSpec(rank=int(ft.get("lora_rank", 8)), alpha=float(ft.get("lora_alpha", 16.0)))
-    defense, gen = make_cell_defense(cell["defense"], cell["seed"])
+    ft = cfg.finetune
+    task = get_task(cfg.task.name)
+    tcfg = TrainConfig(steps=ft.steps, batch_size=ft.batch_size, max_length=ft.max_length, lr=ft.lr, seed=cfg.seed)
+    lora = LoraSpec(rank=ft.lora_rank, alpha=ft.lora_alpha)
+    defense, gen = cell_defense(cfg)
     centralized = spec is None
     if centralized:
         from splits.partition import parse_split
 
         spec = parse_split("2,2")  # layout of the saved adapters only; the unsplit model trains
-    rt = SplitRuntime(loaded, spec, defense=defense, generator=gen)
-    samples = task_samples(loaded.tokenizer, task, task.load("train"), cfg.max_length)
-    summary = train(rt, samples, cfg, lora, workdir, model_meta(loaded, rt, defense), progress=progress,
+    rt = SplitRuntime(loaded, spec, wire_dtype=cfg.wire_dtype, defense=defense, generator=gen)
+    samples = task_samples(loaded.tokenizer, task, task.load("train"), tcfg.max_length)
+    summary = train(rt, samples, tcfg, lora, workdir, model_meta(loaded, rt, defense), progress=progress,
                     centralized=centralized)
     return workdir, summary
 
 
-def _utility(cell: dict, loaded, spec, checkpoint, progress: bool) -> tuple[dict | None, dict]:
+def _utility(cfg: RunConfig, loaded, spec, checkpoint, progress: bool) -> tuple[dict | None, dict]:
     from flbench.pipeline.utility import evaluate
     from flbench.tasks import get_task
 
-    if cell.get("task") is None:
+    if cfg.task is None:
         return None, {}
-    t = cell["task"]
-    task = get_task(t["name"])
-    defense, gen = make_cell_defense(cell["defense"], cell["seed"])
-    res = evaluate(task, loaded, spec, None if spec is None else defense, gen, limit=t.get("limit"),
-                   batch_size=int(t.get("batch_size", 8)), checkpoint=checkpoint, progress=progress, summary=False)
+    task = get_task(cfg.task.name)
+    defense, gen = cell_defense(cfg)
+    res = evaluate(task, loaded, spec, None if spec is None else defense, gen, limit=cfg.task.limit,
+                   batch_size=cfg.task.batch_size, wire_dtype=cfg.wire_dtype, checkpoint=checkpoint,
+                   progress=progress, summary=False)
     metrics = res["metrics"]
     primary = task.primary if task.primary in metrics else next(iter(metrics))
     return ({"name": task.name, "family": getattr(task, "family", None), "metrics": metrics, "primary": primary,
@@ -120,32 +93,40 @@ def _utility(cell: dict, loaded, spec, checkpoint, progress: bool) -> tuple[dict
              "utility_snr": defense.stats().get("snr_rms") if spec is not None else None})
 
 
+# ------------------------------------------------------------------------------------- attack memo
+
 _ATTACKS: dict[str, dict] = {}
 
 
-def _attack_key(cell: dict, name: str) -> str | None:
+def _attack_key(cfg: RunConfig, name: str, params: dict | None = None) -> str | None:
     """What an attack's result depends on. Without fine-tuning the client runs the pretrained weights, so the
     result does not depend on the cell's task: cells of a sweep that differ only in the task share it
-    (in-process memo; every record still carries the full result)."""
-    import json
-
-    if cell.get("finetune") is not None:
+    (in-process memo; every record still carries the full result). `params`: the attack's resolved
+    parameters (default: the config's)."""
+    if cfg.finetune is not None:
         return None
-    keep = {k: cell.get(k) for k in ("model", "split", "defense", "victims", "seed")}
-    keep["attack"], keep["params"] = name, (cell.get("attack_params") or {}).get(name, {})
-    return json.dumps(keep, sort_keys=True)
+    c = cfg.resolved()
+    keep = {k: c[k] for k in ("model", "split", "defense", "victims", "wire_dtype", "seed")}
+    keep["attack"] = name
+    keep["params"] = normalize_numbers(params if params is not None else c["attack_params"].get(name, {}))
+    return canonical_json(keep)
 
 
 def seed_attack_memo(records: list[dict]) -> int:
     """Reuse attack results already on disk (records of earlier cells of a resumed sweep) for cells whose
-    attack key is the same (`_attack_key`: everything the result depends on; all draws are seeded, so a rerun
-    would reproduce them). Returns how many results were taken."""
+    attack key is the same (`_attack_key`: everything the result depends on, with the parameters the attack
+    really ran with; all draws are seeded, so a rerun would reproduce them). Records whose config is not a
+    valid RunConfig today (e.g. an attack since removed) are skipped. Returns how many results were taken."""
     n = 0
     for r in records:
         a = r.get("attack")
         if not a or not isinstance(r.get("config"), dict):
             continue
-        key = _attack_key(r["config"], a["name"])
+        try:
+            cfg = validate(RunConfig, r["config"])
+        except FlbenchError:
+            continue
+        key = _attack_key(cfg, a["name"], a.get("params"))
         if key is None or key in _ATTACKS:
             continue
         d = r.get("defense") or {}
@@ -157,100 +138,103 @@ def seed_attack_memo(records: list[dict]) -> int:
     return n
 
 
-def _attack_config(cell: dict, name: str):
-    from flbench.pipeline.attack import AttackConfig
-
-    v = _victims_of(cell)
-    params = tuple(sorted((cell.get("attack_params") or {}).get(name, {}).items()))
-    return AttackConfig(model=cell["model"], split=cell["split"], attack=name, attack_params=params,
-                        data=v["data"], data_file=v.get("data_file"), aux_data=tuple(v["aux_data"]),
-                        aux_limit=int(v["aux_limit"]), limit=int(v["limit"]), max_length=int(v["max_length"]),
-                        seed=cell["seed"])
+def _pending_attacks(cfg: RunConfig) -> list[str]:
+    return [n for n in cfg.attacks if (key := _attack_key(cfg, n)) is None or key not in _ATTACKS]
 
 
-def _attacks(cell: dict, loaded, checkpoint, progress: bool) -> list[tuple[str, dict, float]]:
+def _attacks(cfg: RunConfig, loaded, checkpoint, victims, progress: bool) -> list[tuple[str, dict, float]]:
     """Every attack of the cell on ONE capture of the victim traffic through one client runtime (the server
     saw that traffic once; all attacks read the same messages). Results are memoised (see `_attack_key`)."""
-    from flbench.pipeline.attack import _aux, _victims, capture_victims, evaluate_attack, fit_attack, victim_runtime
+    from flbench.pipeline.attack import (
+        capture_victims,
+        evaluate_attack,
+        fit_attack,
+        load_aux,
+        victim_runtime,
+    )
 
-    names = list(cell.get("attacks") or [])
     out: dict[str, tuple[dict, float]] = {}
-    for name in names:
-        key = _attack_key(cell, name)
-        if key is not None and key in _ATTACKS:
-            out[name] = (copy.deepcopy(_ATTACKS[key]), 0.0)
-    todo = [n for n in names if n not in out]
+    todo = _pending_attacks(cfg)
+    for name in cfg.attacks:
+        if name not in todo:
+            out[name] = (copy.deepcopy(_ATTACKS[_attack_key(cfg, name)]), 0.0)
     if todo:
         t0 = time.perf_counter()
-        cfg0 = _attack_config(cell, todo[0])
-        records, notes = _victims(cfg0)
-        defense, gen = make_cell_defense(cell["defense"], cell["seed"])
-        rt = victim_runtime(cfg0, loaded, defense, gen, checkpoint)
-        captured = capture_victims(rt, defense, records, cfg0.max_length)
-        aux = _aux(cfg0, None if cfg0.data_file else cfg0.data)
+        records, notes = victims
+        defense, gen = cell_defense(cfg)
+        first = cfg.attack_config(todo[0])
+        rt = victim_runtime(first, loaded, defense, gen, checkpoint)
+        captured = capture_victims(rt, defense, records, cfg.victims.max_length)
+        aux = load_aux(cfg.victims, cfg.seed)
         shared_s = (time.perf_counter() - t0) / len(todo)
         for name in todo:
             t1 = time.perf_counter()
-            cfg = _attack_config(cell, name)
-            fa = fit_attack(cfg, defense, gen, progress=progress, rt=rt, aux=aux)
+            fa = fit_attack(cfg.attack_config(name), defense, gen, progress=progress, rt=rt, aux=aux)
             res = evaluate_attack(fa, records, notes, captured=captured)
             out[name] = (res, round(shared_s + time.perf_counter() - t1, 3))
-            key = _attack_key(cell, name)
+            key = _attack_key(cfg, name)
             if key is not None:
                 _ATTACKS[key] = copy.deepcopy(res)
-    return [(n, *out[n]) for n in names]
+    return [(n, *out[n]) for n in cfg.attacks]
 
 
-def run_cell(cell: dict, progress: bool = True, workdir: str | Path | None = None) -> list[dict]:
-    """Execute one cell; returns its records (see flbench.experiments.records for the schema), not yet written."""
-    from flbench.core.canonical import config_hash
+# ------------------------------------------------------------------------------------------ the cell
+
+
+def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None = None) -> list[dict]:
+    """Execute one cell; returns its records (see flbench.experiments.records for the schema), not yet written.
+
+    The victim data is read before the model is loaded, and the split checked against the model before any
+    training, so bad inputs fail before the expensive work."""
     from flbench.core.provenance import provenance
+    from flbench.pipeline.attack import load_victims
     from splits.partition import parse_split
 
-    check_cell(cell)
-    h = config_hash(cell)
+    if not isinstance(cfg, RunConfig):
+        raise TypeError(f"run_cell takes a RunConfig, not {type(cfg).__name__}")
+    h = cfg.hash
     t_start = time.perf_counter()
-    loaded = _model(cell["model"])
-    spec = None if cell["split"] is None else parse_split(cell["split"])
+    victims = load_victims(cfg.victims, cfg.seed) if _pending_attacks(cfg) else ([], [])
+    loaded = cell_model(cfg.model)
+    spec = None if cfg.split is None else parse_split(cfg.split)
     if spec is not None:
         spec.validate(len(loaded.model.model.layers))
     timings: dict[str, float] = {}
     finetune = None
     with tempfile.TemporaryDirectory(prefix=f"flbench-cell-{h}-", dir=workdir) as tmp:
         checkpoint = None
-        if cell.get("finetune") is not None:
+        if cfg.finetune is not None:
             t0 = time.perf_counter()
-            checkpoint, summary = _finetune(cell, loaded, spec, Path(tmp), progress)
+            checkpoint, summary = _finetune(cfg, loaded, spec, Path(tmp), progress)
             timings["train_s"] = round(time.perf_counter() - t0, 3)
-            finetune = {**cell["finetune"], "first_loss": summary["first_loss"],
+            finetune = {**cfg.finetune.model_dump(mode="json"), "first_loss": summary["first_loss"],
                         "final_loss": summary["final_loss_mean_last10pct"], "wire_bytes": summary["wire"]["bytes_total"]}
         t0 = time.perf_counter()
-        task, uinfo = _utility(cell, loaded, spec, checkpoint, progress)
+        task, uinfo = _utility(cfg, loaded, spec, checkpoint, progress)
         timings["eval_s"] = round(time.perf_counter() - t0, 3)
-        attack_results = _attacks(cell, loaded, checkpoint, progress)
+        attack_results = _attacks(cfg, loaded, checkpoint, victims, progress)
     total = round(time.perf_counter() - t_start, 3)
     prov = provenance()
-    d = dict(cell["defense"])
-    defense_obj, _ = make_cell_defense(d, cell["seed"])
+    defense_obj, _ = cell_defense(cfg)
     base = {
-        "schema": 1,
+        "schema": RECORD_SCHEMA,
         "config_hash": h,
-        "config": cell,
-        "seeds": {"seed": cell["seed"]},
+        "config": cfg.resolved(),
+        "seeds": {"seed": cfg.seed},
         "versions": prov.get("versions"),
         "commit": prov.get("commit"),
         "dirty": prov.get("dirty"),
         "date": prov.get("date"),
         "model": {"name": loaded.name, "weights_sha256": loaded.identity.get("weights_sha256")},
-        "split": cell["split"],
+        "split": cfg.split,
         "finetune": finetune,
         "task": task,
     }
 
     def defense_block(res: dict | None) -> dict:
-        params = defense_obj.params() if hasattr(defense_obj, "params") else {}
+        params = defense_obj.params()
         snr = (res or {}).get("snr", {}).get("rms") if res else uinfo.get("utility_snr")
-        out = {"name": d.get("name", "none"), "params": params, "noise_sigma": params.get("sigma"),
+        out = {"name": cfg.defense.name, "params": params, "noise_sigma": params.get("sigma"),
                "relative": bool(params.get("relative", False)), "snr": snr,
                "snr_utility_traffic": uinfo.get("utility_snr"),
                "epsilon": (res or {}).get("epsilon"), "delta": (res or {}).get("delta")}
@@ -275,6 +259,4 @@ def run_cell(cell: dict, progress: bool = True, workdir: str | Path | None = Non
             "wire": {"bytes_total": uinfo.get("utility_wire_bytes", 0)},
             "timings": {**timings, "attack_s": secs, "total_s": total},
         })
-    from flbench.pipeline.attack import _finite
-
-    return [_finite(r) for r in records]
+    return [finite_or_null(r) for r in records]

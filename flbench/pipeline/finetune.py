@@ -5,10 +5,9 @@ Saves, under --out: one safetensors file of adapter weights per part (`client{i}
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,10 +15,17 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from flbench.core.canonical import strict_json
 from flbench.core.errors import FlbenchError
+from flbench.core.io import atomic_write_dir, check_output
 from flbench.models import LoadedModel
 from splits.runtime import SplitRuntime
+from splits.sequence import pad_rows
 from splits.training import LoraSpec, SequentialTrainer, adapter_state
+from splits.wire import NonFiniteTensorError
+
+# what `train` writes into --out; an --overwrite replaces a directory holding only these
+RUN_FILES = re.compile(r"run\.json|losses\.jsonl|trunk\.safetensors|client[0-9]+\.(head|tail)\.safetensors")
 
 
 @dataclass(frozen=True)
@@ -34,19 +40,30 @@ class TrainConfig:
         for name in ("steps", "batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise FlbenchError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be a positive integer")
-        if not self.lr > 0:
-            raise FlbenchError(f"--lr {self.lr}: must be > 0")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise FlbenchError(f"--lr {self.lr}: must be a finite number > 0")
 
 
-def check_writable(out: Path) -> None:
-    """Fail before any work if --out cannot take files (never lose a finished training run)."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".flbench-write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise FlbenchError(f"--out {str(out)!r} is not writable ({e.strerror or e}); give a writable directory") from None
+def check_train_out(out: str | Path, overwrite: bool = False) -> Path:
+    """Refuse, before any work, an --out that cannot take a training run: a file, an unwritable place, a
+    non-empty directory without `overwrite`, or (even with it) a directory holding files flbench train did
+    not write (replacing the directory would delete them)."""
+    out = check_output(out, kind="dir", overwrite=overwrite)
+    if overwrite and out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if not RUN_FILES.fullmatch(p.name))
+        if foreign:
+            raise FlbenchError(f"--out {out}: holds {len(foreign)} file(s) that flbench train did not write "
+                               f"(e.g. {foreign[0]!r}); --overwrite replaces only a directory of an earlier run; "
+                               "give a new or empty directory")
+    return out
+
+
+def check_max_length(loaded: LoadedModel, max_length: int, option: str = "--max-length") -> None:
+    """Training sequences are truncated to `max_length`, which must fit the model's context."""
+    ctx = loaded.context_length
+    if ctx is not None and max_length > ctx:
+        raise FlbenchError(f"{option} {max_length}: longer than the model's context of {ctx} positions; "
+                           f"accepted 2..{ctx}")
 
 
 @dataclass(frozen=True)
@@ -96,29 +113,36 @@ def batches(tokenizer, samples: list[Sample], cfg: TrainConfig, steps: int):
             order.extend(extra)
         take, order = order[: cfg.batch_size], order[cfg.batch_size:]
         rows = [samples[i] for i in take]
-        width = max(len(r.ids) for r in rows)
-        ids = torch.full((len(rows), width), int(pad), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        labels = torch.full_like(ids, -100)
-        for j, r in enumerate(rows):
-            n = len(r.ids)
-            ids[j, :n] = torch.tensor(r.ids)
-            mask[j, :n] = 1
-            labels[j, n - r.n_loss:n] = ids[j, n - r.n_loss:n]
+        ids, mask = pad_rows([r.ids for r in rows], int(pad))
+        labels = pad_rows([[-100] * (len(r.ids) - r.n_loss) + list(r.ids[len(r.ids) - r.n_loss:]) for r in rows],
+                          -100)[0]
         yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _first_nonfinite(named) -> str | None:
+    """Name of the first trainable parameter holding NaN/Inf, or None."""
+    for name, p in named:
+        if p.requires_grad and not bool(torch.isfinite(p).all()):
+            return name
+    return None
+
+
+def _trainable(rt: SplitRuntime, trainer) -> list:
+    if getattr(trainer, "model", None) is not None:  # centralized: the adapters live on the unsplit twin
+        return list(trainer.model.named_parameters())
+    return [(f"{m}.{n}", p) for m, part in rt.modules().items() for n, p in part.named_parameters()]
 
 
 def train(rt: SplitRuntime, samples: list[Sample], cfg: TrainConfig, lora: LoraSpec, out: Path, meta: dict,
-          progress: bool = True, centralized: bool = False) -> dict:
+          progress: bool = True, centralized: bool = False, overwrite: bool = False) -> dict:
     """Fine-tune LoRA adapters on `samples` through the split runtime (defense on the wire), or, with
-    `centralized`, on the unsplit model with the same adapters, data order and budget (the reference)."""
-    from safetensors.torch import save_file
+    `centralized`, on the unsplit model with the same adapters, data order and budget (the reference).
+
+    Training stops with a FlbenchError naming the step as soon as the loss or an adapter weight is not finite
+    (nothing is saved). The adapters, losses.jsonl and run.json are written to `out` as one unit (see
+    `flbench.core.io.atomic_write_dir`): an existing `out` must be empty unless `overwrite`; if the write fails
+    the error names where the run was kept."""
+    from safetensors.torch import save as safetensors_bytes
 
     from splits.training import CentralizedTrainer
 
@@ -131,24 +155,45 @@ def train(rt: SplitRuntime, samples: list[Sample], cfg: TrainConfig, lora: LoraS
     desc = "centralized training" if centralized else "split training"
     bar = tqdm(total=cfg.steps * n_clients, desc=desc, unit="step", disable=not progress)
     streams = [batches(rt.loaded.tokenizer, samples[c::n_clients] or samples, cfg, cfg.steps) for c in range(n_clients)]
-    for step in range(cfg.steps):
-        for c in range(n_clients):  # sequential strategy: clients take turns
-            loss = trainer.step(**next(streams[c]), client=c)
-            if not math.isfinite(loss):
-                raise FlbenchError(f"training diverged at step {step} (loss {loss}); lower --lr (now {cfg.lr})")
-            losses.append({"step": step, "client": c, "loss": loss})
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}")
-    bar.close()
+    params = _trainable(rt, trainer)
+    try:
+        for step in range(cfg.steps):
+            for c in range(n_clients):  # sequential strategy: clients take turns
+                where = f"step {step + 1}/{cfg.steps}" + (f", client {c}" if n_clients > 1 else "")
+                try:
+                    loss = trainer.step(**next(streams[c]), client=c)
+                except NonFiniteTensorError as e:  # activations overflowed before the loss could be computed
+                    raise FlbenchError(f"training diverged at {where} ({e}); nothing was saved; "
+                                       f"lower --lr (now {cfg.lr:g})") from None
+                except RuntimeError as e:  # e.g. AdamW's step size lr / (1 - β₁ᵗ) overflowing fp32
+                    if "overflow" not in str(e):
+                        raise
+                    raise FlbenchError(f"training diverged at {where} (numerical overflow: {str(e).splitlines()[0]}); "
+                                       f"nothing was saved; lower --lr (now {cfg.lr:g})") from None
+                bad = None if math.isfinite(loss) else f"loss {loss}"
+                if bad is None and (name := _first_nonfinite(params)) is not None:
+                    bad = f"NaN/Inf in adapter weight {name}"
+                if bad is not None:
+                    raise FlbenchError(f"training diverged at {where} ({bad}); nothing was saved; "
+                                       f"lower --lr (now {cfg.lr:g})")
+                losses.append({"step": step, "client": c, "loss": loss})
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}")
+    finally:
+        bar.close()
     seconds = time.perf_counter() - t0
     if centralized:
         trainer.sync_to_parts()
+    files: dict[str, bytes] = {}
     for name, part in rt.modules().items():
         state = {k: v.contiguous() for k, v in adapter_state(part).items()}
+        if any(not bool(torch.isfinite(v).all()) for v in state.values()):  # never save NaN adapters
+            raise FlbenchError(f"training produced NaN/Inf adapter weights in {name}; nothing was saved; "
+                               f"lower --lr (now {cfg.lr:g})")
         if state:
-            save_file(state, str(out / f"{name}.safetensors"), metadata={"format": "pt", "part": part.role,
-                                                                             "first_block": str(part.first_block)})
-    _atomic_write(out / "losses.jsonl", "".join(json.dumps(r) + "\n" for r in losses))
+            files[f"{name}.safetensors"] = safetensors_bytes(
+                state, metadata={"format": "pt", "part": part.role, "first_block": str(part.first_block)})
+    files["losses.jsonl"] = "".join(strict_json(r) + "\n" for r in losses).encode()
     window = max(1, len(losses) // 10)
     summary = {
         **meta,
@@ -165,7 +210,8 @@ def train(rt: SplitRuntime, samples: list[Sample], cfg: TrainConfig, lora: LoraS
         "wire": rt.wire.stats(),
         "out": str(out),
     }
-    _atomic_write(out / "run.json", json.dumps(summary, indent=2, default=str))
+    files["run.json"] = (strict_json(summary, indent=2, default=str) + "\n").encode()
+    atomic_write_dir(out, files, overwrite=overwrite)
     return summary
 
 

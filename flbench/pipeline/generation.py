@@ -13,6 +13,7 @@ from flbench.models import LoadedModel
 from splits.inference import split_generate
 from splits.partition import SplitSpec
 from splits.runtime import SplitRuntime
+from splits.sequence import pad_rows
 
 MODES = ("kv-cache", "naive", "centralized")
 
@@ -36,14 +37,24 @@ def encode_prompts(tokenizer, prompts: list[str], chat: bool = False) -> tuple[t
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded (ids, attention mask) of token rows, as generation wants them."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-        mask[i, width - len(r):] = 1
-    return ids, mask
+    """Left-padded (ids, attention mask) of token rows, as generation wants them (splits.sequence.pad_rows)."""
+    return pad_rows(rows, int(pad_id), left=True)
+
+
+def check_context(loaded: LoadedModel, mask: torch.Tensor, max_new_tokens: int) -> None:
+    """Refuse, before generating, prompts + --max-new-tokens that do not fit the model's context."""
+    ctx = loaded.context_length
+    if ctx is None:
+        return
+    lengths = mask.sum(-1).tolist()
+    longest = max(range(len(lengths)), key=lambda i: lengths[i])
+    if lengths[longest] >= ctx:
+        raise FlbenchError(f"--prompt #{longest + 1} is {lengths[longest]} tokens long; the model's context is {ctx} "
+                           "positions, and at least one new token must fit: shorten the prompt")
+    room = ctx - int(mask.shape[1])
+    if max_new_tokens > room:
+        raise FlbenchError(f"--max-new-tokens {max_new_tokens}: the prompt ({mask.shape[1]} tokens) + {max_new_tokens} "
+                           f"new tokens exceed the model's context of {ctx} positions; accepted 1..{room}")
 
 
 @dataclass

@@ -11,6 +11,7 @@ see flbench.pipeline.textgen) and `examples`: the first three prompt tails, pred
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from flbench.core.errors import FlbenchError
 from flbench.models import LoadedModel
 from flbench.tasks import Task, get_task
 from flbench.tasks.scoring import predict
-from splits.partition import SplitSpec
+from splits.partition import SplitSpec, show_value
 from splits.runtime import SplitRuntime
 
 WIRE_KEYS = ("bytes_total", "messages")
@@ -30,16 +31,68 @@ N_SHOWN = 3  # generated examples echoed in the output
 PROMPT_TAIL_CHARS = 160
 
 
+def _bad_checkpoint(where: Path, what: str) -> FlbenchError:
+    return FlbenchError(f"--checkpoint {where}: {what}; expected a directory written by flbench train --out "
+                        "(run.json + adapter .safetensors files)")
+
+
+def _field(meta: dict, key: str, kinds: tuple, run_json: Path, what: str):
+    v = meta.get(key)
+    if not isinstance(v, kinds) or isinstance(v, bool) and bool not in kinds:
+        raise _bad_checkpoint(run_json, f"{key!r} is {show_value(v)}; expected {what}")
+    return v
+
+
 def read_checkpoint(ckpt_dir: str | Path) -> dict:
-    """run.json of a `flbench train --out DIR` directory."""
-    p = Path(ckpt_dir) / "run.json"
+    """run.json of a `flbench train --out DIR` directory, checked for shape (a malformed or hand-edited file
+    fails here with one line naming it, before any model loads), plus a header check of every adapter file."""
+    from safetensors import SafetensorError, safe_open
+
+    from splits.partition import parse_split
+    from splits.training import PART_NAMES
+
+    d = Path(ckpt_dir)
+    p = d / "run.json"
+    if not d.is_dir():
+        raise _bad_checkpoint(d, "no such directory" if not d.exists() else "not a directory")
     try:
-        meta = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise FlbenchError(f"--checkpoint {str(ckpt_dir)!r}: cannot read run.json written by flbench train ({e})") from None
+        meta = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise _bad_checkpoint(p, f"cannot read run.json written by flbench train ({e.strerror or e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _bad_checkpoint(p, f"not valid JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(meta, dict):
+        raise _bad_checkpoint(p, f"holds a JSON {type(meta).__name__}; expected an object with model, split, lora")
     for k in ("model", "split", "lora"):
         if k not in meta:
-            raise FlbenchError(f"--checkpoint {str(ckpt_dir)!r}: run.json lacks the {k!r} field")
+            raise _bad_checkpoint(p, f"lacks the {k!r} field")
+    model = _field(meta, "model", (dict,), p, "an object with name and weights_sha256")
+    for k in ("name", "weights_sha256"):
+        _field(model, k, (str,), p, "a string")
+    parse_split(_field(meta, "split", (str,), p, 'a "P,Q" string'), option=f"--checkpoint {p}: split")
+    lora = _field(meta, "lora", (dict,), p, "an object with rank, alpha, target_modules, parts")
+    if _field(lora, "rank", (int,), p, "a positive integer") < 1:
+        raise _bad_checkpoint(p, f"lora rank {lora['rank']}; expected a positive integer")
+    alpha = _field(lora, "alpha", (int, float), p, "a number")
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise _bad_checkpoint(p, f"lora alpha {alpha}; expected a finite number > 0")
+    if "dropout" in lora:
+        _field(lora, "dropout", (int, float), p, "a number")
+    for k in ("target_modules", "parts"):
+        v = _field(lora, k, (list,), p, "a non-empty list of strings")
+        if not v or not all(isinstance(x, str) for x in v):
+            raise _bad_checkpoint(p, f"lora {k} {show_value(v)}; expected a non-empty list of strings")
+    if not set(lora["parts"]) <= set(PART_NAMES):
+        raise _bad_checkpoint(p, f"lora parts {lora['parts']}; accepted parts are {', '.join(PART_NAMES)}")
+    files = sorted(d.glob("*.safetensors"))
+    if not files:
+        raise _bad_checkpoint(d, "no client0.head/client0.tail/trunk .safetensors adapter files")
+    for f in files:  # header check only (cheap); values are read and checked in apply_checkpoint
+        try:
+            with safe_open(str(f), framework="pt") as h:
+                h.keys()
+        except (SafetensorError, OSError) as e:
+            raise _bad_checkpoint(f, f"not a readable safetensors file ({e})") from None
     return meta
 
 
@@ -55,6 +108,7 @@ def check_checkpoint(meta: dict, loaded: LoadedModel, spec: SplitSpec, ckpt_dir)
 
 def apply_checkpoint(rt: SplitRuntime, meta: dict, ckpt_dir):
     """Inject the run's LoRA adapters into rt's parts and load their saved values. Returns the LoraSpec."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from splits.training import LoraSpec, apply_lora
@@ -68,15 +122,24 @@ def apply_checkpoint(rt: SplitRuntime, meta: dict, ckpt_dir):
         f = Path(ckpt_dir) / f"{name}.safetensors"
         if not f.is_file():
             continue
-        state = load_file(str(f))
-        missing, unexpected = part.load_state_dict(state, strict=False)
+        try:  # safetensors only: no pickle is ever loaded from a checkpoint
+            state = load_file(str(f))
+        except (SafetensorError, OSError) as e:
+            raise _bad_checkpoint(f, f"not a readable safetensors file ({e})") from None
+        nonfinite = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+        if nonfinite is not None:
+            raise _bad_checkpoint(f, f"adapter weight {nonfinite} holds NaN/Inf values")
+        try:
+            missing, unexpected = part.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # shape mismatch
+            raise _bad_checkpoint(f, f"adapter shapes do not match the {name} part ({str(e).splitlines()[-1].strip()})") from None
         bad = unexpected or [k for k in missing if "lora_" in k]
         if bad:
-            raise FlbenchError(f"--checkpoint {f}: adapter keys do not match the {name} part (e.g. {bad[0]})")
+            raise _bad_checkpoint(f, f"adapter keys do not match the {name} part (e.g. {bad[0]})")
         loaded_any = True
         part.eval()
     if not loaded_any:
-        raise FlbenchError(f"--checkpoint {str(ckpt_dir)!r}: no client0.head/client0.tail/trunk .safetensors files")
+        raise _bad_checkpoint(Path(ckpt_dir), "no client0.head/client0.tail/trunk .safetensors adapter files")
     return lora
 
 
@@ -129,8 +192,7 @@ def evaluate(task: str | Task, loaded: LoadedModel, spec: SplitSpec | None, defe
                  "examples": [{"prompt_tail": p[-PROMPT_TAIL_CHARS:], "prediction": pred, "references": task.references(e)}
                               for p, pred, e in list(zip(gen.prompts, gen.predictions, examples))[:N_SHOWN]]}
     else:
-        max_len = getattr(loaded.model.config, "max_position_embeddings", None)
-        preds, _ = predict(task, examples, loaded.tokenizer, forward, batch_size, max_len, progress)
+        preds, _ = predict(task, examples, loaded.tokenizer, forward, batch_size, loaded.context_length, progress)
         seconds = time.perf_counter() - t0
         metrics = task.score(examples, preds)
         wire = {k: rt.wire.stats()[k] for k in WIRE_KEYS} if rt is not None else {k: 0 for k in WIRE_KEYS}

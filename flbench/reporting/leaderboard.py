@@ -7,11 +7,25 @@ Columns, in order:
     pii_recovery, <other attack metrics, sorted>, task, task_n, utility, u_<utility metric> (sorted),
     utility_ref, dcs, pareto, wire_bytes, seconds, config_hash, commit
 
-`utility` is the task's primary metric; `seconds` is the record's `timings.total_s`; `commit` carries a
-"-dirty" suffix when the record was produced from a working tree with uncommitted changes. The record's
-date is left out on purpose: the same records always give the same bytes, and a rerun of identical cells
-changes only what actually changed. Attack metrics given as {"mean", "ci_low", "ci_high"} contribute their
-mean (and, for token_accuracy, the CI bounds).
+`utility` is the task's primary metric; `commit` carries a "-dirty" suffix when the record was produced
+from a working tree with uncommitted changes. The record's date is left out on purpose: the same records
+always give the same bytes, and a rerun of identical cells changes only what actually changed. Attack
+metrics given as {"mean", "ci_low", "ci_high"} contribute their mean (and, for token_accuracy, the CI bounds).
+
+Wall-clock columns: only `seconds` (the record's `timings.total_s`, the whole cell's wall time on the machine
+that ran it, including work shared between the cell's attacks). It varies from machine to machine and run
+to run; every other column is a deterministic function of the configuration and seeds (given the same
+library versions).
+
+The defense columns come from the defense itself: the registered class, built with the record's parameters,
+says its noise scale (`noise_sigma`, σ per coordinate; dp-forward: z·C) and its unit (`relative`: σ is a
+multiple of RMS(h_A)), and its family (the undefended reference below is the family "none"). A record
+whose defense this installation does not know (or whose parameters it refuses) falls back to the record's
+own `noise_sigma` / `relative` / `family` fields. `snr`, `epsilon` and `delta` are measurements of the run
+and always come from the record. The attack's primary metric (AP below) is the record's `attack.primary` (which the runner takes from the
+attack class's `primary_metric`), else the registered class's `primary_metric`; `df.attrs["primary_metric"]`
+maps each attack to it for the plots. Records of schema 1 and 2
+are read alike (only the top-level blocks defense/attack/task/finetune/wire/timings and `config` are used).
 
 DCS, the Defense Capability Score of VFLAIR (Zou et al., "VFLAIR: A Research Library and Benchmark for
 Vertical Federated Learning", ICLR 2024, arXiv 2310.09827) as used by VFLAIR-LLM (Gu, Fan, Sun, Liu, Ye,
@@ -22,7 +36,7 @@ arXiv 2508.03097, doi:10.1145/3711896.3737411):
 
 AP = the attack's primary metric (recovery, in [0, 1]), MP = the task utility, MP* = `utility_ref` = the
 undefended utility: the mean utility of the records with the same model, split, task config, fine-tuning
-config and seed and defense `none`; if the sweep has no such record, the centralized reference (split null)
+config and seed and a defense of the family "none"; if the sweep has no such record, the centralized reference (split null)
 of the same model, task config, fine-tuning config and seed. DCS is NaN (empty in the CSV) when any of AP,
 MP, MP* is missing: a record without an attack, without a task, or without any undefended reference.
 DCS ∈ (0, 1]; 1 means the attack recovers nothing and utility is untouched.
@@ -33,13 +47,16 @@ AP are never on the front.
 """
 from __future__ import annotations
 
+import functools
+import json
 import math
 import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from flbench.experiments import records as rec
 from flbench.core.errors import FlbenchError
+from flbench.experiments import records as rec
+from flbench.reporting.tables import markdown_table
 
 BETA = 0.5
 AP_STAR = 0.0
@@ -93,18 +110,49 @@ def dcs(ap: float, mp: float, mp_star: float, beta: float = BETA, ap_star: float
     return 1.0 / (1.0 + math.sqrt((1.0 - beta) * (ap - ap_star) ** 2 + beta * (mp - mp_star) ** 2))
 
 
-def _noise_sigma(name: str, d: dict) -> float:
-    s = _f(d.get("noise_sigma"))
-    if _finite(s):
-        return s
-    params = d.get("params") or {}
-    if name == "none":
-        return 0.0
-    if name == "gaussian":
-        return _f(params.get("sigma", 0.0))
-    if name == "dp-forward":
-        return _f(params.get("noise_multiplier", 1.0)) * _f(params.get("clip", 1.0))
-    return NAN
+@functools.lru_cache(maxsize=None)
+def _defense_view(name: str, params_json: str) -> tuple[str, float, bool] | None:
+    """(family, σ, relative) as the registered defense class says, or None if it cannot say."""
+    from defenses import make_defense
+
+    try:
+        d = make_defense(name, **json.loads(params_json))
+        scale = d.noise_scale()
+    except (FlbenchError, NotImplementedError):  # unknown defense, refused params, or no noise scale
+        return None
+    return d.family, float(scale.value), scale.relative
+
+
+def describe_defense(name: str, block: dict) -> dict[str, Any]:
+    """{"family", "noise_sigma", "relative"} of a record's defense block: asked from the registered defense
+    class built with the block's params; the record's own fields when the class cannot answer."""
+    view = _defense_view(name, json.dumps(block.get("params") or {}, sort_keys=True))
+    if view is not None:
+        return {"family": view[0], "noise_sigma": view[1], "relative": view[2]}
+    relative = block.get("relative")
+    return {"family": block.get("family"), "noise_sigma": _f(block.get("noise_sigma")),
+            "relative": relative if isinstance(relative, bool) else None}
+
+
+def defense_family(name: Any) -> str | None:
+    """The family a registered defense class declares ("none", "additive-noise", "dp", ...), else None."""
+    from defenses import defenses
+
+    return defenses.get(name).family if isinstance(name, str) and name in defenses else None
+
+
+@functools.lru_cache(maxsize=None)
+def attack_primary(name: Any, recorded: str | None = None) -> str:
+    """The attack's primary metric: the record's `attack.primary` (the runner writes the attack class's
+    `primary_metric` there), else what the registered attack class declares, else token_accuracy. The class
+    is asked only when the record is silent: importing the attacks loads torch and transformers (seconds)."""
+    if recorded:
+        return recorded
+    from attacks import attacks
+
+    if isinstance(name, str) and name in attacks:
+        return attacks.get(name).primary_metric
+    return "token_accuracy"
 
 
 def _registered_primary(name, metrics: dict) -> str | None:
@@ -130,9 +178,7 @@ def _row(r: dict) -> tuple[dict, dict]:
     dname = d.get("name") or (cfg.get("defense") or {}).get("name") or "none"
     if "params" not in d and isinstance(cfg.get("defense"), dict):
         d = {**d, "params": cfg["defense"].get("params") or {}}
-    relative = d.get("relative")
-    if relative is None and dname == "gaussian":
-        relative = bool((d.get("params") or {}).get("relative", False))
+    dview = describe_defense(dname, d)
     ft = r.get("finetune") if r.get("finetune") is not None else cfg.get("finetune")
     a = r.get("attack") or {}
     am = a.get("metrics") or {}
@@ -145,8 +191,8 @@ def _row(r: dict) -> tuple[dict, dict]:
         "model": model,
         "split": CENTRALIZED if split is None else str(split),
         "defense": dname,
-        "noise_sigma": _noise_sigma(dname, d),
-        "relative": relative if isinstance(relative, bool) else None,
+        "noise_sigma": dview["noise_sigma"],
+        "relative": dview["relative"],
         "snr": _f(d.get("snr")),
         "epsilon": _f(d.get("epsilon")),
         "delta": _f(d.get("delta")),
@@ -172,10 +218,11 @@ def _row(r: dict) -> tuple[dict, dict]:
             row[m] = _f(v)
     for m, v in tm.items():
         row[f"u_{m}"] = _f(v)
-    ap_name = a.get("primary") or "token_accuracy"
+    ap_name = attack_primary(a.get("name"), a.get("primary")) if a else None
     hidden = {
+        "family": dview["family"],
         "ap": _f(am.get(ap_name)) if a else NAN,
-        "ap_name": ap_name if a else None,
+        "ap_name": ap_name,
         "task_key": rec.canonical_json(cfg.get("task")) if "task" in cfg else rec.canonical_json(t.get("name")),
         "ft_key": rec.canonical_json(rec.normalize_numbers(cfg.get("finetune"))),
         "seed": rec.canonical_json(cfg.get("seed", (r.get("seeds") or {}).get("seed"))),
@@ -201,9 +248,10 @@ def _split_sort(split: str) -> tuple[int, int]:
         return (10**9, 10**9)
 
 
-def _sort_key(row: dict) -> tuple:
+def _sort_key(pair: tuple[dict, dict]) -> tuple:
+    row, hidden = pair
     return (str(row["model"] or ""), str(row["task"] or ""), str(row["attack"] or ""), str(row["attack_data"] or ""),
-            _split_sort(row["split"]), (row["defense"] != "none", row["defense"]), str(row["relative"]),
+            _split_sort(row["split"]), (hidden["family"] != "none", row["defense"]), str(row["relative"]),
             _nan_key(row["noise_sigma"]), _nan_key(row["epsilon"]), _nan_key(row["finetune_steps"]),
             str(row["config_hash"] or ""))
 
@@ -227,7 +275,7 @@ def build(records: Iterable[dict]):
     import pandas as pd
 
     pairs = [_row(r) for r in records]
-    pairs.sort(key=lambda p: _sort_key(p[0]))
+    pairs.sort(key=_sort_key)
     rows = [p[0] for p in pairs]
     hidden = [p[1] for p in pairs]
 
@@ -240,7 +288,7 @@ def build(records: Iterable[dict]):
         base = (row["model"], h["task_key"], h["ft_key"], h["seed"])
         if row["split"] == CENTRALIZED:
             central.setdefault(base, []).append(row["utility"])
-        elif row["defense"] == "none":
+        elif h["family"] == "none":
             undefended.setdefault((row["split"], *base), []).append(row["utility"])
     for row, h in zip(rows, hidden):
         base = (row["model"], h["task_key"], h["ft_key"], h["seed"])
@@ -272,7 +320,10 @@ def build(records: Iterable[dict]):
         df[c] = df[c].astype("float64")
     for c in ("model", "split", "defense", "attack", "attack_data", "task", "config_hash", "commit"):
         df[c] = df[c].astype(object).where(df[c].notna(), None)
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    # Not a column (the CSV's bytes stay what they are): each attack's primary metric, for the plots.
+    df.attrs["primary_metric"] = {row["attack"]: h["ap_name"] for row, h in zip(rows, hidden) if row["attack"]}
+    return df
 
 
 def to_csv(df) -> str:
@@ -280,48 +331,27 @@ def to_csv(df) -> str:
     return df.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n", na_rep="")
 
 
-def _fmt(v: Any) -> str:
-    import numpy as np
+def to_markdown(df, columns: Sequence[str] | None = None) -> str:
+    """A compact GitHub Markdown table (pandas `to_markdown`, see `flbench.reporting.tables`); numbers with
+    3 significant digits, `token_accuracy` with its 95% CI as "0.500 [0.480, 0.520]"."""
     import pandas as pd
 
-    if v is None or v is pd.NA:
-        return "–"
-    if isinstance(v, (bool, np.bool_)):
-        return "✓" if v else ""
-    if isinstance(v, str):
-        return v.replace("|", "\\|")
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return str(v).replace("|", "\\|")
-    if math.isnan(f):
-        return "–"
-    if math.isinf(f):
-        return "∞" if f > 0 else "-∞"
-    if float(f).is_integer() and abs(f) < 1e6:
-        return str(int(f))
-    return f"{f:.3g}"
+    from flbench.reporting.tables import MISSING, cell
 
-
-def to_markdown(df, columns: Sequence[str] | None = None) -> str:
-    """A compact GitHub Markdown table (own renderer, no tabulate). `token_accuracy` is shown with its CI."""
-    cols = [c for c in (columns or MD_COLUMNS) if c in df.columns]
     missing = [c for c in (columns or []) if c not in df.columns]
     if missing:
         raise FlbenchError(f"leaderboard has no column {missing[0]!r}; columns: {', '.join(df.columns)}")
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for _, row in df.iterrows():
-        cells = []
-        for c in cols:
-            v = row[c]
-            s = _fmt(v)
-            if c == "token_accuracy" and "token_accuracy_ci_low" in df.columns and s != "–":
-                lo, hi = row["token_accuracy_ci_low"], row["token_accuracy_ci_high"]
-                if _fmt(lo) != "–" and _fmt(hi) != "–":
-                    s = f"{float(v):.3f} [{float(lo):.3f}, {float(hi):.3f}]"
-            cells.append(s)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    cols = [c for c in (columns or MD_COLUMNS) if c in df.columns]
+    body = pd.DataFrame({c: [cell(v) for v in df[c]] for c in cols}, columns=cols)
+    if "token_accuracy" in cols and "token_accuracy_ci_low" in df.columns:
+        def with_ci(v, lo, hi) -> str:
+            if MISSING in (cell(v), cell(lo), cell(hi)):
+                return cell(v)
+            return f"{float(v):.3f} [{float(lo):.3f}, {float(hi):.3f}]"
+
+        body["token_accuracy"] = [with_ci(*t) for t in zip(df["token_accuracy"], df["token_accuracy_ci_low"],
+                                                              df["token_accuracy_ci_high"])]
+    return markdown_table(body)
 
 
 def render(df, fmt: str = "csv", columns: Sequence[str] | None = None) -> str:

@@ -2,17 +2,22 @@
 
 `plot_all(records_or_df, out_dir)` writes, when the data exist:
 
-- `tradeoff__<model>__<task>__<attack>`: utility vs attack recovery, one curve per partition point (and
-  defense family), points labelled with σ (or ε for dp-forward), the centralized utility as a dashed
-  horizontal line, the Pareto front (leaderboard `pareto` flag) as a grey step line with circled points;
-- `recovery_vs_sigma__<model>__<attack>__<relative|absolute>[__<task>]`: attack recovery vs σ of the Gaussian
-  defense (σ = 0: no defense), one line per partition point, the 95% CI as a shaded band (the FL-LLaMA
-  "deeper head is more robust" analysis);
-- `epsilon_vs_utility__<model>__<task>`: ε of dp-forward vs utility, one line per partition point, log-x when
-  ε spans more than two decades, with the undefended and centralized utilities as reference lines.
+- `tradeoff__<model>__<task>__<attack>`: utility vs attack recovery (the attack's primary metric), one
+  curve per partition point and defense (and σ unit), points labelled with ε where the defense accounts
+  for privacy, else with σ (those curves start at the undefended point, σ = 0); the centralized utility
+  as a dashed horizontal line, the Pareto front (leaderboard `pareto` flag) as a grey step line with
+  circled points;
+- `recovery_vs_sigma__<model>__<attack>__<relative|absolute>[__<task>]`: attack recovery vs σ of the
+  defenses without privacy accounting (σ = 0: no defense), one line per partition point (and defense, when
+  several share the σ unit), the 95% CI as a shaded band (the FL-LLaMA "deeper head is more robust" analysis);
+- `epsilon_vs_utility__<model>__<task>`: ε vs utility for the defenses that account for privacy, one line
+  per partition point, log-x when ε spans more than two decades, with the undefended and centralized
+  utilities as reference lines.
 
-A plot without data is skipped with a note, never an error. SVGs are byte-identical across calls
-(fixed `svg.hashsalt`, no date in the metadata).
+Nothing here names a defense: the undefended reference is the defense family "none" (asked from the
+registered class), σ and its unit are the leaderboard's `noise_sigma` / `relative` (asked from the defense),
+and a defense accounts for privacy when its records carry a finite ε. A plot without data is skipped with
+a note, never an error. SVGs are byte-identical across calls (fixed `svg.hashsalt`, no date in the metadata).
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from flbench.experiments import records as rec
 
@@ -66,6 +71,17 @@ def _split_key(s: str) -> tuple[int, int]:
         return (10**9, 10**9)
 
 
+def _with_family(df):
+    """The leaderboard plus a `family` column, asked from the registered defense classes."""
+    from flbench.reporting.leaderboard import defense_family
+
+    return df.assign(family=[defense_family(n) for n in df["defense"]])
+
+
+def _sigma_tag(relative: bool) -> str:
+    return "σ×RMS" if relative else "σ"
+
+
 def _utility_label(task: str) -> str:
     return f"{task} utility (primary task metric, 0–1)"
 
@@ -75,11 +91,13 @@ def _to_df(data):
 
     from flbench.reporting import leaderboard
 
-    if isinstance(data, pd.DataFrame):
-        return data
-    if isinstance(data, (str, os.PathLike)):
-        data = rec.read_records(data)
-    return leaderboard.build(list(data))
+    if not isinstance(data, pd.DataFrame):
+        if isinstance(data, (str, os.PathLike)):
+            data = rec.read_records(data)
+        data = leaderboard.build(list(data))
+    out = _with_family(data)
+    out.attrs = dict(data.attrs)
+    return out
 
 
 def _save(fig, out_dir: Path, stem: str, result: PlotResult) -> None:
@@ -117,83 +135,115 @@ def _colors(splits: list[str]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------- plots
 
+# (marker, line style) per curve kind: σ relative, σ absolute, ε-accounted; further curves of a kind cycle on.
+STYLES = [("o", "-"), ("^", "-."), ("s", ":"), ("D", "--"), ("v", (0, (3, 1, 1, 1)))]
+
+
+def _accounted(rows) -> bool:
+    """A defense accounts for privacy when its records carry a finite ε."""
+    return bool(rows["epsilon"].map(_finite).any())
+
+
+def _relative(rows):
+    return rows["relative"].fillna(False).astype(bool)
+
+
+def _primary(df, attack: Any) -> str | None:
+    """The attack's primary metric if the leaderboard has that column: from the leaderboard (records, see
+    `leaderboard.attack_primary`), else asked from the attack class."""
+    from flbench.reporting.leaderboard import attack_primary
+
+    ap = df.attrs.get("primary_metric", {}).get(attack) or attack_primary(attack)
+    return ap if ap in df.columns else None
+
+
 def plot_tradeoff(df, out_dir: Path, result: PlotResult) -> None:
     import pandas as pd
 
-    rows = df[df["attack"].notna() & df["task"].notna() & df["utility"].notna() & df["token_accuracy"].notna()]
-    if rows.empty:
-        result.notes.append("tradeoff: skipped, no record has both a task utility and an attack result")
-        return
+    rows = df[df["attack"].notna() & df["task"].notna() & df["utility"].notna()]
+    drawn = 0
     for (model, task, attack), g in sorted(rows.groupby(["model", "task", "attack"], sort=True, dropna=False),
                                            key=lambda kv: tuple(map(str, kv[0]))):
+        ap = _primary(df, attack)
+        g = g[g[ap].notna()] if ap else g.iloc[0:0]
+        if g.empty:
+            continue
+        drawn += 1
         fig, ax = _new_fig()
         splits = sorted(g["split"].unique(), key=_split_key)
         colors = _colors(splits)
         for split in splits:
             gs = g[g["split"] == split]
-            base = gs[gs["defense"] == "none"]
-            families = [("gaussian", True, "o", "-", "σ×RMS"), ("gaussian", False, "^", "-.", "σ"),
-                        ("dp-forward", None, "s", ":", "ε")]
+            base = gs[gs["family"] == "none"]
+            noisy = gs[gs["family"] != "none"].assign(_rel=lambda x: _relative(x))
+            used: dict[int, int] = {}
             drawn_any = False
-            for name, relative, marker, ls, tag in families:
-                fam = gs[gs["defense"] == name]
-                if relative is not None:
-                    fam = fam[fam["relative"].fillna(False) == relative]
-                if fam.empty:
-                    continue
-                pts = fam if name == "dp-forward" else pd.concat([base, fam])
+            for (name, rel), fam in sorted(noisy.groupby(["defense", "_rel"], sort=True), key=lambda kv: str(kv[0])):
+                accounted = _accounted(fam)
+                kind = 2 if accounted else (0 if rel else 1)
+                marker, ls = STYLES[(kind + 3 * used.get(kind, 0)) % len(STYLES)]
+                used[kind] = used.get(kind, 0) + 1
+                pts = fam if accounted else pd.concat([base, fam])
                 pts = pts.sort_values(["noise_sigma", "config_hash"])
-                ax.plot(pts["token_accuracy"], pts["utility"], ls=ls, marker=marker, ms=4, color=colors[split],
-                        label=f"split {split} · {name}" + (f" ({tag})" if name == "gaussian" else ""))
+                tag = "ε" if accounted else _sigma_tag(rel)
+                ax.plot(pts[ap], pts["utility"], ls=ls, marker=marker, ms=4, color=colors[split],
+                        label=f"split {split} · {name} ({tag})")
                 for _, r in pts.iterrows():
-                    if name == "dp-forward":
-                        txt = f"ε={r['epsilon']:.3g}" if _finite(r["epsilon"]) else f"σ={_num(r['noise_sigma'])}"
+                    if accounted and _finite(r["epsilon"]):
+                        txt = f"ε={r['epsilon']:.3g}"
                     else:
                         txt = f"σ={_num(r['noise_sigma'])}" if _finite(r["noise_sigma"]) else "σ=?"
-                    ax.annotate(txt, (r["token_accuracy"], r["utility"]), textcoords="offset points",
+                    ax.annotate(txt, (r[ap], r["utility"]), textcoords="offset points",
                                 xytext=(4, 3), fontsize=6.5, color=colors[split])
                 drawn_any = True
             if not drawn_any and not base.empty:
-                ax.plot(base["token_accuracy"], base["utility"], ls="none", marker="o", ms=4, color=colors[split],
+                ax.plot(base[ap], base["utility"], ls="none", marker="o", ms=4, color=colors[split],
                         label=f"split {split} · none")
-        front = g[g["pareto"]].sort_values(["token_accuracy", "utility"])
+        front = g[g["pareto"]].sort_values([ap, "utility"])
         if not front.empty:
-            ax.step(front["token_accuracy"], front["utility"], where="post", color="0.35", lw=1.0, ls="--",
+            ax.step(front[ap], front["utility"], where="post", color="0.35", lw=1.0, ls="--",
                     zorder=1, label="Pareto front")
-            ax.scatter(front["token_accuracy"], front["utility"], s=90, facecolors="none", edgecolors="0.2",
+            ax.scatter(front[ap], front["utility"], s=90, facecolors="none", edgecolors="0.2",
                        linewidths=1.0, zorder=3)
         central = df[(df["model"] == model) & (df["task"] == task) & (df["split"] == "centralized")
                      & df["utility"].notna()]
         if not central.empty:
             ax.axhline(float(central["utility"].mean()), color="k", ls="--", lw=1.0, label="centralized utility")
-        ax.set_xlabel(METRIC_LABELS["token_accuracy"] + " → more leakage")
+        ax.set_xlabel(METRIC_LABELS.get(ap, ap) + " → more leakage")
         ax.set_ylabel(_utility_label(task))
         ax.set_title(f"{model} · {task} · {attack}: utility vs attack recovery")
         _legend_outside(ax)
         _save(fig, out_dir, _slug("tradeoff", model, task, attack), result)
+    if not drawn:
+        result.notes.append("tradeoff: skipped, no record has both a task utility and an attack result")
 
 
 def _dedupe_attack_rows(g):
     """Attack results of cells that differ only in the task (no fine-tuning) are the same measurement:
-    keep one row per (split, σ), the first in leaderboard order."""
-    return g.drop_duplicates(subset=["split", "noise_sigma"], keep="first")
+    keep one row per (split, defense, σ), the first in leaderboard order."""
+    return g.drop_duplicates(subset=["split", "defense", "noise_sigma"], keep="first")
 
 
 def plot_recovery_vs_sigma(df, out_dir: Path, result: PlotResult) -> None:
     import pandas as pd
 
-    rows = df[df["attack"].notna() & df["token_accuracy"].notna() & df["defense"].isin(["none", "gaussian"])]
-    if rows[rows["defense"] == "gaussian"].empty:
-        result.notes.append("recovery_vs_sigma: skipped, no gaussian-defense record with an attack result")
-        return
+    rows = df[df["attack"].notna()].assign(_rel=lambda x: _relative(x))
+    is_sigma = (rows["family"] != "none") & rows["noise_sigma"].map(_finite) & ~rows["epsilon"].map(_finite)
+    drawn = 0
     for (model, attack), g in sorted(rows.groupby(["model", "attack"], sort=True), key=lambda kv: tuple(map(str, kv[0]))):
-        gauss = g[g["defense"] == "gaussian"]
+        ap = _primary(df, attack)
+        if ap is None:
+            continue
+        keep = g[ap].notna()
+        noisy = g[keep & is_sigma.loc[g.index]]
+        noisy = noisy[[not _accounted(noisy[noisy["defense"] == n]) for n in noisy["defense"]]]
+        base = g[keep & (g["family"] == "none")]
         finetuned = (g["finetune_steps"].fillna(0) > 0).any()
         for relative in (True, False):
-            fam = gauss[gauss["relative"].fillna(False) == relative]
+            fam = noisy[noisy["_rel"] == relative]
             if fam.empty:
                 continue
-            base = g[g["defense"] == "none"]
+            names = sorted(map(str, fam["defense"].unique()))
             tasks = sorted(map(str, fam["task"].dropna().unique())) if finetuned else [None]
             for task in tasks:
                 pts_all = pd.concat([base, fam])
@@ -203,45 +253,56 @@ def plot_recovery_vs_sigma(df, out_dir: Path, result: PlotResult) -> None:
                 splits = sorted(pts_all["split"].unique(), key=_split_key)
                 colors = _colors(splits)
                 for split in splits:
-                    pts = _dedupe_attack_rows(pts_all[pts_all["split"] == split]).sort_values("noise_sigma")
-                    c = colors[split]
-                    ax.plot(pts["noise_sigma"], pts["token_accuracy"], marker="o", ms=4, color=c,
-                            label=f"split {split}")
-                    lo, hi = pts["token_accuracy_ci_low"], pts["token_accuracy_ci_high"]
-                    ok = lo.notna() & hi.notna()
-                    if ok.any():
-                        ax.fill_between(pts["noise_sigma"][ok], lo[ok], hi[ok], color=c, alpha=0.2, lw=0,
-                                        label=f"split {split} 95% CI")
+                    at_split = pts_all[pts_all["split"] == split]
+                    for k, name in enumerate(names):
+                        one = at_split[(at_split["family"] == "none") | (at_split["defense"] == name)]
+                        pts = _dedupe_attack_rows(one).sort_values("noise_sigma")
+                        c = colors[split]
+                        tag = f"split {split}" + (f" · {name}" if len(names) > 1 else "")
+                        ax.plot(pts["noise_sigma"], pts[ap], marker="o", ms=4, color=c, ls=STYLES[k % len(STYLES)][1],
+                                label=tag)
+                        if f"{ap}_ci_low" in pts.columns:
+                            lo, hi = pts[f"{ap}_ci_low"], pts[f"{ap}_ci_high"]
+                            ok = lo.notna() & hi.notna()
+                            if ok.any():
+                                ax.fill_between(pts["noise_sigma"][ok], lo[ok], hi[ok], color=c, alpha=0.2, lw=0,
+                                                label=f"{tag} 95% CI")
+                drawn += 1
                 ax.set_xlabel("σ (× RMS of h_A)" if relative else "σ (absolute)")
-                ax.set_ylabel(METRIC_LABELS["token_accuracy"])
+                ax.set_ylabel(METRIC_LABELS.get(ap, ap))
                 ax.set_ylim(-0.02, 1.02)
                 data = ", ".join(sorted(map(str, pts_all["attack_data"].dropna().unique())))
-                ax.set_title(f"{model} · {attack}: recovery vs Gaussian noise"
+                ax.set_title(f"{model} · {attack}: recovery vs noise ({', '.join(names)})"
                              + (f" · {task}" if task else "") + (f" (victims: {data})" if data else ""))
                 _legend_outside(ax)
                 _save(fig, out_dir, _slug("recovery_vs_sigma", model, attack,
                                           "relative" if relative else "absolute", *([task] if task else [])), result)
+    if not drawn:
+        result.notes.append("recovery_vs_sigma: skipped, no record of a noise defense without privacy accounting "
+                            "with an attack result")
 
 
 def plot_epsilon_utility(df, out_dir: Path, result: PlotResult) -> None:
-    import pandas as pd
-
-    rows = df[(df["defense"] == "dp-forward") & df["epsilon"].notna() & df["utility"].notna()
-              & df["task"].notna()]
-    rows = rows[rows["epsilon"].map(_finite)]
+    rows = df[(df["family"] != "none") & df["epsilon"].map(_finite) & df["utility"].notna() & df["task"].notna()]
     if rows.empty:
-        result.notes.append("epsilon_vs_utility: skipped, no dp-forward record with a finite ε and a task utility")
+        result.notes.append("epsilon_vs_utility: skipped, no record with a finite ε and a task utility")
         return
     for (model, task), g in sorted(rows.groupby(["model", "task"], sort=True), key=lambda kv: tuple(map(str, kv[0]))):
         g = g.drop_duplicates(subset=["config_hash"], keep="first")
+        names = sorted(map(str, g["defense"].unique()))
         fig, ax = _new_fig()
         splits = sorted(g["split"].unique(), key=_split_key)
         colors = _colors(splits)
         for split in splits:
-            pts = g[g["split"] == split].sort_values(["epsilon", "config_hash"])
-            ax.plot(pts["epsilon"], pts["utility"], marker="s", ms=4, color=colors[split], label=f"split {split}")
+            for k, name in enumerate(names):
+                pts = g[(g["split"] == split) & (g["defense"] == name)].sort_values(["epsilon", "config_hash"])
+                if pts.empty:
+                    continue
+                ax.plot(pts["epsilon"], pts["utility"], marker="s", ms=4, color=colors[split],
+                        ls=STYLES[k % len(STYLES)][1],
+                        label=f"split {split}" + (f" · {name}" if len(names) > 1 else ""))
             ref = df[(df["model"] == model) & (df["task"] == task) & (df["split"] == split)
-                     & (df["defense"] == "none") & df["utility"].notna()]
+                     & (df["family"] == "none") & df["utility"].notna()]
             if not ref.empty:
                 ax.axhline(float(ref["utility"].mean()), color=colors[split], ls=":", lw=1.0,
                            label=f"split {split} undefended")
@@ -252,9 +313,9 @@ def plot_epsilon_utility(df, out_dir: Path, result: PlotResult) -> None:
         eps = g["epsilon"].astype(float)
         if eps.min() > 0 and eps.max() / eps.min() > 100:
             ax.set_xscale("log")
-        ax.set_xlabel("ε of dp-forward (at the record's δ; lower = more private)")
+        ax.set_xlabel(f"ε of {', '.join(names)} (at the record's δ; lower = more private)")
         ax.set_ylabel(_utility_label(task))
-        ax.set_title(f"{model} · {task}: utility vs privacy budget ε (dp-forward)")
+        ax.set_title(f"{model} · {task}: utility vs privacy budget ε ({', '.join(names)})")
         _legend_outside(ax)
         _save(fig, out_dir, _slug("epsilon_vs_utility", model, task), result)
 

@@ -12,7 +12,8 @@ from flbench.data import load_corpus
 
 @pytest.mark.real_model
 def test_learned_inversion_recovers_private_records_at_split_1_1(smol):
-    cfg = AttackConfig(model="smollm2-135m", split="1,1", attack="learned-inversion", limit=30, aux_limit=1000)
+    cfg = AttackConfig(model="smollm2-135m", split="1,1", attack="learned-inversion",
+                       victims={"limit": 30, "aux_limit": 1000})
     fa = fit_attack(cfg, make_defense("none"), make_generator(seed=0), progress=False)
     res = evaluate_attack(fa, load_corpus("private-records", limit=30, seed=1))
     assert res["metrics"]["token_accuracy"]["mean"] >= 0.9, res["metrics"]["token_accuracy"]

@@ -48,18 +48,60 @@ def test_limit_larger_than_data_uses_what_there_is(cli, tmp_path):
     (["--attack", "nope"], "known: embedding-nn"),
     (["--noise-sigma", "-0.1"], "sigma"),
     (["--noise-sigma", "nan"], "sigma"),
-    (["--defense", "dp-forward", "--noise-multiplier", "0"], "noise_multiplier"),
-    (["--defense", "dp-forward", "--noise-multiplier", "1", "--dp-delta", "1.5"], "delta"),
-    (["--limit", "0"], "--limit 0"),
+    (["--defense", "dp-forward", "--dp-clip", "1", "--noise-multiplier", "0"], "noise"),
+    (["--defense", "dp-forward", "--dp-clip", "1", "--noise-multiplier", "1", "--dp-delta", "1.5"], "delta"),
+    (["--limit", "0"], "--limit 0 is not accepted"),
+    (["--max-length", "-3"], "--max-length -3 is not accepted"),
+    (["--aux-limit", "0"], "--aux-limit 0 is not accepted"),
     (["--attack-param", "metric=manhattan"], "manhattan"),
     (["--attack-param", "bogus=1"], "bogus"),
+    (["--attack-param", "foo=4"], "takes no parameter 'foo'"),
+    (["--attack-param", "chunk=abc"], "chunk='abc'"),
+    (["--attack-param", "chunk=0"], "chunk=0"),
+    (["--attack-param", "chunk=-5"], "chunk=-5"),
+    (["--attack-param", "chunk"], "expected key=value"),
     (["--aux-data", "private-records"], "private-records"),
+    (["--aux-data", ""], "--aux-data '' is not accepted"),
+    (["--data", "xsum"], "--data xsum is not accepted"),
+    (["--data", "enron", "--data-file", "victims.txt"], "--data-file: give either"),
+    (["--data-file", "/nonexistent/v.txt"], "--data-file /nonexistent/v.txt is not accepted; no such file"),
+    (["--split", "1;1"], "--split '1;1' is not accepted"),
+    (["--model", "no-such-model"], "--model no-such-model is not accepted"),
 ])
-def test_attack_bad_input(cli, extra, needle):
+def test_attack_bad_input_fails_before_any_loading(cli, tmp_path, monkeypatch, extra, needle):
+    """One line, exit 2, and nothing loaded or captured: every input is checked first."""
+    import flbench.models
+    from flbench.pipeline import attack as attack_mod
+
+    def never(*a, **k):
+        raise AssertionError("loaded or captured before the input was checked")
+
+    monkeypatch.setattr(flbench.models, "load_model", never)
+    monkeypatch.setattr(attack_mod, "run_attack", never)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "victims.txt").write_text("alice at alice@example.com\n")
     code, out, err = cli(*BASE, "--split", "0,1", *extra)
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], err
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
+
+
+def test_data_file_alone_replaces_the_default_corpus(cli, tmp_path, monkeypatch):
+    """Only an explicitly given --data conflicts with --data-file; the default corpus simply steps aside."""
+    from flbench.pipeline import attack as attack_mod
+
+    seen = {}
+
+    def fake_run(cfg, defense, gen):
+        seen["victims"] = cfg.victims
+        return {"ok": True}
+
+    monkeypatch.setattr(attack_mod, "run_attack", fake_run)
+    f = tmp_path / "v.txt"
+    f.write_text("alice\n")
+    code, _, err = cli(*BASE, "--split", "0,1", "--data-file", str(f), "--json")
+    assert code == 0, err
+    assert seen["victims"].data is None and seen["victims"].data_file == str(f) and seen["victims"].limit == 8
 
 
 def test_empty_data_file(cli, tmp_path):

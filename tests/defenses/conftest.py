@@ -10,6 +10,15 @@ EXAMPLES = {
 }
 
 
+# Each defense at zero strength, where it has one (it must then send h unchanged); None: no zero strength
+# (dp-forward always clips and needs z > 0).
+ZERO_STRENGTH = {
+    "none": {},
+    "gaussian": {"sigma": 0.0},
+    "dp-forward": None,
+}
+
+
 def pytest_generate_tests(metafunc):
     """Any test taking `defense_name` runs once per registered defense (one shared suite for all)."""
     if "defense_name" in metafunc.fixturenames:
@@ -19,6 +28,11 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture
 def examples():
     return EXAMPLES
+
+
+@pytest.fixture
+def zero_strength():
+    return ZERO_STRENGTH
 
 
 @pytest.fixture

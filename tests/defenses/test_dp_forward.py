@@ -58,9 +58,9 @@ def test_epsilon_matches_opacus_with_noise_multiplier_z_over_2(z, steps, delta):
 
 
 def test_epsilon_falls_as_z_grows_and_grows_with_steps():
-    eps = [DPForward(noise_multiplier=z).epsilon(10) for z in (0.5, 1.0, 2.0, 4.0, 8.0)]
+    eps = [DPForward(clip=1.0, noise_multiplier=z).epsilon(10) for z in (0.5, 1.0, 2.0, 4.0, 8.0)]
     assert all(a > b for a, b in zip(eps, eps[1:]))
-    d = DPForward(noise_multiplier=2.0)
+    d = DPForward(clip=1.0, noise_multiplier=2.0)
     assert d.epsilon(0) == 0.0 < d.epsilon(1) < d.epsilon(2) < d.epsilon(50)
     assert d.epsilon(5, delta=1e-3) < d.epsilon(5, delta=1e-7)
 
@@ -69,7 +69,7 @@ def test_epsilon_falls_as_z_grows_and_grows_with_steps():
                                     {"steps": 3, "vectors": 0}])
 def test_epsilon_rejects_bad_arguments(kwargs):
     with pytest.raises(FlbenchError):
-        DPForward().epsilon(**kwargs)
+        DPForward(clip=1.0, noise_multiplier=1.0).epsilon(**kwargs)
 
 
 def test_stats_count_releases_and_bound_epsilon():

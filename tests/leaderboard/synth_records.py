@@ -20,7 +20,7 @@ def record(cell: dict, attack: str | None, *, utility: float | None, ap: float |
         "seeds": {"seed": cell["seed"]}, "versions": {"flbench": "0.1.0"}, "commit": commit, "dirty": False,
         "date": "2025-01-01T00:00:00+00:00",
         "model": {"name": cell["model"], "weights_sha256": "0" * 64}, "split": cell["split"],
-        "defense": {"name": d["name"], "params": p, "noise_sigma": float(sigma),
+        "defense": {"name": d["name"], "params": p, "noise_sigma": None if sigma is None else float(sigma),
                     "relative": bool(p.get("relative", False)), "snr": snr, "epsilon": epsilon,
                     "delta": 1e-5 if epsilon is not None else None},
         "finetune": cell["finetune"],

@@ -100,17 +100,26 @@ def test_missing_pieces_and_odd_values():
     assert "∞" in md and "0.500 [0.480, 0.520]" in md
 
 
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
 def test_markdown_table():
+    """pandas' to_markdown (tabulate, GitHub format): padded columns, one row per leaderboard row."""
     df = lb.build(grid())
     md = lb.to_markdown(df)
     lines = md.splitlines()
-    assert lines[0] == "| " + " | ".join(lb.MD_COLUMNS) + " |"
-    assert lines[1] == "|" + "|".join(["---"] * len(lb.MD_COLUMNS)) + "|"
+    assert _cells(lines[0]) == lb.MD_COLUMNS
+    assert set(lines[1]) == {"|", "-"} and lines[1].count("|") == len(lb.MD_COLUMNS) + 1
     assert len(lines) == 2 + len(df)
     assert all(line.count("|") == len(lb.MD_COLUMNS) + 1 for line in lines)
-    assert "| 1,1 |" in md and "✓" in md
+    assert len({len(line) for line in lines}) == 1  # aligned columns
+    rows = [_cells(line) for line in lines[2:]]
+    assert ["1,1", "none"] in [r[1:3] for r in rows] and any("✓" in r for r in rows)
+    first = rows[0]
+    assert first[lb.MD_COLUMNS.index("split")] == "centralized" and first[lb.MD_COLUMNS.index("dcs")] == "–"
     small = lb.to_markdown(df, columns=["split", "dcs"])
-    assert small.splitlines()[0] == "| split | dcs |"
+    assert _cells(small.splitlines()[0]) == ["split", "dcs"]
     with pytest.raises(FlbenchError, match="no column 'nope'"):
         lb.to_markdown(df, columns=["nope"])
 
@@ -120,3 +129,57 @@ def test_write_leaderboard_errors(tmp_path):
         lb.write_leaderboard(tmp_path, tmp_path / "x.csv")
     with pytest.raises(FlbenchError, match="accepted: csv, md"):
         lb.write_leaderboard(tmp_path, tmp_path / "x.csv", fmt="xlsx")
+
+
+def test_regenerates_the_committed_leaderboard_byte_identically():
+    """`flbench leaderboard` on the committed records gives the committed results/leaderboard.csv."""
+    from pathlib import Path
+
+    from flbench.experiments.records import read_records
+
+    root = Path(__file__).resolve().parents[2] / "results"
+    assert lb.to_csv(lb.build(read_records(root / "runs"))).encode() == (root / "leaderboard.csv").read_bytes()
+
+
+def test_defense_columns_are_asked_from_the_defense_class():
+    recs = grid(splits=("1,1",), sigmas=(2,), zs=(4.0,))
+    for r in recs:  # records whose own σ fields disagree with the class: the class wins
+        if r["defense"]["name"] != "none":
+            r["defense"] = {**r["defense"], "noise_sigma": 123.0, "relative": None}
+    df = lb.build(recs)
+    got = {(row["defense"], row["noise_sigma"], row["relative"]) for _, row in df[df["split"] == "1,1"].iterrows()}
+    assert got == {("none", 0.0, False), ("gaussian", 2.0, True), ("dp-forward", 20.0, False)}  # z·C = 4·5
+    assert lb.describe_defense("dp-forward", {"params": {"clip": 5, "noise_multiplier": 4}})["family"] == "dp"
+
+
+def test_unknown_defense_falls_back_to_the_record():
+    cell = make_cell("m", "1,1", {"name": "from-elsewhere", "params": {"k": 1}}, {"name": "sst2", "limit": 10},
+                     None, ["a"], {}, {"data": "private-records"}, 0)
+    r = record(cell, "a", utility=0.5, ap=0.5)
+    r["defense"].update(noise_sigma=0.7, relative=True, family="exotic")
+    row = lb.build([r]).iloc[0]
+    assert row["defense"] == "from-elsewhere" and row["noise_sigma"] == 0.7 and row["relative"] == True  # noqa: E712
+    assert lb.describe_defense("from-elsewhere", r["defense"])["family"] == "exotic"
+
+
+def test_schema_1_and_2_read_alike():
+    recs = grid()
+    v2 = [{**r, "schema": 2, "config": {**r["config"], "resolved": {"anything": 1}},
+           "defense": {**r["defense"], "family": "?", "noise_unit": "absolute", "privacy_unit": None},
+           "attack": r["attack"] and {**r["attack"], "primary_metric": "token_accuracy"}} for r in recs]
+    assert lb.to_csv(lb.build(v2)) == lb.to_csv(lb.build(recs))
+
+
+def test_attack_primary_metric_from_the_record_else_the_attack_class():
+    from attacks import attacks
+
+    recs = grid()
+    silent = [{**r, "attack": r["attack"] and {k: v for k, v in r["attack"].items() if k != "primary"}} for r in recs]
+    df = lb.build(silent)  # the registered class says token_accuracy, as the records did
+    assert lb.to_csv(df) == lb.to_csv(lb.build(recs))
+    assert df.attrs["primary_metric"] == {"learned-inversion": attacks.get("learned-inversion").primary_metric}
+    other = [{**r, "attack": r["attack"] and {**r["attack"], "primary": "rouge_l"}} for r in recs]
+    row = lb.build(other)
+    assert row.attrs["primary_metric"] == {"learned-inversion": "rouge_l"}
+    r = row[row["attack"].notna() & row["utility_ref"].notna()].iloc[0]
+    assert r["dcs"] == pytest.approx(lb.dcs(r["rouge_l"], r["utility"], r["utility_ref"]))

@@ -28,10 +28,13 @@ def test_unknown_model_names_the_known_ones():
         load_model("nope")
 
 
-def test_local_directory_roundtrip(tiny, tmp_path):
+def test_local_directory_roundtrip(tiny, tmp_path, capfd):
     tiny.model.save_pretrained(tmp_path)
     tiny.tokenizer.save_pretrained(tmp_path)
+    capfd.readouterr()
     loaded = load_model(str(tmp_path))
+    out, err = capfd.readouterr()
+    assert out == "" and "Loading weights" not in err and err == ""  # no transformers progress bars or logs
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         assert torch.allclose(loaded.model(ids).logits, tiny.model(ids).logits, atol=1e-6)

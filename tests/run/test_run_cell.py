@@ -6,9 +6,14 @@ import json
 
 import pytest
 
-from flbench.pipeline.cell import run_cell
 from flbench.experiments.records import config_hash, is_done, read_records
-from flbench.experiments.sweep import make_cell
+from flbench.pipeline.cell import run_cell
+from flbench.pipeline.config import RunConfig, validate
+
+
+def _cell(task: str, **extra) -> RunConfig:
+    return validate(RunConfig, {"model": "tiny-llama", "split": "1,1", "task": {"name": task, "limit": 2},
+                                "attacks": ["embedding-nn"], "seed": 0, **extra})
 
 REQUIRED = ("schema", "record_id", "config_hash", "config", "seeds", "versions", "commit", "date", "model", "split",
             "defense", "finetune", "task", "attack", "wire", "timings")
@@ -51,19 +56,20 @@ def test_attack_results_are_shared_across_tasks_but_utility_is_not(tiny_cells):
     assert a[0]["config_hash"] != b[0]["config_hash"]
 
 
+GAUSS = {"name": "gaussian", "params": {"sigma": 0.3}}
+
+
 @pytest.fixture
 def tiny_cells():
-    cells = [make_cell("tiny-llama", "1,1", {"name": "gaussian", "params": {"sigma": 0.3}}, {"name": t, "limit": 2},
-                       None, ["embedding-nn"], {}, {"data": "private-records", "limit": 3}, 0) for t in ("sst2", "rte")]
+    cells = [_cell(t, defense=GAUSS, victims={"limit": 3}) for t in ("sst2", "rte")]
     return [run_cell(c, progress=False) for c in cells]
 
 
 def test_finetuned_cell_trains_then_scores(tmp_path):
-    cell = make_cell("tiny-llama", "1,1", {"name": "none", "params": {}}, {"name": "sst2", "limit": 2},
-                     {"steps": 1, "batch_size": 2, "max_length": 64}, ["embedding-nn"], {},
-                     {"data": "private-records", "limit": 2}, 0)
+    cell = _cell("sst2", finetune={"steps": 1, "batch_size": 2, "max_length": 64}, victims={"limit": 2})
     (r,) = run_cell(cell, progress=False)
     assert r["finetune"]["steps"] == 1 and r["finetune"]["wire_bytes"] > 0
+    assert r["finetune"]["lora_rank"] == 8 and r["config"]["finetune"]["lr"] == 0.001  # defaults filled in
     assert r["task"]["checkpoint_trained"] is True and "train_s" in r["timings"]
 
 
@@ -73,13 +79,77 @@ def test_finetuned_cell_trains_then_scores(tmp_path):
     (["--split", "1,1"], "nothing to run"),
     (["--split", "1,1", "--task", "sst2", "--secure-noise"], "--secure-noise"),
     (["--split", "1,1", "--attack", "nope"], "nope"),
-    (["--split", "1,1", "--task", "sst2", "--task-limit", "0"], "--task-limit 0"),
-    (["--split", "9,9", "--task", "sst2"], "9"),
+    (["--split", "1,1", "--task", "sst2", "--task-limit", "0"], "--task-limit 0 is not accepted"),
+    (["--split", "1;1", "--task", "sst2"], "--split '1;1' is not accepted"),
+    (["--task", "sst2", "--finetune-steps", "0"], "--finetune-steps 0 is not accepted"),
+    (["--task", "sst2", "--finetune-batch-size", "4"], "--finetune-batch-size needs --finetune-steps"),
+    (["--finetune-steps", "3", "--attack", "embedding-nn"], "needs a task"),
+    (["--task", "sst2", "--victim-limit", "3"], "--victim-limit needs --attack"),
+    (["--attack", "embedding-nn", "--aux-data", ""], "--aux-data '' is not accepted"),
+    (["--attack", "embedding-nn", "--aux-data", "enron"], "--aux-data enron is not accepted"),
+    (["--attack", "embedding-nn", "--victims", "xsum"], "--victims xsum is not accepted"),
+    (["--attack", "embedding-nn", "--attack-param", "foo=4"], "takes no parameter 'foo'"),
+    (["--attack", "embedding-nn", "--attack-param", "output-inversion.steps=4"], "not among --attack"),
+    (["--task", "sst2", "--seed", "-1"], "--seed -1 is not accepted"),
 ])
-def test_run_bad_input(cli, tmp_path, argv, needle):
-    code, _, err = cli("run", "--model", "tiny-llama", "--out", str(tmp_path), *argv)
+def test_run_bad_input_fails_before_the_model_is_loaded(cli, tmp_path, monkeypatch, argv, needle):
+    from flbench.pipeline import cell as cell_mod
+
+    def no_model(name):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(cell_mod, "cell_model", no_model)
+    code, out, err = cli("run", "--model", "tiny-llama", "--out", str(tmp_path / "runs"), *argv)
     assert code == 2, err
-    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("flbench: error: ") and out == "" and not (tmp_path / "runs").exists()
+
+
+def test_run_split_too_deep_for_the_model(cli, tmp_path):
+    code, _, err = cli("run", "--model", "tiny-llama", "--out", str(tmp_path), "--split", "9,9", "--task", "sst2")
+    assert code == 2 and "9" in err and len(err.strip().splitlines()) == 1
+
+
+def test_run_out_must_be_a_writable_directory(cli, tmp_path, monkeypatch):
+    from flbench.pipeline import cell as cell_mod
+
+    monkeypatch.setattr(cell_mod, "run_cell", lambda *a, **k: pytest.fail("ran with a bad --out"))
+    f = tmp_path / "file"
+    f.write_text("x")
+    for out, needle in ((f, "is not a directory"), ("/proc/flbench-nope/runs", "cannot write")):
+        code, _, err = cli("run", "--model", "tiny-llama", "--task", "sst2", "--out", str(out))
+        assert code == 2 and "--out" in err and needle in err and len(err.strip().splitlines()) == 1, err
+    # an existing records directory is fine (runs add to it)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "other.json").write_text("{}")
+    monkeypatch.setattr(cell_mod, "run_cell", lambda *a, **k: (_ for _ in ()).throw(SystemExit(0)))
+    code, _, err = cli("run", "--model", "tiny-llama", "--task", "sst2", "--out", str(tmp_path / "runs"))
+    assert code == 0, err
+
+
+def test_run_with_defaults_and_sweep_cell_spelling_them_out_hash_alike(cli, tmp_path):
+    """One typed config: the record of `flbench run` carries the resolved config (every default filled in);
+    a sweep cell that spells the same defaults out has the same hash, so the sweep sees the run's cell done."""
+    runs = tmp_path / "runs"
+    code, out, err = cli("run", "--model", "tiny-llama", "--split", "1,1", "--task", "sst2", "--task-limit", "2",
+                         "--attack", "embedding-nn", "--victim-limit", "2", "--noise-sigma", "0.5",
+                         "--out", str(runs), "--json")
+    assert code == 0, err
+    (rec,) = json.loads(out)["records"]
+    assert rec["schema"] == 2 and rec["config_hash"] == config_hash(rec["config"])
+    assert rec["config"]["victims"] == {"data": "private-records", "data_file": None, "limit": 2, "max_length": 64,
+                                        "aux_data": ["xsum", "sst2"], "aux_limit": 2000}
+    spec = tmp_path / "spelled.yaml"
+    spec.write_text(
+        "model: tiny-llama\nsplits: ['1, 1']\n"
+        "defenses: [{name: gaussian, sigma: 0.5, relative: false}]\n"
+        "attacks: [embedding-nn]\nattack_params: {embedding-nn: {metric: cosine, chunk: 4096, seed: 0}}\n"
+        "tasks: [{name: sst2, limit: 2, batch_size: 8}]\n"
+        "victims: {data: private-records, limit: 2, max_length: 64, aux_data: [xsum, sst2], aux_limit: 2000}\n"
+        "seed: 0\n")
+    code, listing, err = cli("sweep", str(spec), "--out", str(runs), "--dry-run")
+    assert code == 0, err
+    assert listing.split()[:2] == [rec["config_hash"], "done"]
 
 
 def test_leaderboard_and_plot_commands_on_run_records(cli, tmp_path):
@@ -95,7 +165,7 @@ def test_leaderboard_and_plot_commands_on_run_records(cli, tmp_path):
     lines = csv1.read_text().splitlines()
     assert len(lines) == 3 and "dcs" in lines[0] and "pareto" in lines[0]
     code, md, _ = cli("leaderboard", "--records", str(runs), "--format", "md", "--stdout", "--task", "sst2")
-    assert code == 0 and md.startswith("| model |") and md.count("\n") == 4
+    assert code == 0 and md.startswith("| model ") and md.count("\n") == 4
     code, _, err = cli("leaderboard", "--records", str(runs), "--stdout", "--attack", "nope")
     assert code == 2 and "nope" in err
     code, out, err = cli("plot", "--records", str(runs), "--out", str(tmp_path / "plots"))
@@ -111,8 +181,7 @@ def test_resumed_sweep_reuses_attack_results_from_records(tiny_cells):
     first = tiny_cells[0]
     cell_mod._ATTACKS.clear()
     assert cell_mod.seed_attack_memo(first) == 1
-    other = make_cell("tiny-llama", "1,1", {"name": "gaussian", "params": {"sigma": 0.3}}, {"name": "wic", "limit": 2},
-                      None, ["embedding-nn"], {}, {"data": "private-records", "limit": 3}, 0)
+    other = _cell("wic", defense=GAUSS, victims={"limit": 3})
     (r,) = run_cell(other, progress=False)
     assert r["attack"]["reused_from"] == first[0]["record_id"]
     assert r["attack"]["metrics"] == first[0]["attack"]["metrics"]

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flbench.core.errors import FlbenchError
-from splits import SplitRuntime, SplitSpec, build_split, parse_split
+from splits import SplitRuntime, SplitSpec, build_split, parse_split, split_sort_key
 
 
 @pytest.mark.parametrize("text,expected", [("2,2", (2, 2)), ("0,0", (0, 0)), (" 5 , 7 ", (5, 7)), ("28,1", (28, 1))])
@@ -34,6 +34,27 @@ def test_parse_split_rejects_negative(text):
 def test_parse_split_rejects_odd_digits_with_a_user_error(text):
     with pytest.raises(FlbenchError):
         parse_split(text)
+
+
+@pytest.mark.parametrize("text", ["9" * 5000 + ",1", "1," + "9" * 4301, "1234567,1", "-" + "9" * 5000 + ",0"])
+def test_parse_split_refuses_huge_numbers_in_one_short_line(text):
+    with pytest.raises(FlbenchError, match="--split") as e:
+        parse_split(text)
+    msg = str(e.value)
+    assert "\n" not in msg and len(msg) < 200
+    if len(text) > 40:
+        assert f"({len(text)} characters)" in msg
+
+
+def test_parse_split_names_the_option_it_parses():
+    with pytest.raises(FlbenchError, match="^splits\\[1\\] 'x'"):
+        parse_split("x", option="splits[1]")
+
+
+def test_split_sort_key_orders_centralized_first_then_numerically():
+    order = sorted(["10,1", "2,2", "x", "centralized", "1,3", " 2 , 1 "], key=split_sort_key)
+    assert order == ["centralized", "1,3", " 2 , 1 ", "2,2", "10,1", "x"]
+    assert split_sort_key(None) == (-1, -1) and split_sort_key(SplitSpec(3, 4)) == (3, 4)
 
 
 @settings(max_examples=25, deadline=None)

@@ -11,7 +11,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flbench.core.errors import FlbenchError, WireError
-from splits.wire import HEADER, HEADER_BYTES, MAGIC, Kind, Message, Phase, Wire, decode, encode
+from splits.wire import (
+    HEADER,
+    HEADER_BYTES,
+    MAGIC,
+    Kind,
+    Message,
+    NonFiniteTensorError,
+    Phase,
+    Wire,
+    decode,
+    encode,
+)
 
 D = 8
 
@@ -192,8 +203,16 @@ def test_non_finite_tensor_is_rejected(dtype, bad):
     with pytest.raises(WireError, match="1 NaN/Inf values; rejected"):
         decode(encode(msg, dtype), D)
     w = Wire(D, dtype)
-    with pytest.raises(WireError, match="NaN/Inf"):
+    with pytest.raises(NonFiniteTensorError, match="1 NaN/Inf values .*; not sent"):  # the sender refuses
         w.transmit(msg)
+    assert w.total() == 0
+
+
+def test_wire_error_says_it_is_an_internal_protocol_error():
+    data = bytearray(encode(make_msg(), "fp32"))
+    data[-1] ^= 0xFF
+    with pytest.raises(WireError, match="^internal protocol error .*not a bad input.*CRC mismatch"):
+        decode(bytes(data), D)
 
 
 def test_fp16_overflow_is_rejected_not_silently_clipped():
@@ -201,6 +220,8 @@ def test_fp16_overflow_is_rejected_not_silently_clipped():
     msg.tensor[0, 0] = 1e6  # finite in fp32, inf in fp16
     with pytest.raises(WireError, match="NaN/Inf"):
         decode(encode(msg, "fp16"), D)
+    with pytest.raises(NonFiniteTensorError, match="beyond the range of --wire-dtype fp16"):
+        Wire(D, "fp16").transmit(msg)
 
 
 def test_wire_error_is_a_flbench_error():

@@ -12,8 +12,7 @@ import hashlib
 import sys
 import time
 
-from flbench.experiments import records
-from flbench.experiments import sweep
+from flbench.experiments import records, sweep
 
 
 def _u(cell: dict, salt: str) -> float:
@@ -22,7 +21,9 @@ def _u(cell: dict, salt: str) -> float:
     return int(h[:8], 16) / 2**32
 
 
-def fake_records(cell: dict) -> list[dict]:
+def fake_records(cell) -> list[dict]:
+    """Records of a cell (a RunConfig, or a plain config dict) in the record schema, no model involved."""
+    cell = cell.resolved() if hasattr(cell, "resolved") else cell
     h = records.config_hash(cell)
     d = cell["defense"]
     sigma = float(d["params"].get("sigma", 0.0))
@@ -30,7 +31,7 @@ def fake_records(cell: dict) -> list[dict]:
     for attack in cell["attacks"] or [None]:
         ap = round(0.95 * (1.0 - min(sigma, 4.0) / 4.5) * (0.9 + 0.1 * _u(cell, str(attack))), 6)
         out.append({
-            "schema": 1, "config_hash": h, "config": cell, "seeds": {"seed": cell["seed"]},
+            "schema": records.SCHEMA, "config_hash": h, "config": cell, "seeds": {"seed": cell["seed"]},
             "versions": {"flbench": "0.1.0", "torch": "x", "transformers": "y", "python": "3"},
             "commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False,
             "date": "2025-01-01T00:00:00+00:00",
@@ -54,7 +55,7 @@ def fake_records(cell: dict) -> list[dict]:
 
 
 def make_runner(delay: float):
-    def run_cell(cell: dict) -> list[dict]:
+    def run_cell(cell) -> list[dict]:
         time.sleep(delay)
         return fake_records(cell)
 

@@ -6,12 +6,11 @@ import os
 import re
 
 import pytest
-
 from fake_runner import fake_records
 
 from flbench.core import io, provenance
-from flbench.experiments import records
 from flbench.core.errors import FlbenchError
+from flbench.experiments import records
 from flbench.experiments.sweep import make_cell
 
 CELL = make_cell("m", "1,1", {"name": "gaussian", "params": {"sigma": 1.0, "relative": True}},
@@ -54,9 +53,51 @@ def test_readers_skip_temp_files_and_refuse_corrupt_ones(tmp_path):
     with pytest.raises(FlbenchError, match=r"corrupt record .*0123456789abcdef__x.json"):
         records.read_records(tmp_path)
     (tmp_path / "0123456789abcdef__x.json").write_text('{"schema": 7}')
-    with pytest.raises(FlbenchError, match=r"schema 7 is not accepted"):
+    with pytest.raises(FlbenchError, match=r"schema 7 is not accepted; accepted: 1, 2"):
         records.read_records(tmp_path)
     assert records.read_records(tmp_path / "nope") == []
+
+
+@pytest.mark.parametrize("content, needle", [
+    ('{"schema": 1}', "record_id: missing"),
+    ('[1, 2]', "a list, not a JSON object"),
+    ('"text"', "a str, not a JSON object"),
+    ('{"schema": true}', "schema True is not accepted"),
+])
+def test_a_record_of_the_wrong_shape_is_one_line_naming_the_file(cli, tmp_path, content, needle):
+    records.write_cell(fake_records(CELL), tmp_path)
+    bad = tmp_path / "0123456789abcdef__x.json"
+    bad.write_text(content)
+    with pytest.raises(FlbenchError, match=re.escape(str(bad))) as e:
+        records.read_records(tmp_path)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    code, out, err = cli("leaderboard", "--records", str(tmp_path), "--stdout")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and str(bad) in err and needle in err
+
+
+def test_a_record_with_bad_blocks_or_a_foreign_name_is_refused(tmp_path):
+    r = {**fake_records(CELL)[0], "record_id": None}
+    p = records.write_record(r, tmp_path)
+    good = json.loads(p.read_text())
+    for change, needle in [({"attack": {"name": "a-attack"}}, "attack.metrics: missing"),
+                           ({"task": {"metrics": {}}}, "task.name: missing"),
+                           ({"config_hash": "xyz"}, "config_hash: 'xyz'"),
+                           ({"timings": None}, "timings: None")]:
+        p.write_text(json.dumps({**good, **change}))
+        with pytest.raises(FlbenchError, match=re.escape(needle)):
+            records.read_records(tmp_path)
+    (tmp_path / "fedcba9876543210__a-attack.json").write_text(json.dumps(good))  # copied under another name
+    p.write_text(json.dumps(good))
+    with pytest.raises(FlbenchError, match="does not match its file name"):
+        records.read_records(tmp_path)
+
+
+def test_committed_schema_1_records_are_still_read():
+    from pathlib import Path
+
+    runs = Path(__file__).resolve().parents[2] / "results" / "runs"
+    recs = records.read_records(runs)
+    assert recs and {r["schema"] for r in recs} == {1}
 
 
 def test_write_record_checks_hash_and_names(tmp_path):

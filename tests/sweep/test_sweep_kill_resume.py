@@ -10,12 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fake_runner import make_runner
 
+from flbench.experiments import records, sweep
 from flbench.reporting import leaderboard
-from flbench.experiments import records
-from flbench.experiments import sweep
 
 HERE = Path(__file__).resolve().parent
 SPEC = """\
@@ -111,7 +109,7 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
     final = _files(out)
     assert final == _files(ref)  # same names (no duplicate, nothing lost) and same bytes
     assert len([n for n in final if n.endswith(".json")]) == n_records
-    assert records.done_hashes(out) == {records.config_hash(c) for c in cells}
+    assert records.done_hashes(out) == {c.hash for c in cells}
     assert not [p.name for p in out.iterdir() if p.name.endswith(records.TMP_SUFFIX)]  # killed writers' temps cleaned
     a = leaderboard.to_csv(leaderboard.build(records.read_records(out)))
     b = leaderboard.to_csv(leaderboard.build(records.read_records(ref)))

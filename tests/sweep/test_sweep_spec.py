@@ -1,15 +1,25 @@
-"""Sweep specs: validation (one-line errors), expansion, hash stability, shards."""
+"""Sweep specs: validation (one-line errors, the whole spec before any cell), expansion, hash stability,
+shards, safe YAML (no duplicate keys, no aliases, bounded size)."""
 from __future__ import annotations
+
+import time
 
 import pytest
 
 from flbench.core.errors import FlbenchError
 from flbench.experiments.records import config_hash
-from flbench.experiments.sweep import expand, load_spec, parse_shard, parse_spec, shard
+from flbench.experiments.sweep import (
+    expand,
+    load_spec,
+    parse_shard,
+    parse_spec,
+    run_sweep,
+    shard,
+)
 
 BASE = """\
 name: t
-model: [m1]
+model: [tiny-llama]
 splits: ["1,1", "2,2"]
 defenses:
   - {name: none}
@@ -37,7 +47,7 @@ def _one_line_error(excinfo) -> str:
 
 
 def test_expand_grid_shape_and_cells(tmp_path):
-    cells = expand(_spec(tmp_path, BASE))
+    cells = [c.resolved() for c in expand(_spec(tmp_path, BASE))]
     # 2 splits x (1 + 3 + 2) defenses x 2 tasks + 2 centralized references
     assert len(cells) == 2 * 6 * 2 + 2
     assert len({config_hash(c) for c in cells}) == len(cells)
@@ -48,12 +58,14 @@ def test_expand_grid_shape_and_cells(tmp_path):
     c = next(c for c in cells if c["defense"]["name"] == "gaussian" and c["split"] == "2,2")
     assert c["attacks"] == ["embedding-nn", "learned-inversion"]
     assert c["attack_params"] == {"learned-inversion": {"steps": 20}}
-    assert c["victims"] == {"data": "private-records", "limit": 5, "aux_data": ["xsum", "sst2"]}
-    assert c["task"] in ({"name": "sst2", "limit": 20}, {"name": "boolq", "limit": None})
+    # the victims' defaults are filled in (the resolved config is what the hash and the record see)
+    assert c["victims"] == {"data": "private-records", "data_file": None, "limit": 5, "max_length": 64,
+                            "aux_data": ["xsum", "sst2"], "aux_limit": 2000}
+    assert c["task"] in ({"name": "sst2", "limit": 20, "batch_size": 8}, {"name": "boolq", "limit": 100, "batch_size": 8})
     dp = [c["defense"]["params"] for c in cells if c["defense"]["name"] == "dp-forward"]
     assert {"clip": 5, "noise_multiplier": 4} in dp  # 5.0 -> 5: numbers normalised
     # deterministic
-    assert expand(_spec(tmp_path, BASE)) == cells
+    assert [c.resolved() for c in expand(_spec(tmp_path, BASE))] == cells
 
 
 def test_hash_independent_of_order_and_number_spelling(tmp_path):
@@ -70,11 +82,11 @@ defenses:
   - {name: gaussian, sigma: [2.0, 1.0, 0.5], relative: true}
   - none
 splits: ["2, 2", "1,1"]
-model: m1
+model: tiny-llama
 name: other-name
 """
     b = expand(_spec(tmp_path, reordered, "b.yaml"))
-    assert [config_hash(c) for c in a] == [config_hash(c) for c in b]
+    assert [c.hash for c in a] == [c.hash for c in b]
     assert a == b
     assert config_hash({"x": 1.0, "y": [2.0]}) == config_hash({"y": [2], "x": 1})
     assert config_hash({"x": 1.5}) != config_hash({"x": 1})
@@ -84,7 +96,7 @@ name: other-name
 def test_shard_partitions_the_grid(tmp_path):
     cells = expand(_spec(tmp_path, BASE))
     parts = [shard(cells, f"{i}/3") for i in (1, 2, 3)]
-    assert sorted(map(config_hash, sum(parts, []))) == sorted(map(config_hash, cells))
+    assert sorted(c.hash for c in sum(parts, [])) == sorted(c.hash for c in cells)
     assert parts[0][0] is cells[0] and parts[1][0] is cells[1]
     assert shard(cells, "1/1") == cells
     assert parse_shard(" 2 / 5 ") == (2, 5)
@@ -96,24 +108,31 @@ def test_shard_partitions_the_grid(tmp_path):
 
 @pytest.mark.parametrize("text, match", [
     ("model: m\nsplits: ['1,1']\nattacks: [a]\nsigma: 1\n", r"sigma: unknown key; accepted: name, model, splits"),
-    ("model: m\nsplits: [1,1]\nattacks: [a]\n", r'splits\[0\]: 1 is not accepted; expected a quoted "P,Q"'),
+    ("model: m\nsplits: [1,1]\nattacks: [a]\n", r'splits\[0\]: 1 is not accepted; expected "P,Q".*quote it'),
     ("model: m\nsplits: ['1;1']\nattacks: [a]\n", r"splits\[0\]: '1;1' is not accepted"),
     ("model: m\nattacks: [a]\n", r"splits: missing"),
     ("splits: ['1,1']\nattacks: [a]\n", r"model: missing"),
     ("model: m\nsplits: ['1,1']\n", r"runs nothing"),
-    ("model: m\nsplits: ['1,1']\nattacks: [a]\ndefenses: [{sigma: 1}]\n", r"defenses\[0\]: .* expected a name or a mapping with 'name'"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\ndefenses: [{sigma: 1}]\n", r"defenses\[0\].name: missing"),
     ("model: m\nsplits: ['1,1']\nattacks: [a]\ndefenses: [{name: gaussian, sigma: []}]\n", r"defenses\[0\].sigma: \[\] is not accepted"),
     ("model: m\nsplits: ['1,1']\nattacks: [a]\ndefenses: [{name: gaussian, sigma: [{a: 1}]}]\n", r"defenses\[0\].sigma: .* expected a finite number"),
-    ("model: m\nsplits: ['1,1']\nattacks: [a]\ndefenses: [{name: gaussian, sigma: .nan}]\n", r"use a finite number"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\ndefenses: [{name: gaussian, sigma: .nan}]\n", r"defenses\[0\].sigma: nan is not accepted; expected a finite number"),
     ("model: m\nsplits: ['1,1']\nattacks: [a]\nattack_params: {b: {x: 1}}\n", r"attack_params.b: not one of the sweep's attacks; accepted: a"),
-    ("model: m\nsplits: ['1,1']\ntasks: [{name: sst2, limt: 3}]\n", r"tasks\[0\].limt: unknown key; accepted: name, limit"),
-    ("model: m\nsplits: ['1,1']\ntasks: [{name: sst2, limit: 0}]\n", r"tasks\[0\].limit: 0 is not accepted; expected a positive integer"),
-    ("model: m\nsplits: ['1,1']\nattacks: [a]\nvictims: {data: x, size: 3}\n", r"victims.size: unknown key; accepted: data, data_file, aux_data, aux_limit, limit, max_length"),
-    ("model: m\nsplits: ['1,1']\nattacks: [a]\nseed: -1\n", r"seed: -1 is not accepted"),
-    ("model: m\nsplits: ['1,1']\nattacks: [a]\ncentralized_reference: yes please\n", r"centralized_reference: .* expected true or false"),
-    ("model: m\nsplits: ['1,1']\nattacks: [a]\nfinetune: 50\n", r"finetune: 50 is not accepted; expected null or a mapping"),
+    ("model: m\nsplits: ['1,1']\ntasks: [{name: sst2, limt: 3}]\n", r"tasks\[0\].limt: unknown key; accepted: name, limit, batch_size"),
+    ("model: m\nsplits: ['1,1']\ntasks: [{name: sst2, limit: 0}]\n", r"tasks\[0\].limit: 0 is not accepted; expected an integer >= 1"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\nvictims: {data: x, size: 3}\n", r"victims.size: unknown key; accepted: data, data_file, limit, max_length, aux_data, aux_limit"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\nseed: -1\n", r"seed\[0\]: -1 is not accepted"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\ncentralized_reference: yes please\n", r"centralized_reference: 'yes please' is not accepted; expected true or false"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\nfinetune: 50\n", r"finetune: 50 is not accepted; expected a mapping with keys steps, batch_size"),
+    ("model: m\nsplits: ['1,1']\ntasks: [sst2]\nfinetune: {steps: 0}\n", r"finetune.steps: 0 is not accepted"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\nfinetune: {steps: 5}\n", r"finetune: fine-tuning needs tasks"),
+    ("model: m\nsplits: ['1,1']\ntasks: [sst2]\nvictims: {limit: 3}\n", r"victims: victims are the attacks' data"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\nvictims: {data: x, data_file: y}\n", r"victims.data_file: give either"),
     ("- just\n- a list\n", r"the spec must be a YAML mapping"),
-    ("model: m\nsplits: ['1,1']\nattacks: [a]\nname: 2024-01-01\n", r"expected plain YAML data"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\nname: 2024-01-01\n", r"name: datetime.date\(2024, 1, 1\) is not accepted"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\ndefenses: [{name: g, "
+     + ", ".join(f"{k}: {list(range(10))}" for k in "abcde") + "}]\n",
+     r"defenses\[0\]: 100000 parameter combinations; at most"),
 ])
 def test_spec_errors_are_one_line_and_name_the_key(tmp_path, text, match):
     with pytest.raises(FlbenchError, match=match) as e:
@@ -157,16 +176,65 @@ def test_names_and_parameters_checked_against_the_registries(tmp_path):
 def test_defaults_and_scalars():
     spec = parse_spec({"model": "m", "splits": "2,2", "tasks": ["sst2"], "seed": [1, 0]}, check_names=False)
     cells = expand(spec)
-    assert [c["seed"] for c in cells] == [0, 1]
-    assert all(c["defense"] == {"name": "none", "params": {}} and c["attacks"] == [] and c["victims"] is None
+    assert [c.seed for c in cells] == [0, 1]
+    assert all(c.defense.name == "none" and c.defense.params == {} and c.attacks == () and c.victims is None
                for c in cells)
     assert spec.centralized_reference is False
 
 
-def test_victim_defaults_match_flbench_run():
-    """`flbench run` always writes data, limit and aux_data into its cell: a sweep cell fills the same."""
-    spec = parse_spec({"model": "m", "splits": "2,2", "attacks": ["a"]}, check_names=False)
-    assert expand(spec)[0]["victims"] == {"data": "private-records", "limit": 50, "aux_data": ["xsum", "sst2"]}
-    spec = parse_spec({"model": "m", "splits": "2,2", "attacks": ["a"],
-                       "victims": {"data_file": "v.jsonl", "aux_data": ["sst2", "xsum"]}}, check_names=False)
-    assert expand(spec)[0]["victims"] == {"data_file": "v.jsonl", "limit": 50, "aux_data": ["sst2", "xsum"]}
+def test_cells_are_resolved_so_spelled_out_defaults_are_the_same_cell(tmp_path):
+    """A cell is resolved through the registries: {sigma: 1} and {sigma: 1, relative: false} are one cell,
+    and every default (victims, task, attack parameters) is in its config."""
+    text = ("model: tiny-llama\nsplits: ['1,1']\nattacks: [embedding-nn]\ntasks: [sst2]\n"
+            "defenses: [{name: gaussian, sigma: 1}, {name: gaussian, sigma: 1.0, relative: false}]\n")
+    (cell,) = expand(_spec(tmp_path, text, check_names=True))
+    c = cell.resolved()
+    assert c["defense"] == {"name": "gaussian", "params": {"sigma": 1, "relative": False}}
+    assert c["attack_params"]["embedding-nn"]["metric"] == "cosine"
+    assert c["victims"]["limit"] == 50 and c["task"] == {"name": "sst2", "limit": 100, "batch_size": 8}
+    assert cell.hash == config_hash(c)
+
+
+def test_a_bad_third_value_refuses_the_whole_spec_before_any_cell_runs(tmp_path):
+    calls = []
+    for axis, bad, needle in [
+        ("sigma", "defenses: [{name: gaussian, sigma: [0.5, 1, -1]}]", r"defenses\[0\].sigma: .*sigma=-1"),
+        ("splits", "splits: ['1,1', '2,2', '2;2']", r"splits\[2\]: '2;2' is not accepted"),
+        ("attacks", "attacks: [embedding-nn, output-inversion, nope]", r"attacks\[2\]: unknown attack 'nope'"),
+        ("tasks", "tasks: [sst2, rte, nope]", r"tasks\[2\].name: unknown task 'nope'"),
+        ("model", "model: [tiny-llama, smollm2-135m, nope]", r"model\[2\]: 'nope' is not accepted"),
+        ("seed", "seed: [0, 1, -2]", r"seed\[2\]: -2 is not accepted"),
+    ]:
+        lines = {"model": "model: tiny-llama", "splits": "splits: ['1,1']", "attacks": "attacks: [embedding-nn]",
+                 "tasks": "tasks: [sst2]", "seed": "seed: 0", "sigma": "defenses: [none]"}
+        lines[axis] = bad
+        path = tmp_path / f"{axis}.yaml"
+        path.write_text("\n".join(lines.values()) + "\n")
+        with pytest.raises(FlbenchError, match=needle) as e:
+            run_sweep(path, tmp_path / "out", lambda c: calls.append(c) or [], progress=False)
+        assert _one_line_error(e).startswith(str(path))
+    assert calls == [] and not (tmp_path / "out").exists()
+
+
+def test_duplicate_keys_are_refused(tmp_path):
+    with pytest.raises(FlbenchError, match=r"line 3: duplicate key 'splits' \(first on line 2\)") as e:
+        _spec(tmp_path, "model: m\nsplits: ['1,1']\nsplits: ['2,2']\nattacks: [a]\n")
+    _one_line_error(e)
+    with pytest.raises(FlbenchError, match=r"duplicate key 'sigma'"):
+        _spec(tmp_path, "model: m\nsplits: ['1,1']\nattacks: [a]\ndefenses: [{name: gaussian, sigma: 1, sigma: 2}]\n")
+
+
+def test_alias_bomb_and_huge_files_are_refused_quickly(tmp_path):
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{k}: &{k} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, k in zip("abcdefgh", "bcdefghi")) + "model: *i\nsplits: ['1,1']\nattacks: [a]\n"
+    t0 = time.monotonic()
+    with pytest.raises(FlbenchError, match=r"line 1: YAML anchors and aliases .* are refused") as e:
+        _spec(tmp_path, bomb)
+    _one_line_error(e)
+    big = tmp_path / "big.yaml"
+    big.write_text("model: m\nsplits: ['1,1']\nattacks: [a]\n" + "# padding\n" * 400_000)
+    with pytest.raises(FlbenchError, match=r"larger than 2 MiB") as e:
+        load_spec(big, check_names=False)
+    _one_line_error(e)
+    assert time.monotonic() - t0 < 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from evalhelp import eval_both
 
@@ -14,7 +15,7 @@ needs_data = pytest.mark.skipif(not (candidate_dirs()[0] / "superglue").is_dir()
 
 @pytest.mark.parametrize("argv,needle", [
     (["--task", "nope"], "unknown task 'nope'; known: boolq, cb"),
-    (["--task", "rte", "--limit", "0"], "--limit 0"),
+    (["--task", "rte", "--limit", "0"], "'--limit': 0"),
     (["--task", "rte", "--model", "tiny-llama", "--data-dir", "/no/such/dir"], "superglue/rte.val.jsonl"),
     (["--task", "rte", "--centralized", "--noise-sigma", "1"], "--centralized"),
     (["--task", "rte", "--checkpoint", "/no/such/ckpt"], "run.json"),
@@ -50,6 +51,9 @@ def test_eval_refuses_checkpoint_of_another_model(cli, tmp_path):
     (ck / "run.json").write_text(json.dumps({"model": {"name": "other", "weights_sha256": "0" * 64}, "split": "1,1",
                                              "lora": {"rank": 2, "alpha": 4, "target_modules": ["q_proj"],
                                                       "parts": ["trunk"]}}))
+    from safetensors.torch import save_file
+
+    save_file({"layers.0.self_attn.q_proj.lora_A.default.weight": torch.zeros(2, 64)}, str(ck / "trunk.safetensors"))
     code, _, err = cli("eval", "--task", "copa", "--model", "tiny-llama", "--checkpoint", str(ck),
                          "--data-dir", str(candidate_dirs()[0]), "--limit", "2")
     if code == 2 and "copa.val.jsonl" in err:
