@@ -74,7 +74,7 @@ def main() -> None:
                 "train_wire_bytes": tr["wire"]["bytes_total"], "metrics": ev["metrics"], "n": ev["n"],
                 "eval_seconds": ev["seconds"], "snr": (tr.get("defense_stats") or {}).get("snr_rms"),
             })
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+            print(strict_json(rows[-1]), file=sys.stderr, flush=True)
     res = {"command": "python benchmarks/bench_finetune.py " + " ".join(sys.argv[1:]), "task": args.task,
            "model": args.model, "split": args.split, "rows": rows}
     atomic_write_text(args.out, strict_json(res, indent=2) + "\n")
