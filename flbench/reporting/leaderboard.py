@@ -57,6 +57,7 @@ from typing import Any, Iterable, Sequence
 from flbench.core.errors import FlbenchError
 from flbench.experiments import records as rec
 from flbench.reporting.tables import markdown_table
+from splits.partition import split_sort_key
 
 BETA = 0.5
 AP_STAR = 0.0
@@ -238,20 +239,10 @@ def _nan_key(x: Any) -> tuple:
     return (0, float(x))
 
 
-def _split_sort(split: str) -> tuple[int, int]:
-    if split == CENTRALIZED:
-        return (-1, -1)
-    try:
-        p, q = split.split(",")
-        return (int(p), int(q))
-    except ValueError:
-        return (10**9, 10**9)
-
-
 def _sort_key(pair: tuple[dict, dict]) -> tuple:
     row, hidden = pair
     return (str(row["model"] or ""), str(row["task"] or ""), str(row["attack"] or ""), str(row["attack_data"] or ""),
-            _split_sort(row["split"]), (hidden["family"] != "none", row["defense"]), str(row["relative"]),
+            split_sort_key(row["split"]), (hidden["family"] != "none", row["defense"]), str(row["relative"]),
             _nan_key(row["noise_sigma"]), _nan_key(row["epsilon"]), _nan_key(row["finetune_steps"]),
             str(row["config_hash"] or ""))
 

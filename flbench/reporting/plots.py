@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from flbench.experiments import records as rec
+from splits.partition import split_sort_key
 
 RC = {"svg.hashsalt": "flbench", "svg.fonttype": "path", "font.size": 9, "axes.titlesize": 10,
       "figure.dpi": 100, "savefig.dpi": 120}
@@ -59,16 +60,6 @@ def _finite(x: Any) -> bool:
 def _num(x: Any) -> str:
     f = float(x)
     return str(int(f)) if f.is_integer() else f"{f:g}"
-
-
-def _split_key(s: str) -> tuple[int, int]:
-    if s == "centralized":
-        return (-1, -1)
-    try:
-        p, q = s.split(",")
-        return (int(p), int(q))
-    except ValueError:
-        return (10**9, 10**9)
 
 
 def _with_family(df):
@@ -170,7 +161,7 @@ def plot_tradeoff(df, out_dir: Path, result: PlotResult) -> None:
             continue
         drawn += 1
         fig, ax = _new_fig()
-        splits = sorted(g["split"].unique(), key=_split_key)
+        splits = sorted(g["split"].unique(), key=split_sort_key)
         colors = _colors(splits)
         for split in splits:
             gs = g[g["split"] == split]
@@ -250,7 +241,7 @@ def plot_recovery_vs_sigma(df, out_dir: Path, result: PlotResult) -> None:
                 if task is not None:
                     pts_all = pts_all[pts_all["task"] == task]
                 fig, ax = _new_fig()
-                splits = sorted(pts_all["split"].unique(), key=_split_key)
+                splits = sorted(pts_all["split"].unique(), key=split_sort_key)
                 colors = _colors(splits)
                 for split in splits:
                     at_split = pts_all[pts_all["split"] == split]
@@ -291,7 +282,7 @@ def plot_epsilon_utility(df, out_dir: Path, result: PlotResult) -> None:
         g = g.drop_duplicates(subset=["config_hash"], keep="first")
         names = sorted(map(str, g["defense"].unique()))
         fig, ax = _new_fig()
-        splits = sorted(g["split"].unique(), key=_split_key)
+        splits = sorted(g["split"].unique(), key=split_sort_key)
         colors = _colors(splits)
         for split in splits:
             for k, name in enumerate(names):

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from flbench.core.errors import FlbenchError
+from splits.sequence import pad_rows
 
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -43,13 +44,7 @@ def encode_pair(tokenizer, context: str, continuation: str, max_length: int | No
 
 
 def batch_tensors(reqs: list[Request], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r.ids) for r in reqs)
-    ids = torch.full((len(reqs), width), int(pad_id), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(reqs):
-        ids[i, : len(r.ids)] = torch.tensor(r.ids, dtype=torch.long)
-        mask[i, : len(r.ids)] = 1
-    return ids, mask
+    return pad_rows([r.ids for r in reqs], pad_value=int(pad_id))
 
 
 def continuation_logprob(logits: torch.Tensor, req: Request) -> float:
