@@ -1,4 +1,5 @@
-"""The `flbench` group and `main()`: maps user mistakes to one line on stderr and exit status 2."""
+"""The `flbench` group and `main()`: a user mistake is one line on stderr and exit status 2; an internal protocol
+error on the split wire (WireError) is one line saying so and exit status 70."""
 from __future__ import annotations
 
 import sys
@@ -15,8 +16,9 @@ from flbench.cli.plot import plot_cmd
 from flbench.cli.run import run_cmd
 from flbench.cli.sweep import sweep_cmd
 from flbench.cli.train import train
-from flbench.core.errors import FlbenchError
+from flbench.core.errors import FlbenchError, WireError
 
+EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): an internal error, not a user mistake (which exits 2)
 _NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
@@ -37,6 +39,9 @@ for _command in (ls_cmd, generate, train, attack, eval_cmd, bench, run_cmd, swee
 def main(argv: list[str] | None = None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="flbench", standalone_mode=False)
+    except WireError as e:  # not a user mistake: a bug or a corrupted transport between the parties
+        click.echo(f"flbench: internal error: {e}", err=True)
+        sys.exit(EXIT_INTERNAL)
     except FlbenchError as e:
         click.echo(f"flbench: error: {e}", err=True)
         sys.exit(2)

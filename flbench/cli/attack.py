@@ -12,10 +12,12 @@ from flbench.cli.common import (
     parse_kv,
     wire_options,
 )
+from flbench.core.errors import FlbenchError
 from flbench.pipeline.config import (
     DEFAULT_MODEL,
     DEFAULT_SPLIT,
     AttackConfig,
+    TaskConfig,
     VictimsConfig,
     default,
 )
@@ -47,11 +49,15 @@ OPTIONS = {
 @click.option("--limit", type=int, default=default(VictimsConfig, "limit"), show_default=True, help="victim examples")
 @click.option("--max-length", type=int, default=default(VictimsConfig, "max_length"), show_default=True,
               help="victim tokens per example")
+@click.option("--task", "task_name", default=None,
+              help="also score this task's utility through the same split and defense (flbench ls tasks)")
+@click.option("--task-limit", type=int, default=default(TaskConfig, "limit"), show_default=True,
+              help="eval examples of --task")
 @wire_options
 @defense_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 def attack(model, split_text, attack_name, attack_params, data, data_file, aux_data, aux_limit, limit, max_length,
-           wire_dtype, as_json, **defense_opts) -> None:
+           task_name, task_limit, wire_dtype, as_json, **defense_opts) -> None:
     """Attack the traffic the server saw on victim data; score recovery with 95% bootstrap CIs.
 
     Everything (names, parameters, data) is validated before the model is loaded."""
@@ -69,12 +75,24 @@ def attack(model, split_text, attack_name, attack_params, data, data_file, aux_d
         "model": model, "split": split_text, "defense": {"name": dspec.pop("name"), "params": dspec},
         "attack": attack_name, "params": dict(parse_kv(attack_params)), "victims": victims,
         "wire_dtype": wire_dtype, "seed": defense_opts["seed"]}, options=OPTIONS)
+    task = None
+    if task_name is not None:
+        task = validate(TaskConfig, {"name": task_name, "limit": task_limit}, options={"name": "--task",
+                                                                                   "limit": "--task-limit"})
+    elif given("task_limit"):
+        raise FlbenchError("--task-limit applies to --task; give --task NAME (flbench ls tasks) or drop it")
     defense, gen = make_cli_defense(**defense_opts)
-    res = run_attack(cfg, defense, gen)
+    u_defense, u_gen = make_cli_defense(**defense_opts) if task is not None else (None, None)
+    res = run_attack(cfg, defense, gen, task=task, utility_defense=u_defense, utility_generator=u_gen)
 
     def human(o):
-        click.echo(f"{o['attack']} on {o['model']} --split {o['split']}, defense {o['defense']} "
-                   f"{o['defense_params']}, SNR {o['snr']}, n={o['n']}")
+        snr = (o.get("snr") or {}).get("rms")
+        params = ", ".join(f"{k}={v}" for k, v in o["defense_params"].items())
+        click.echo(f"{o['attack']} on {o['model']} --split {o['split']}; defense {o['defense']}"
+                   f"{f' ({params})' if params else ''}; SNR {'∞' if snr is None else f'{snr:.3g}'} "
+                   f"(RMS of h_A / σ, measured on the victim traffic); {o['n']} victims ({o['data']})")
+        if o.get("epsilon") is not None:
+            click.echo(f"privacy accounting: ε = {o['epsilon']:.4g}, δ = {o['delta']:g}")
         click.echo(f"{'metric':16s} {'mean':>7s} {'95% CI':>17s}")
         for k, v in o["metrics"].items():
             if v["mean"] is None:
@@ -83,6 +101,10 @@ def attack(model, split_text, attack_name, attack_params, data, data_file, aux_d
                 click.echo(f"{k:16s} {v['mean']:7.3f}   [{v['ci_low']:.3f}, {v['ci_high']:.3f}]")
         for ex in o["examples"]:
             click.echo(f"\n  original : {ex['original']}\n  recovered: {ex['recovered']}")
+        u = o.get("utility")
+        if u:
+            ms = ", ".join(f"{k} {v:.4f}" for k, v in u["metrics"].items() if isinstance(v, (int, float)))
+            click.echo(f"\nutility through the same split and defense: {u['task']} (n={u['n']}): {ms}")
         click.echo(f"\nfit {o['seconds']['fit']:.1f} s, invert {o['seconds']['invert']:.1f} s")
 
     emit(res, as_json, human)

@@ -170,7 +170,28 @@ def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, d
     return finite_or_null(result)
 
 
-def run_attack(cfg: AttackConfig, defense, generator, progress: bool = True) -> dict:
-    """`flbench attack`: victims (before any model loading), fit, capture, invert, score."""
+def run_attack(cfg: AttackConfig, defense, generator, progress: bool = True, task=None,
+               utility_defense=None, utility_generator=None) -> dict:
+    """`flbench attack`: victims (before any model loading), fit, capture, invert, score.
+
+    `task` (a `TaskConfig`): also score the task's utility through the same split, wire dtype and defense law
+    (`utility_defense` / `utility_generator`: a fresh instance of the same defense and its own generator, so
+    the utility traffic does not shift the victim traffic's noise draws or statistics); the result gets a
+    `utility` block. Task data is read before the model is loaded."""
+    from flbench.tasks import get_task
+
     records, notes = load_victims(cfg.victims, cfg.seed)
-    return evaluate_attack(fit_attack(cfg, defense, generator, progress), records, notes)
+    task_obj = None
+    if task is not None:
+        task_obj = get_task(task.name)
+        task_obj.load("eval", None, task.limit)  # a missing data file fails before any loading
+    fa = fit_attack(cfg, defense, generator, progress)
+    result = evaluate_attack(fa, records, notes)
+    if task_obj is not None:
+        from flbench.pipeline.utility import evaluate
+
+        res = evaluate(task_obj, fa.loaded, fa.rt.spec, utility_defense, utility_generator, limit=task.limit,
+                       batch_size=task.batch_size, wire_dtype=cfg.wire_dtype, progress=progress, summary=False)
+        result["utility"] = finite_or_null({"task": task_obj.name, "primary": task_obj.primary, "n": res["n"],
+                                            "metrics": res["metrics"], "seconds": res["seconds"]})
+    return result

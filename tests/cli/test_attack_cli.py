@@ -92,7 +92,7 @@ def test_data_file_alone_replaces_the_default_corpus(cli, tmp_path, monkeypatch)
 
     seen = {}
 
-    def fake_run(cfg, defense, gen):
+    def fake_run(cfg, defense, gen, **kwargs):
         seen["victims"] = cfg.victims
         return {"ok": True}
 
@@ -109,3 +109,20 @@ def test_empty_data_file(cli, tmp_path):
     f.write_text("")
     code, _, err = cli(*BASE, "--split", "0,1", "--data-file", str(f))
     assert code == 2 and str(f) in err
+
+
+def test_attack_with_task_reports_utility_on_the_same_defended_split(cli):
+    """The README's first command: recovery and utility side by side, from one invocation."""
+    code, out, err = cli("attack", "--model", "tiny-llama", "--split", "1,1", "--attack", "embedding-nn",
+                         "--limit", "4", "--aux-limit", "20", "--noise-sigma", "0.5", "--noise-relative",
+                         "--task", "sst2", "--task-limit", "12", "--json")
+    assert code == 0, err
+    obj = json.loads(out)
+    u = obj["utility"]
+    assert u["task"] == "sst2" and u["n"] == 12 and u["primary"] in u["metrics"]
+    assert 0.0 <= u["metrics"][u["primary"]] <= 1.0
+    assert obj["defense"] == "gaussian" and obj["n"] == 4 and "token_accuracy" in obj["metrics"]
+    code, out, err = cli("attack", "--model", "tiny-llama", "--split", "1,1", "--attack", "embedding-nn",
+                         "--limit", "4", "--aux-limit", "20", "--task", "sst2", "--task-limit", "12")
+    assert code == 0 and "utility through the same split and defense: sst2 (n=12)" in out
+    assert "original :" in out and "recovered:" in out
