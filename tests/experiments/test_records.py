@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import pytest
 from fake_runner import fake_records
 
-from flbench.core import io, provenance
 from flbench.core.errors import FlbenchError
 from flbench.experiments import records
 from flbench.experiments.sweep import make_cell
@@ -112,43 +110,3 @@ def test_write_record_checks_hash_and_names(tmp_path):
     # an attack-less record is `<hash>__none.json`
     p = records.write_record({**r, "attack": None}, tmp_path)
     assert p.name.endswith("__none.json") and json.loads(p.read_text())["record_id"].endswith("__none")
-
-
-def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
-    target = tmp_path / "f.json"
-    target.write_text("old")
-
-    def boom(*a, **k):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(io.os, "replace", boom)
-    with pytest.raises(FlbenchError, match="disk full; the result is kept in ") as err:
-        io.atomic_write_text(target, "new")
-    monkeypatch.undo()
-    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
-    kept = str(err.value).rsplit("kept in ", 1)[1]
-    assert open(kept).read() == "new"  # the result survives the failed write
-    os.unlink(kept)
-
-
-def test_clean_temp_removes_only_abandoned_files(tmp_path):
-    host = io._host()
-    dead = tmp_path / f".a.json.{host}.999999999.abcd.tmp"
-    live = tmp_path / f".b.json.{host}.{os.getpid()}.abcd.tmp"
-    other_host = tmp_path / ".c.json.otherhost.1.abcd.tmp"
-    for p in (dead, live, other_host):
-        p.write_text("x")
-    removed = io.clean_temp(tmp_path)
-    assert removed == [dead] and live.exists() and other_host.exists()
-    old = os.path.getmtime(other_host) - 7200
-    os.utime(other_host, (old, old))
-    assert io.clean_temp(tmp_path) == [other_host]
-
-
-def test_provenance():
-    p = provenance.provenance()
-    assert set(p) == {"versions", "commit", "dirty", "date"}
-    assert set(p["versions"]) == {"flbench", "torch", "transformers", "python"}
-    assert p["date"].endswith("+00:00")
-    assert p["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", p["commit"])
-    assert isinstance(p["dirty"], bool)
