@@ -5,17 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from clihelp import one_line_error
 
 I = ["bench", "inference", "--model", "tiny-llama", "--split", "1,1"]
 TR = ["bench", "training", "--model", "tiny-llama", "--split", "1,1"]
-
-
-def one_line_error(cli, *argv: str) -> str:
-    code, out, err = cli(*argv)
-    lines = err.strip().splitlines()
-    assert code == 2 and out == "", (code, out[:200], err[-500:])
-    assert len(lines) == 1 and lines[0].startswith("flbench: error: "), err[-800:]
-    return lines[0]
 
 
 @pytest.mark.parametrize("value", ["a,b", "0", "1,,4", "", "-1", "1," + "9" * 5000])

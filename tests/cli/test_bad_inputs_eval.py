@@ -7,16 +7,9 @@ import shutil
 
 import pytest
 import torch
+from clihelp import one_line_error
 
 E = ["eval", "--task", "sst2"]
-
-
-def one_line_error(cli, *argv: str) -> str:
-    code, out, err = cli(*argv)
-    lines = err.strip().splitlines()
-    assert code == 2 and out == "", (code, out[:200], err[-500:])
-    assert len(lines) == 1 and lines[0].startswith("flbench: error: "), err[-800:]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,9 @@ import time
 import warnings
 
 import pytest
+from clihelp import one_line_error
 
 T = ["generate", "--model", "tiny-llama"]
-
-
-def one_line_error(cli, *argv: str) -> str:
-    code, out, err = cli(*argv)
-    lines = err.strip().splitlines()
-    assert code == 2 and out == "", (code, out[:200], err[-500:])
-    assert len(lines) == 1 and lines[0].startswith("flbench: error: "), err[-800:]
-    return lines[0]
 
 
 @pytest.mark.parametrize("split", ["9" * 5000 + ",1", "1," + "9" * 5000, "9" * 7 + ",1"])
@@ -97,5 +90,5 @@ def test_a_corrupted_wire_message_is_reported_as_an_internal_protocol_error(cli,
     monkeypatch.setattr(wire, "encode", corrupt)
     code, out, err = cli(*T, "--split", "1,1", "--prompt", "a", "--max-new-tokens", "2")
     lines = err.strip().splitlines()
-    assert code != 0 and out == "" and len(lines) == 1
-    assert lines[0].startswith("flbench: error: internal protocol error on the split wire") and "CRC" in lines[0]
+    assert code == 70 and out == "" and len(lines) == 1  # EX_SOFTWARE, not the user-mistake status 2
+    assert lines[0].startswith("flbench: internal error: internal protocol error on the split wire") and "CRC" in lines[0]

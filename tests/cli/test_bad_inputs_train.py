@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+from clihelp import one_line_error
 
 T = ["train", "--model", "tiny-llama", "--split", "1,1"]
 
@@ -16,14 +17,6 @@ def texts(tmp_path):
     p = tmp_path / "texts.txt"
     p.write_text("".join(f"Record {i}: Alice Smith, alice{i}@example.org, 555-01{i:02d}\n" for i in range(8)))
     return str(p)
-
-
-def one_line_error(cli, *argv: str) -> str:
-    code, out, err = cli(*argv)
-    lines = err.strip().splitlines()
-    assert code == 2 and out == "", (code, out[:200], err[-500:])
-    assert len(lines) == 1 and lines[0].startswith("flbench: error: "), err[-800:]
-    return lines[0]
 
 
 def last_line_error(cli, *argv: str) -> str:

@@ -239,17 +239,3 @@ def test_user_mistake_is_one_line_exit_2(cli, tmp_path, argv, needle):
     assert out == "", f"stdout not empty: {out[:200]}"
     assert not (out_dir.exists() and any(out_dir.iterdir())), "an output was written for a refused command"
 
-
-def test_wire_protocol_error_is_internal_not_a_user_mistake(cli, monkeypatch):
-    """A malformed message between the parties is a bug or a corrupted transport: exit 70, and the line says so."""
-    from flbench.core.errors import WireError
-    from splits import wire
-
-    def corrupt(self, msg):
-        raise WireError("internal protocol error on the split wire (test): header CRC mismatch")
-
-    monkeypatch.setattr(wire.Wire, "transmit", corrupt)
-    code, out, err = cli("generate", *T, "--split", "1,1", "--prompt", "a", "--max-new-tokens", "2")
-    lines = err.strip().splitlines()
-    assert code == 70 and out == ""
-    assert lines[-1].startswith("flbench: internal error: internal protocol error")
