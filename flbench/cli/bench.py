@@ -3,7 +3,15 @@ from __future__ import annotations
 
 import click
 
-from flbench.cli.common import DEFAULT_MODEL, POSITIVE_INT, IntList, emit, invocation, parse_split_option
+from flbench.cli.common import (
+    DEFAULT_MODEL,
+    DEFAULT_SPLIT,
+    POSITIVE_INT,
+    IntList,
+    emit,
+    invocation,
+    parse_split_option,
+)
 from flbench.core.io import check_output
 
 OUT_HELP = "also write the JSON result to this file (e.g. results/bench/{}.json)"
@@ -16,7 +24,7 @@ def bench() -> None:
 
 @bench.command("inference")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True)
-@click.option("--split", "split_text", default="2,2", show_default=True)
+@click.option("--split", "split_text", default=DEFAULT_SPLIT, show_default=True)
 @click.option("--prompt-tokens", type=POSITIVE_INT, default=128, show_default=True)
 @click.option("--new-tokens", type=POSITIVE_INT, default=128, show_default=True)
 @click.option("--batch-sizes", type=IntList(min=1), default="1,4", show_default=True, help="comma-separated")
@@ -47,7 +55,7 @@ def bench_inference_cmd(model, split_text, prompt_tokens, new_tokens, batch_size
 
 @bench.command("training")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True)
-@click.option("--split", "split_text", default="2,2", show_default=True)
+@click.option("--split", "split_text", default=DEFAULT_SPLIT, show_default=True)
 @click.option("--batch", type=POSITIVE_INT, default=4, show_default=True)
 @click.option("--seq-len", type=POSITIVE_INT, default=128, show_default=True)
 @click.option("--steps", type=POSITIVE_INT, default=5, show_default=True, help="timed steps (median)")

@@ -8,8 +8,7 @@ from click.core import ParameterSource
 
 from flbench.core.canonical import strict_json
 from flbench.core.errors import FlbenchError
-
-DEFAULT_MODEL = "smollm2-135m"
+from flbench.pipeline.config import DEFAULT_MODEL, DEFAULT_SPLIT  # noqa: E402,F401 (the one place defaults live)
 
 # click types for the options every command shares (click's own message names the option and the value)
 POSITIVE_INT = click.IntRange(min=1)

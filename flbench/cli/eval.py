@@ -14,6 +14,7 @@ from flbench.cli.common import (
     wire_options,
 )
 from flbench.core.errors import FlbenchError
+from flbench.pipeline.config import TaskConfig, default
 
 
 @click.command("eval")
@@ -26,7 +27,7 @@ from flbench.core.errors import FlbenchError
               "or the --checkpoint's split]")
 @click.option("--centralized", is_flag=True, help="score the unsplit model instead (same examples, same scoring)")
 @click.option("--limit", type=POSITIVE_INT, default=None, help="score only the first N eval examples")
-@click.option("--batch-size", type=POSITIVE_INT, default=8, show_default=True, help="sequences per forward")
+@click.option("--batch-size", type=POSITIVE_INT, default=default(TaskConfig, "batch_size"), show_default=True, help="sequences per forward")
 @click.option("--data-dir", default=None, help="local data directory (default: $FLBENCH_DATA_DIR, ../shared/data)")
 @wire_options
 @defense_options

@@ -5,6 +5,7 @@ import click
 
 from flbench.cli.common import (
     DEFAULT_MODEL,
+    DEFAULT_SPLIT,
     POSITIVE_INT,
     defense_options,
     emit,
@@ -18,7 +19,7 @@ from flbench.core.errors import FlbenchError
 
 @click.command()
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="registry name, local directory or HF id")
-@click.option("--split", "split_text", default="2,2", show_default=True, help="P,Q: blocks in the client head and tail")
+@click.option("--split", "split_text", default=DEFAULT_SPLIT, show_default=True, help="P,Q: blocks in the client head and tail")
 @click.option("--prompt", "prompts", multiple=True, required=True, help="prompt text; repeat for a batch")
 @click.option("--max-new-tokens", type=POSITIVE_INT, default=32, show_default=True,
               help="tokens to generate per prompt; prompt + new tokens must fit the model's context")
@@ -32,7 +33,11 @@ def generate(model, split_text, prompts, max_new_tokens, centralized, no_kv_cach
              **defense_opts) -> None:
     """Greedy generation through the split (KV-cached by default)."""
     from flbench.models import load_model
-    from flbench.pipeline.generation import check_context, encode_prompts, run_generation
+    from flbench.pipeline.generation import (
+        check_context,
+        encode_prompts,
+        run_generation,
+    )
     from splits.runtime import SplitRuntime
 
     if centralized and no_kv_cache:

@@ -5,6 +5,7 @@ import click
 
 from flbench.cli.common import (
     DEFAULT_MODEL,
+    DEFAULT_SPLIT,
     POSITIVE_INT,
     FiniteFloatRange,
     defense_options,
@@ -15,11 +16,12 @@ from flbench.cli.common import (
     wire_options,
 )
 from flbench.core.errors import FlbenchError
+from flbench.pipeline.config import FinetuneConfig, default
 
 
 @click.command()
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="registry name, local directory or HF id")
-@click.option("--split", "split_text", default="2,2", show_default=True, help="P,Q: blocks in the client head and tail")
+@click.option("--split", "split_text", default=DEFAULT_SPLIT, show_default=True, help="P,Q: blocks in the client head and tail")
 @click.option("--data-file", type=click.Path(dir_okay=False), default=None,
               help="training text: one text per line, or JSONL with a 'text' field")
 @click.option("--task", "task_name", default=None, help="train on a task's fixed training portion (flbench ls tasks); "
@@ -29,14 +31,14 @@ from flbench.core.errors import FlbenchError
 @click.option("--strategy", type=click.Choice(["sequential"]), default="sequential", show_default=True,
               help="training parallelism (client-batch and server-hierarchical: not yet)")
 @click.option("--clients", type=POSITIVE_INT, default=1, show_default=True, help="number of clients (data split round-robin)")
-@click.option("--steps", type=POSITIVE_INT, default=20, show_default=True, help="optimizer steps per client")
-@click.option("--batch-size", type=POSITIVE_INT, default=4, show_default=True)
-@click.option("--max-length", type=click.IntRange(min=2), default=128, show_default=True,
+@click.option("--steps", type=POSITIVE_INT, default=default(FinetuneConfig, "steps"), show_default=True, help="optimizer steps per client")
+@click.option("--batch-size", type=POSITIVE_INT, default=default(FinetuneConfig, "batch_size"), show_default=True)
+@click.option("--max-length", type=click.IntRange(min=2), default=default(FinetuneConfig, "max_length"), show_default=True,
               help="tokens per training sequence (truncation); at most the model's context")
-@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=2e-4, show_default=True,
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=default(FinetuneConfig, "lr"), show_default=True,
               help="AdamW learning rate (finite, > 0)")
-@click.option("--lora-rank", type=POSITIVE_INT, default=8, show_default=True)
-@click.option("--lora-alpha", type=FiniteFloatRange(min=0, min_open=True), default=16.0, show_default=True,
+@click.option("--lora-rank", type=POSITIVE_INT, default=default(FinetuneConfig, "lora_rank"), show_default=True)
+@click.option("--lora-alpha", type=FiniteFloatRange(min=0, min_open=True), default=default(FinetuneConfig, "lora_alpha"), show_default=True,
               help="LoRA alpha (finite, > 0; scale = alpha / rank)")
 @click.option("--train-parts", default="head,trunk,tail", show_default=True, help="parts with LoRA adapters")
 @click.option("--out", type=click.Path(), required=True,

@@ -18,8 +18,8 @@ import torch
 from flbench.core.canonical import strict_json
 from flbench.core.errors import FlbenchError
 from flbench.core.io import atomic_write_text
-from flbench.pipeline.generation import MODES, run_generation
 from flbench.models import load_model
+from flbench.pipeline.generation import MODES, run_generation
 from splits.partition import SplitSpec
 from splits.runtime import SplitRuntime
 
@@ -120,7 +120,13 @@ def _check_fits(loaded, tokens: int, what: str) -> None:
 def bench_training(model: str, split: str, batch: int, seq_len: int, steps: int, progress: bool = True) -> dict:
     """Split LoRA training step vs the same step on the unsplit model with the same adapters, interleaved."""
     from splits.partition import parse_split
-    from splits.training import LoraSpec, SequentialTrainer, causal_lm_loss, centralized_twin, labels_for
+    from splits.training import (
+        LoraSpec,
+        SequentialTrainer,
+        causal_lm_loss,
+        centralized_twin,
+        labels_for,
+    )
 
     spec = parse_split(split)
     loaded = load_model(model)

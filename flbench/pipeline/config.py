@@ -118,7 +118,7 @@ class FinetuneConfig(_Section):
     """LoRA fine-tuning on the task's training portion, defense on the wire, before the utility eval.
 
     Defaults: those the committed fine-tuned records ran with (max_length 256, lr 1e-3, LoRA r 8, alpha 16);
-    `flbench train` keeps its own quicker defaults (flbench.pipeline.finetune.TrainConfig)."""
+    `flbench train` and `flbench.pipeline.finetune.TrainConfig` take theirs from here."""
 
     steps: PosInt = Field(50, description="optimizer steps")
     batch_size: PosInt = Field(8, description="sequences per batch")

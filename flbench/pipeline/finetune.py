@@ -19,6 +19,7 @@ from flbench.core.canonical import strict_json
 from flbench.core.errors import FlbenchError
 from flbench.core.io import atomic_write_dir, check_output
 from flbench.models import LoadedModel
+from flbench.pipeline.config import FinetuneConfig, default
 from splits.runtime import SplitRuntime
 from splits.sequence import pad_rows
 from splits.training import LoraSpec, SequentialTrainer, adapter_state
@@ -30,10 +31,11 @@ RUN_FILES = re.compile(r"run\.json|losses\.jsonl|trunk\.safetensors|client[0-9]+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = field(default=20, metadata={"help": "optimizer steps per client"})
-    batch_size: int = field(default=4, metadata={"help": "sequences per batch"})
-    max_length: int = field(default=128, metadata={"help": "tokens per sequence (truncation)"})
-    lr: float = field(default=2e-4, metadata={"help": "AdamW learning rate"})
+    steps: int = field(default=default(FinetuneConfig, "steps"), metadata={"help": "optimizer steps per client"})
+    batch_size: int = field(default=default(FinetuneConfig, "batch_size"), metadata={"help": "sequences per batch"})
+    max_length: int = field(default=default(FinetuneConfig, "max_length"),
+                            metadata={"help": "tokens per sequence (truncation)"})
+    lr: float = field(default=default(FinetuneConfig, "lr"), metadata={"help": "AdamW learning rate"})
     seed: int = field(default=0, metadata={"help": "data order and adapter init"})
 
     def __post_init__(self) -> None:

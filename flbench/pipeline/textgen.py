@@ -16,8 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from flbench.core.errors import FlbenchError
-from flbench.pipeline.generation import eos_ids, left_pad, run_generation
 from flbench.models import LoadedModel
+from flbench.pipeline.generation import eos_ids, left_pad, run_generation
 from flbench.tasks.base import Example
 from flbench.tasks.generative import GenerativeTask, stop_token_ids
 
