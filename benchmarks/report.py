@@ -4,14 +4,16 @@
     python benchmarks/report.py --readme   # rewrite README.md's utility-and-sweep block
 
 Tables go through pandas' `DataFrame.to_markdown` (flbench.reporting.tables); every number is formatted
-here, before the table is drawn, so the numbers are exactly those of the JSON files.
+here, before the table is drawn, so the numbers are exactly those of the JSON files. Every utility carries its
+n and its 95% CI as "0.848 [0.823, 0.871]" where the file or record holds one (`ci`, a bootstrap over the eval
+examples), "0.848 [–]" where it does not (files written before utility CIs existed).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from flbench.reporting.tables import markdown_table
+from flbench.reporting.tables import MISSING, markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "results" / "bench"
@@ -59,11 +61,21 @@ def attacks(name: str = "attacks.json") -> list[str]:
             "the victim traffic; the attacker trains against the same noise law):", "", *_lines(markdown_table(rows))]
 
 
+def with_ci(value, ci: dict | None, digits: int = 3) -> str:
+    """"0.848 [0.823, 0.871]"; "0.848 [–]" without a CI; "–" without a value."""
+    if value is None:
+        return MISSING
+    if not ci or ci.get("ci_low") is None or ci.get("ci_high") is None:
+        return f"{value:.{digits}f} [{MISSING}]"
+    return f"{value:.{digits}f} [{ci['ci_low']:.{digits}f}, {ci['ci_high']:.{digits}f}]"
+
+
 def finetune(name: str = "sst2_finetune.json") -> list[str]:  # noqa: D103
     d = json.loads((UTILITY / name).read_text())
     rows = [{"mode": str(r["mode"]), "train s": f"{r['train_seconds']:.0f}",
              "loss first → last 10 %": f"{r['first_loss']:.3f} → {r['final_loss_mean_last10pct']:.3f}",
-             "train wire bytes": str(r["train_wire_bytes"]), **{k: f"{v:.4f}" for k, v in r["metrics"].items()},
+             "train wire bytes": str(r["train_wire_bytes"]),
+             **{f"{k} [95% CI]": with_ci(v, (r.get("ci") or {}).get(k), 4) for k, v in r["metrics"].items()},
              "n": str(r["n"])} for r in d["rows"]]
     return [f"Fine-tuning, `{d['command']}` ({d['model']}, {d['task']}, split {d['split']}; commands per row in the file):",
             "", *_lines(markdown_table(rows))]
@@ -80,8 +92,33 @@ def _mode(rec: dict) -> str:
     return f"split {rec['split']} σ={d['noise_sigma']:g}{'×RMS' if d['relative'] else ''}"
 
 
+def _baseline_cells(recs: list[dict], task: str, metric: str) -> dict[str, str]:
+    """"chance" and "trivial" (majority label / most frequent answer / lead, named) of `metric`, from the
+    records' task baselines; the task's data-free chance level for records without them; else "–"."""
+    from flbench.tasks.base import get_task
+
+    out = {"chance": MISSING, "trivial baseline": MISSING}
+    for r in recs:
+        b = r["task"].get("baselines") or {}
+        for name, entry in b.items():
+            v = ((entry or {}).get("metrics") or {}).get(metric)
+            if v is None:
+                continue
+            if name == "chance":
+                out["chance"] = f"{v:.3f}"
+            else:
+                out["trivial baseline"] = f"{v:.3f} ({name})"
+        if b:
+            return out
+    v = get_task(task).static_chance().get(metric)
+    if v is not None:
+        out["chance"] = f"{v:.3f}"
+    return out
+
+
 def utility(runs: Path = UTILITY / "runs") -> list[str]:
-    """Zero-shot and fine-tuned utility per task and mode, from the run records of sweeps/utility*.yaml."""
+    """Zero-shot and fine-tuned utility per task and mode, from the run records of sweeps/utility*.yaml, each
+    with its 95% CI, beside the task's chance level and trivial baseline."""
     from flbench.experiments.records import read_records
 
     recs = [r for r in read_records(runs) if r.get("task")]
@@ -91,31 +128,40 @@ def utility(runs: Path = UTILITY / "runs") -> list[str]:
     by = {(r["task"]["name"], r["finetune"] is not None, _mode(r)): r for r in recs}
     rows = []
     for task in sorted({r["task"]["name"] for r in recs}):
-        some = next(r for r in recs if r["task"]["name"] == task)
-        for metric in some["task"]["metrics"]:
-            row = {"task": task, "metric": metric, "n": str(some["task"]["n"])}
+        mine = [r for r in recs if r["task"]["name"] == task]
+        for metric in mine[0]["task"]["metrics"]:
+            row = {"task": task, "metric": metric, "n": str(mine[0]["task"]["n"]),
+                   **_baseline_cells(mine, task, metric)}
             for name, (ft, m) in zip(names, cols):
                 r = by.get((task, ft, m))
-                row[name] = "–" if r is None else f"{r['task']['metrics'][metric]:.3f}"
+                row[name] = MISSING if r is None else with_ci(r["task"]["metrics"][metric],
+                                                              (r["task"].get("ci") or {}).get(metric))
             rows.append(row)
-    return _lines(markdown_table(rows, ["task", "metric", "n", *names]))
+    return _lines(markdown_table(rows, ["task", "metric", "n", "chance", "trivial baseline", *names]))
 
 
 def sweep(runs: Path = ROOT / "results" / "runs") -> list[str]:
-    """The leaderboard rows of the committed sweep shown in README (learned-inversion; one table per task)."""
-    from flbench.reporting import leaderboard as lb
+    """The worst-case view of the committed sweep (one table per task): per defense setting, the strongest
+    attack's recovery, the utility with its CI and baseline, the gated score, DCS and the Pareto flag."""
     from flbench.experiments.records import read_records
+    from flbench.reporting import leaderboard as lb
+    from flbench.tasks.base import primary_metric
 
-    df = lb.build(read_records(runs))
-    cols = ["split", "defense", "noise_sigma", "snr", "epsilon", "token_accuracy", "pii_recovery", "utility",
-            "utility_ref", "dcs", "pareto"]
+    recs = read_records(runs)
+    per_attack = lb.build(recs)
+    worst = lb.build_worst_case(per_attack)
+    cols = ["split", "defense", "noise_sigma", "snr", "epsilon", "utility", "baseline", "relative_utility",
+            "worst_recovery", "worst_attack", "score", "dcs", "pareto"]
     out = []
-    for task in sorted(df["task"].dropna().unique()):
-        sub = df[(df["task"] == task) & (df["attack"] == "learned-inversion")].reset_index(drop=True)
-        if len(sub):
-            metric = next(r["task"]["primary"] for r in read_records(runs) if r.get("task") and r["task"]["name"] == task)
-            out += [f"*{task}* (utility = {metric}, n = {int(sub['task_n'].iloc[0])}; attack = learned-inversion on "
-                    f"{int(sub['attack_n'].iloc[0])} private records):", "", lb.to_markdown(sub, cols).rstrip(), ""]
+    for task in sorted(worst["task"].dropna().unique()):
+        sub = worst[(worst["task"] == task) & worst["worst_recovery"].notna()].reset_index(drop=True)
+        if not len(sub):
+            continue
+        att = per_attack[(per_attack["task"] == task) & per_attack["attack"].notna()]
+        attacks = ", ".join(f"{a} ({m})" for a, m in sorted(set(zip(att["attack"], att["recovery_metric"]))))
+        victims = "/".join(str(int(n)) for n in sorted(set(att["attack_n"].dropna())))
+        out += [f"*{task}* (utility = {primary_metric(task)} [95% CI], n = {int(sub['task_n'].iloc[0])}; worst case "
+                f"over {attacks} on {victims} private records):", "", lb.to_markdown(sub, cols).rstrip(), ""]
     return out
 
 
@@ -130,8 +176,9 @@ def utility_and_sweep() -> list[str]:
         parts += ["Utility, `flbench sweep sweeps/utility.yaml --out results/utility/runs` and "
                   "`flbench sweep sweeps/utility_finetuned.yaml --out results/utility/runs`:", ""] + utility() + [""]
     if (ROOT / "results" / "runs").is_dir():
-        parts += ["Sweep, `flbench sweep sweeps/default.yaml && flbench sweep sweeps/dp.yaml` "
-                  "(rows from `flbench leaderboard --format md --attack learned-inversion --task T`):", ""] + sweep()
+        parts += ["Sweep, `flbench sweep sweeps/default.yaml && flbench sweep sweeps/dp.yaml`, worst case per defense "
+                  "(rows from `flbench leaderboard --view worst-case --format md --task T`; every attack's own rows "
+                  "are in `results/leaderboard.csv`):", ""] + sweep()
     return parts
 
 

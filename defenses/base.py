@@ -85,6 +85,43 @@ def draw_noise(like: torch.Tensor, std: float | torch.Tensor, generator: torch.G
     return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype) * std
 
 
+def _batched(observed: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(observed, candidates) as (B, n, d) and (B, K, d) in at least fp32; and whether the input was unbatched."""
+    import torch
+
+    if candidates.ndim == 2 and observed.ndim in (1, 2):
+        o = observed.reshape(1, -1, observed.shape[-1])
+        c, single = candidates.unsqueeze(0), True
+    elif candidates.ndim == 3 and observed.ndim == 3 and observed.shape[0] == candidates.shape[0]:
+        o, c, single = observed, candidates, False
+    else:
+        raise FlbenchError(f"observation likelihood: observed {tuple(observed.shape)} and candidates "
+                           f"{tuple(candidates.shape)}: expected (d,) or (n, d) with (K, d), or (B, n, d) with (B, K, d)")
+    if o.shape[-1] != c.shape[-1]:
+        raise FlbenchError(f"observation likelihood: observed width {o.shape[-1]} != candidate width {c.shape[-1]}")
+    work = torch.promote_types(torch.promote_types(o.dtype, c.dtype), torch.float32)
+    return o.to(work), c.to(work), single
+
+
+def squared_distance_sum(observed: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """Σ_i ||o_i − c||² over the n releases o_i, for each candidate c; shapes as in
+    `BaseDefense.observation_log_likelihood`. Uses Σ||o_i − c||² = Σ||o_i − ō||² + n||ō − c||² (exact, and no
+    cancellation when an observation equals a candidate)."""
+    o, c, single = _batched(observed, candidates)
+    n = o.shape[1]
+    mean = o.mean(1, keepdim=True)  # (B, 1, d)
+    spread = (o - mean).square().sum((1, 2))  # (B,)
+    out = spread.unsqueeze(1) + n * (c - mean).square().sum(-1)  # (B, K)
+    return out[0] if single else out
+
+
+def gaussian_log_likelihood(observed: torch.Tensor, candidates: torch.Tensor, sigma: float) -> torch.Tensor:
+    """−Σ_i ||o_i − c||² / (2σ²): i.i.d. N(0, σ²) noise on every coordinate, up to a constant. σ = 0 (no
+    noise) gives −Σ||o_i − c||², the exact-match distance (SipIt's acceptance, arXiv 2510.15511)."""
+    dist = squared_distance_sum(observed, candidates)
+    return -dist / (2.0 * sigma * sigma) if sigma > 0 else -dist
+
+
 @dataclass
 class NoiseStats:
     """Running sums over every coordinate a defense has released, for SNR in both conventions.
@@ -260,6 +297,34 @@ class BaseDefense:
                                info.annotation is bool, is_required(f), bool(f.metadata.get("selects")),
                                None if is_required(f) else f.default, expected(info)))
         return out
+
+    # ------------------------------------------------------------------ the law, for the attacker (Kerckhoffs)
+
+    def observation_log_likelihood(self, observed: torch.Tensor, candidates: torch.Tensor, *,
+                                   reference_rms: float | None = None) -> torch.Tensor:
+        """log p(observed | the clean h_A row was `candidate`), for each candidate, up to an additive constant
+        that does not depend on the candidate: the defense's law as the threat model grants it (public
+        mechanism and parameters, unknown draws). Attacks that decode by likelihood ask this, never a name.
+
+        observed: (d,) one release of a position, or (n, d) n independent releases of it (their
+        log-likelihoods add); batched: (B, n, d) with candidates (B, K, d) → (B, K).
+        candidates: (K, d) clean hidden states the client may have computed → (K,).
+        reference_rms: the clean hidden states' RMS, for laws whose scale is relative to it (the attacker
+        estimates it with `reference_rms_from_observed`). Computed in at least fp32.
+        A defense that does not state its law keeps this default, which raises (see `states_likelihood`).
+        """
+        raise FlbenchError(f"defense {self.name!r} does not state the likelihood of what it sends "
+                           "(observation_log_likelihood); likelihood-based attacks cannot run against it")
+
+    @classmethod
+    def states_likelihood(cls) -> bool:
+        """True when this defense implements `observation_log_likelihood`."""
+        return cls.observation_log_likelihood is not BaseDefense.observation_log_likelihood
+
+    def reference_rms_from_observed(self, observed: torch.Tensor) -> float | None:
+        """The attacker's estimate of the clean hidden states' RMS from observed rows (N, d), for laws whose
+        scale is relative to it; None when the law does not depend on it."""
+        return None
 
     def params(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in param_fields(self)}

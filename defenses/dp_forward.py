@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from defenses.base import ABSOLUTE, BaseDefense, NoiseScale, draw_noise, register
+from defenses.base import ABSOLUTE, BaseDefense, NoiseScale, draw_noise, gaussian_log_likelihood, register
 from flbench.core.params import NonNegativeInt, PositiveFloat, PositiveInt, UnitIntervalOpen, check_value
 
 if TYPE_CHECKING:
@@ -76,9 +76,7 @@ class DPForward(BaseDefense):
         import torch
 
         work = h if h.dtype in (torch.float32, torch.float64) else h.float()
-        norms = torch.linalg.vector_norm(work, dim=-1, keepdim=True)
-        # Same form as opacus' per-sample clipping: the 1e-6 keeps ||out|| <= C strictly and avoids 0/0.
-        clipped = work * (self.clip / (norms + 1e-6)).clamp(max=1.0)
+        clipped, norms = self.clip_rows(work)
         noise = draw_noise(work, self.sigma, generator)
         n = norms.detach()  # statistics only: detached values, no graph
         self._norm_sum += float(n.double().sum())
@@ -86,6 +84,23 @@ class DPForward(BaseDefense):
         self._clipped += int((n > self.clip).sum())
         self._stats.add(h, noise, self.sigma)
         return (clipped + noise).to(h.dtype)
+
+    def clip_rows(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows of h clipped to L2 norm C, their norms before clipping (..., 1))."""
+        import torch
+
+        norms = torch.linalg.vector_norm(h, dim=-1, keepdim=True)
+        # Same form as opacus' per-sample clipping: the 1e-6 keeps ||out|| <= C strictly and avoids 0/0.
+        return h * (self.clip / (norms + 1e-6)).clamp(max=1.0), norms
+
+    def observation_log_likelihood(self, observed: torch.Tensor, candidates: torch.Tensor, *,
+                                   reference_rms: float | None = None) -> torch.Tensor:
+        """The mechanism's own law: −Σ_i ||o_i − clip_C(c)||² / (2 (zC)²) (the candidate is clipped first,
+        exactly as `_apply` clips the clean row). reference_rms is not used (the scale is absolute)."""
+        import torch
+
+        work = candidates if candidates.dtype in (torch.float32, torch.float64) else candidates.float()
+        return gaussian_log_likelihood(observed, self.clip_rows(work)[0], self.sigma)
 
     def epsilon(self, steps: int, delta: float | None = None, vectors: int = 1) -> float:
         """ε after `steps` releases of the same token vector(s), at `delta` (default: self.delta).

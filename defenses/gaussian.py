@@ -13,7 +13,16 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from defenses.base import ABSOLUTE, RELATIVE_RMS, BaseDefense, NoiseScale, draw_noise, register
+from defenses.base import (
+    ABSOLUTE,
+    RELATIVE_RMS,
+    BaseDefense,
+    NoiseScale,
+    draw_noise,
+    gaussian_log_likelihood,
+    register,
+)
+from flbench.core.errors import FlbenchError
 from flbench.core.params import NonNegativeFloat
 
 if TYPE_CHECKING:
@@ -49,6 +58,26 @@ class GaussianNoise(BaseDefense):
         noise = draw_noise(h, sigma, generator)
         self._stats.add(h, noise, sigma)
         return h + noise
+
+    def observation_log_likelihood(self, observed: torch.Tensor, candidates: torch.Tensor, *,
+                                   reference_rms: float | None = None) -> torch.Tensor:
+        """−Σ_i ||o_i − c||² / (2 σ_eff²); σ_eff = sigma, or sigma × reference_rms when relative (the
+        attacker's estimate, see `reference_rms_from_observed`). sigma = 0: −Σ||o_i − c||² (exact match)."""
+        sigma = self.sigma
+        if self.relative and sigma > 0:
+            if reference_rms is None or not reference_rms > 0:
+                raise FlbenchError(f"defense 'gaussian' with relative=True: the likelihood needs reference_rms "
+                                   f"(the clean hidden states' RMS) > 0, got {reference_rms!r}")
+            sigma *= float(reference_rms)
+        return gaussian_log_likelihood(observed, candidates, sigma)
+
+    def reference_rms_from_observed(self, observed: torch.Tensor) -> float | None:
+        """RMS of the clean rows from the observed ones: E[o²] = RMS² + σ_eff² = RMS² (1 + sigma²) per
+        coordinate, so RMS ≈ sqrt(mean(o²) / (1 + sigma²)). Only relative scales need it (else None)."""
+        if not self.relative:
+            return None
+        mean_sq = float(observed.detach().double().square().mean())
+        return math.sqrt(mean_sq / (1.0 + self.sigma * self.sigma))
 
     def describe(self) -> dict[str, Any]:
         d = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from defenses.base import ABSOLUTE, BaseDefense, NoiseScale, register
+from defenses.base import ABSOLUTE, BaseDefense, NoiseScale, register, squared_distance_sum
 
 if TYPE_CHECKING:
     import torch
@@ -24,6 +24,12 @@ class NoDefense(BaseDefense):
     def _apply(self, h: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         self._stats.add(h, None, 0.0)
         return h
+
+    def observation_log_likelihood(self, observed: torch.Tensor, candidates: torch.Tensor, *,
+                                   reference_rms: float | None = None) -> torch.Tensor:
+        """−Σ_i ||o_i − c||²: the law is a point mass (o = c up to wire rounding), so the score is the exact-match
+        distance; the true row scores ≈ 0 (SipIt's acceptance, arXiv 2510.15511)."""
+        return -squared_distance_sum(observed, candidates)
 
     def noise_scale(self) -> NoiseScale:
         return NoiseScale(0.0, ABSOLUTE)

@@ -1,9 +1,13 @@
-"""`SplitRuntime`: one client set + one server wired together; the single path that training, inference,
+"""`SplitRuntime`: one client set + the server wired together; the single path that training, inference,
 utility scoring and attacks all use. Parties exchange only `Message`s, each carried by `Wire.transmit`
 (serialize → count → deserialize + validate → taps).
+
+One server holds one trunk for every client, or (`trunk_per_client`, the server-hierarchical strategy) one
+sub-server per client, each with its own trunk copy; in this single process the sub-servers run in turn.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -23,13 +27,21 @@ class SplitRuntime:
         wire_dtype: str = "fp32",
         defense: Defense | None = None,
         generator: torch.Generator | None = None,
+        trunk_per_client: bool = False,
+        max_message_bytes: int | None = None,
     ) -> None:
         self.loaded = loaded
         self.spec = spec
         self.parts = build_split(loaded.model, spec, n_clients)
         self.hidden_size = int(loaded.model.config.hidden_size)
-        self.wire = Wire(self.hidden_size, wire_dtype)
-        self.server = ServerParty(self.parts.trunk)
+        context = getattr(loaded.model.config, "max_position_embeddings", None)
+        self.wire = Wire(self.hidden_size, wire_dtype, max_message_bytes=max_message_bytes, context=context)
+        ids = tuple(range(n_clients))
+        if trunk_per_client:
+            trunks = [self.parts.trunk] + [copy.deepcopy(self.parts.trunk) for _ in ids[1:]]
+            self.servers = [ServerParty(t, (c,)) for c, t in zip(ids, trunks)]
+        else:
+            self.servers = [ServerParty(self.parts.trunk, ids)]
         self.clients = [
             ClientParty(i, h, t, defense, generator)
             for i, (h, t) in enumerate(zip(self.parts.heads, self.parts.tails))
@@ -39,9 +51,17 @@ class SplitRuntime:
     def config(self) -> Any:
         return self.loaded.model.config
 
+    @property
+    def server(self) -> ServerParty:
+        """The server (with `trunk_per_client`: client 0's sub-server)."""
+        return self.servers[0]
+
+    def server_of(self, client: int) -> ServerParty:
+        return self.servers[client] if len(self.servers) > 1 else self.servers[0]
+
     # one round trip: head → wire → trunk → wire → tail
     def _round(self, client: ClientParty, msg_a: Message) -> torch.Tensor:
-        msg_b = self.server.forward(self.wire.transmit(msg_a))
+        msg_b = self.server_of(client.cid).forward(self.wire.transmit(msg_a))
         return client.receive_hidden(self.wire.transmit(msg_b))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, client: int = 0,
@@ -65,18 +85,45 @@ class SplitRuntime:
         """After `loss.backward()` on the tail's logits: dL/dh_B → server → dL/dh_A → client head."""
         c = self.clients[client]
         grad_b = c.send_grad(template)
-        grad_a = self.server.backward(self.wire.transmit(grad_b))
+        grad_a = self.server_of(client).backward(self.wire.transmit(grad_b))
         c.receive_grad(self.wire.transmit(grad_a))
 
     def train_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, client: int = 0) -> tuple[torch.Tensor, Message]:
         c = self.clients[client]
         msg_a = c.send_prompt(input_ids, attention_mask, Phase.TRAIN)
-        template = Message(msg_a.kind, msg_a.phase, torch.empty(0), msg_a.ints, msg_a.seqlen, 0, msg_a.left_pad, c.cid)
+        template = msg_a.header_only()
         return self._round(c, msg_a), template
 
+    # client-batch: the server runs several clients' training forwards as one trunk batch
+    def train_forward_batch(self, batches: list[tuple[int, torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+        """`batches` = [(client, input_ids, attention_mask)]: each client's HIDDEN_A crosses the wire on its own
+        link; the server concatenates them along the batch (one trunk forward) and answers each client."""
+        if len(self.servers) != 1:
+            raise ValueError("a client batch needs one server holding one trunk")
+        sent = [self.wire.transmit(self.clients[c].send_prompt(ids, mask, Phase.TRAIN)) for c, ids, mask in batches]
+        replies = self.server.forward_batch(sent)
+        return [self.clients[c].receive_hidden(self.wire.transmit(r)) for (c, _, _), r in zip(batches, replies)]
+
+    def backward_batch(self, clients: list[int]) -> None:
+        """After each client's `loss.backward()`: their dL/dh_B, one trunk backward, each its dL/dh_A."""
+        sent = [self.wire.transmit(self.clients[c].send_grad()) for c in clients]
+        for c, r in zip(clients, self.server.backward_batch(sent)):
+            self.clients[c].receive_grad(self.wire.transmit(r))
+
     def modules(self) -> dict[str, torch.nn.Module]:
-        out: dict[str, torch.nn.Module] = {"trunk": self.parts.trunk}
+        """Every part by name: "trunk" (or "server{c}.trunk" per sub-server) and "client{i}.head/tail"."""
+        if len(self.servers) == 1:
+            out: dict[str, torch.nn.Module] = {"trunk": self.server.trunk}
+        else:
+            out = {f"server{c}.trunk": s.trunk for c, s in enumerate(self.servers)}
         for i, c in enumerate(self.clients):
             out[f"client{i}.head"] = c.head
             out[f"client{i}.tail"] = c.tail
+        return out
+
+    def checkpoint_modules(self) -> dict[str, torch.nn.Module]:
+        """The parts a checkpoint holds: "trunk" (sub-server 0's after the final FedAvg sync, when all are
+        equal) and every client's head and tail."""
+        out: dict[str, torch.nn.Module] = {"trunk": self.server.trunk}
+        out.update({n: m for n, m in self.modules().items() if n.startswith("client")})
         return out

@@ -11,25 +11,33 @@ from flbench.core.errors import FlbenchError
 
 @click.command("leaderboard")
 @click.option("--records", default="results/runs", show_default=True, help="directory of run records")
-@click.option("--out", default=None, help="write here [default: results/leaderboard.csv, or .md with --format md]")
+@click.option("--view", type=click.Choice(["records", "worst-case"]), default="records", show_default=True,
+              help="records: one row per (cell, attack); worst-case: one row per cell with the maximum recovery "
+                   "over all its attacks")
+@click.option("--out", default=None, help="write here [default: results/leaderboard.csv, "
+              "results/leaderboard_worst_case.csv with --view worst-case; .md with --format md]")
 @click.option("--format", "fmt", type=click.Choice(["csv", "md"]), default="csv", show_default=True)
 @click.option("--stdout", "to_stdout", is_flag=True, help="print instead of writing a file")
 @click.option("--attack", "only_attacks", multiple=True, help="keep only rows of this attack (repeatable)")
 @click.option("--task", "only_tasks", multiple=True, help="keep only rows of this task (repeatable)")
-def leaderboard_cmd(records, out, fmt, to_stdout, only_attacks, only_tasks) -> None:
-    """Derive the leaderboard (DCS, Pareto flag) from the records; byte-identical for the same records."""
+def leaderboard_cmd(records, view, out, fmt, to_stdout, only_attacks, only_tasks) -> None:
+    """Derive the leaderboard (utility CIs, baselines, score, DCS, Pareto flag) from the records; byte-identical
+    for the same records."""
     from flbench.core.io import check_output
     from flbench.experiments.records import read_records
     from flbench.reporting import leaderboard as lb
 
     path = None
     if not to_stdout:  # refuse an unusable --out before reading anything; the leaderboard is rewritten in place
-        path = check_output(Path(out or ("results/leaderboard.csv" if fmt == "csv" else "results/leaderboard.md")),
-                            kind="file", overwrite=True)
+        stem = "results/leaderboard" + ("_worst_case" if view == "worst-case" else "")
+        path = check_output(Path(out or f"{stem}.{fmt}"), kind="file", overwrite=True)
     recs = read_records(Path(records))
     if not recs:
         raise FlbenchError(f"--records {records!r}: no run records found (run flbench run or flbench sweep first)")
-    df = lb.build(recs)
+    if view == "worst-case" and only_attacks:
+        raise FlbenchError("--attack does not apply to --view worst-case (its rows take the maximum over every "
+                           "attack of a cell); use --view records")
+    df = lb.build_view(recs, view)
     for col, keep in (("attack", only_attacks), ("task", only_tasks)):
         if keep:
             unknown = sorted(set(keep) - set(df[col].dropna().astype(str)))

@@ -15,7 +15,13 @@ resumed sweep runs it again and overwrites the same file names (no duplicates).
 Record schema (version 2), filled by the cell runner (flbench.pipeline.cell):
     {"schema": 2, "record_id": "<config_hash>__<attack>", "config_hash", "config", "seeds", "versions",
      "commit", "dirty", "date", "model", "split", "defense", "finetune", "task", "attack", "wire", "timings"}
-`config` is the resolved RunConfig (every default filled in) and `config_hash` its hash. Schema 1 (the
+`config` is the resolved RunConfig (every default filled in) and `config_hash` its hash. The `task` block:
+    {"name", "family", "primary", "n", "metrics": {metric: point value}, "checkpoint_trained",
+     "ci": {metric: {"mean", "ci_low", "ci_high", "n"}},            95% bootstrap over the eval examples
+     "baselines": {name: {"metrics": {metric: value} | null, "how"}}}  chance, majority / lead, ...
+(`ci` and `baselines` were added within schema 2; records without them read as "no CI, no baseline"). The
+`attack` block: {"name", "params", "data", "n", "primary", "metrics": {metric: {"mean", "ci_low", "ci_high",
+"n"}}, "fit_s", "examples"}. Schema 1 (the
 committed records of results/) has the same envelope; its `config` holds only the keys the run spelled out.
 `read_records` reads both and refuses a file of another shape with one line naming it (`RecordEnvelope`).
 """

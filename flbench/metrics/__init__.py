@@ -18,10 +18,10 @@ from flbench.metrics.score import (
     pii_recovery_by_kind,
     score_reconstructions,
 )
-from flbench.metrics.stats import bootstrap_ci
+from flbench.metrics.stats import bootstrap_ci, bootstrap_statistic
 
 __all__ = [
-    "ATTACK_METRICS", "HIGHER_IS_BETTER_FOR_ATTACK", "bootstrap_ci", "corpus_bleu", "exact_match",
+    "ATTACK_METRICS", "HIGHER_IS_BETTER_FOR_ATTACK", "bootstrap_ci", "bootstrap_statistic", "corpus_bleu", "exact_match",
     "pii_recovery", "pii_recovery_by_kind", "rouge_l", "score_reconstructions", "sentence_bleu",
     "token_accuracy", "token_prf",
 ]

@@ -8,6 +8,10 @@ capture of the victim traffic the server saw through the same (fine-tuned) clien
 public text against the known defense, recovery metrics with CIs. One record per (cell, attack); a cell
 without attacks gives one record with `attack: null`.
 
+The record's task block holds the point `metrics`, their 95% bootstrap CIs over the eval examples (`ci`, seeded
+by the cell's seed) and the task's `baselines` on the same examples (flbench.pipeline.utility.evaluate); the
+attack block names the attack's `primary` metric as the attack class declares it.
+
 Attacks on a fine-tuned client: the attacker knows the public pretrained weights, not the client's private
 adapters (threat model in DESIGN.md), so `Knowledge` is the pretrained model while the capture runs through
 the fine-tuned parts.
@@ -84,11 +88,12 @@ def _utility(cfg: RunConfig, loaded, spec, checkpoint, progress: bool) -> tuple[
     defense, gen = cell_defense(cfg)
     res = evaluate(task, loaded, spec, None if spec is None else defense, gen, limit=cfg.task.limit,
                    batch_size=cfg.task.batch_size, wire_dtype=cfg.wire_dtype, checkpoint=checkpoint,
-                   progress=progress, summary=False)
+                   progress=progress, summary=False, ci_seed=cfg.seed)
     metrics = res["metrics"]
     primary = task.primary if task.primary in metrics else next(iter(metrics))
     return ({"name": task.name, "family": getattr(task, "family", None), "metrics": metrics, "primary": primary,
-             "n": res["n"], "checkpoint_trained": checkpoint is not None},
+             "n": res["n"], "ci": res["ci"], "baselines": res["baselines"],
+             "checkpoint_trained": checkpoint is not None},
             {"utility_wire_bytes": res["wire"]["bytes_total"], "eval_s": res["seconds"],
              "utility_snr": defense.stats().get("snr_rms") if spec is not None else None})
 
@@ -181,6 +186,13 @@ def _attacks(cfg: RunConfig, loaded, checkpoint, victims, progress: bool) -> lis
 # ------------------------------------------------------------------------------------------ the cell
 
 
+def attack_primary(name: str) -> str:
+    """The attack's primary metric, as the registered attack class declares it (`primary_metric`)."""
+    from attacks import attacks
+
+    return attacks.get(name).primary_metric
+
+
 def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None = None) -> list[dict]:
     """Execute one cell; returns its records (see flbench.experiments.records for the schema), not yet written.
 
@@ -247,7 +259,7 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
         attack = None
         if res is not None:
             attack = {"name": name, "params": res["attack_params"], "data": res["data"], "n": res["n"],
-                      "metrics": res["metrics"], "primary": "token_accuracy",
+                      "metrics": res["metrics"], "primary": attack_primary(name),
                       "fit_s": res["seconds"]["fit"], "examples": res["examples"][:2]}
             if res.get("reused_from"):
                 attack["reused_from"] = res["reused_from"]

@@ -6,8 +6,13 @@ Dispatch on the task's kind: "choice" tasks by the log-likelihood of their verba
 batch through `rt.forward`); "generate" tasks by greedy generation, KV-cached through the same runtime (the
 defense applies to every prefill and decode message) or the unsplit model's `generate(do_sample=False)`, the
 text cut at the task's stop string and scored by `task.score_texts`. Output keys: task, model, mode, split,
-checkpoint, defense, kind, metrics, n, seconds, wire (+ for generation: new_tokens, rounds (generation passes,
-see flbench.pipeline.textgen) and `examples`: the first three prompt tails, predictions and references)."""
+checkpoint, defense, kind, metrics, primary, ci, baselines, n, seconds, wire (+ for generation: new_tokens, rounds
+(generation passes, see flbench.pipeline.textgen) and `examples`: the first three prompt tails, predictions and
+references).
+
+`metrics` are the point values; `ci` gives each metric as {"mean", "ci_low", "ci_high", "n"}: a 95% percentile
+bootstrap over the eval examples (`utility_ci`); `baselines` what the task says a model must beat on the same
+examples (chance, majority label / most frequent answer, lead; flbench.tasks.base)."""
 from __future__ import annotations
 
 import json
@@ -27,6 +32,7 @@ from splits.partition import SplitSpec, show_value
 from splits.runtime import SplitRuntime
 
 WIRE_KEYS = ("bytes_total", "messages")
+CI_SEED = 0  # default seed of the utility bootstrap (a cell passes its own seed)
 N_SHOWN = 3  # generated examples echoed in the output
 PROMPT_TAIL_CHARS = 160
 
@@ -143,13 +149,55 @@ def apply_checkpoint(rt: SplitRuntime, meta: dict, ckpt_dir):
     return lora
 
 
+def utility_ci(task: Task, examples: list, preds: list, seed: int = CI_SEED) -> dict[str, dict]:
+    """95% CI of every metric of `task.score(examples, preds)`, as {metric: {"mean", "ci_low", "ci_high", "n"}}
+    ("mean" is the metric's point value, "n" the number of resampled units).
+
+    Metrics that are means over examples (`task.example_scores`: accuracy, ROUGE, CoQA F1/EM, ...) are a
+    percentile bootstrap of that mean (`bootstrap_ci`). Corpus-level metrics (CB macro-F1, MultiRC F1a/EM0)
+    are recomputed by `task.score` on each resample of the task's `ci_unit`: examples, or groups (a MultiRC
+    question with all its answer options; each drawn group gets its own id so a question drawn twice counts
+    twice). Seeded, so the same predictions always give the same interval."""
+    from dataclasses import replace
+
+    from flbench.metrics.stats import bootstrap_ci, bootstrap_statistic
+
+    point = task.score(examples, preds)
+    per = task.example_scores(examples, preds)
+    out = {m: {**bootstrap_ci(per[m], seed=seed), "mean": float(point[m])} for m in point if m in per}
+    corpus = [m for m in point if m not in per]
+    if corpus:
+        if task.ci_unit == "group":
+            units: dict[str, list[int]] = {}
+            for i, e in enumerate(examples):
+                units.setdefault(e.group or e.id, []).append(i)
+            members = list(units.values())
+        else:
+            members = [[i] for i in range(len(examples))]
+
+        def statistic(idx) -> list[float]:
+            exs, ps = [], []
+            for k, u in enumerate(idx):
+                for i in members[u]:
+                    exs.append(replace(examples[i], group=f"{examples[i].group}#{k}") if task.ci_unit == "group"
+                               else examples[i])
+                    ps.append(preds[i])
+            s = task.score(exs, ps)
+            return [s[m] for m in corpus]
+
+        for m, ci in zip(corpus, bootstrap_statistic(len(members), statistic, seed=seed)):
+            out[m] = ci
+    return {m: out[m] for m in point}
+
+
 def evaluate(task: str | Task, loaded: LoadedModel, spec: SplitSpec | None, defense=None,
              generator: torch.Generator | None = None, limit: int | None = None, batch_size: int = 8,
              data_dir=None, wire_dtype: str = "fp32", checkpoint: str | Path | None = None,
-             progress: bool = True, summary: bool | None = None) -> dict:
+             progress: bool = True, summary: bool | None = None, ci_seed: int = CI_SEED) -> dict:
     """Score `task` on its fixed eval portion. `spec=None` runs the unsplit model (centralized).
 
-    `progress`: a tqdm bar on stderr; `summary` (default: same as progress): a summary line on stderr."""
+    `progress`: a tqdm bar on stderr; `summary` (default: same as progress): a summary line on stderr;
+    `ci_seed`: seed of the bootstrap behind `ci`."""
     task = get_task(task) if isinstance(task, str) else task
     examples = task.load("eval", data_dir, limit)
     centralized = spec is None
@@ -186,7 +234,8 @@ def evaluate(task: str | Task, loaded: LoadedModel, spec: SplitSpec | None, defe
         gen = generate_predictions(task, examples, loaded, runtime=rt, model=None if rt is not None else model,
                                    batch_size=batch_size, progress=progress)
         seconds = time.perf_counter() - t0
-        metrics = task.score_texts(examples, gen.predictions)
+        preds = gen.predictions
+        metrics = task.score_texts(examples, preds)
         wire = gen.wire if rt is not None else {k: 0 for k in gen.wire}
         extra = {"new_tokens": gen.new_tokens, "rounds": gen.rounds,
                  "examples": [{"prompt_tail": p[-PROMPT_TAIL_CHARS:], "prediction": pred, "references": task.references(e)}
@@ -205,6 +254,9 @@ def evaluate(task: str | Task, loaded: LoadedModel, spec: SplitSpec | None, defe
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "defense": defense.describe() if defense is not None and rt is not None else None,
         "metrics": {k: round(v, 6) for k, v in metrics.items()},
+        "primary": task.primary,
+        "ci": _rounded(utility_ci(task, examples, preds, ci_seed)),
+        "baselines": {k: {**b, "metrics": _rounded(b["metrics"])} for k, b in task.baselines(examples).items()},
         "n": len(examples),
         "seconds": round(seconds, 3),
         "wire": wire,
@@ -215,8 +267,38 @@ def evaluate(task: str | Task, loaded: LoadedModel, spec: SplitSpec | None, defe
     return out
 
 
+def _rounded(x):
+    """Metric values rounded to 6 decimals (as `metrics`), recursively; None stays None."""
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, float):
+        return round(x, 6) if math.isfinite(x) else None
+    return x
+
+
+def with_ci(value, ci: dict | None) -> str:
+    """"0.8475 [0.8234, 0.8716]" (the point value and its 95% CI; the point alone without a CI)."""
+    if value is None:
+        return "–"
+    if not ci or ci.get("ci_low") is None or ci.get("ci_high") is None:
+        return f"{value:.4f}"
+    return f"{value:.4f} [{ci['ci_low']:.4f}, {ci['ci_high']:.4f}]"
+
+
+def baselines_text(baselines: dict | None, metric: str) -> str:
+    """"chance 0.500, majority 0.509" for `metric` (the baselines that score it)."""
+    parts = [f"{name} {b['metrics'][metric]:.3f}" for name, b in (baselines or {}).items()
+             if b.get("metrics") and b["metrics"].get(metric) is not None]
+    return ", ".join(parts)
+
+
 def summary_line(o: dict) -> str:
     where = "centralized" if o["mode"] == "centralized" else f"split {o['split']}"
-    ms = ", ".join(f"{k} {v:.4f}" for k, v in o["metrics"].items())
+    ci = o.get("ci") or {}
+    ms = ", ".join(f"{k} {with_ci(v, ci.get(k))}" for k, v in o["metrics"].items())
+    primary = o.get("primary") or next(iter(o["metrics"]), None)
+    base = baselines_text(o.get("baselines"), primary) if primary else ""
+    base = f" (95% CI; {primary} baselines: {base})" if base else " (95% CI)" if ci else ""
     wire = "" if o["mode"] == "centralized" else f"; wire {o['wire']['bytes_total']} B in {o['wire']['messages']} messages"
-    return f"{o['task']} ({where}, n={o['n']}): {ms} in {o['seconds']:.1f} s{wire}"
+    return f"{o['task']} ({where}, n={o['n']}): {ms}{base} in {o['seconds']:.1f} s{wire}"
+

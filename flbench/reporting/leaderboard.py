@@ -1,49 +1,75 @@
-"""The leaderboard: one row per run record, derived (never hand-edited) and byte-deterministic.
+"""The leaderboard, derived (never hand-edited) from the run records and byte-deterministic, in two views.
 
-Columns, in order:
+View "records" (`flbench leaderboard`, results/leaderboard.csv): one row per run record, i.e. per (cell,
+attack). Columns, in order:
 
     model, split ("P,Q" or "centralized"), defense, noise_sigma, relative, snr, epsilon, delta, finetune_steps,
-    attack, attack_data, attack_n, token_accuracy, token_accuracy_ci_low, token_accuracy_ci_high, rouge_l,
-    pii_recovery, <other attack metrics, sorted>, task, task_n, utility, u_<utility metric> (sorted),
-    utility_ref, dcs, pareto, wire_bytes, seconds, config_hash, commit
+    attack, attack_data, attack_n, recovery_metric, recovery, recovery_ci_low, recovery_ci_high,
+    token_accuracy, token_accuracy_ci_low, token_accuracy_ci_high, rouge_l, pii_recovery,
+    <other attack metrics, sorted>,
+    task, task_n, utility, utility_ci_low, utility_ci_high, chance, baseline, baseline_kind, beats_baseline,
+    u_<utility metric> (sorted),
+    utility_ref, relative_utility, score, dcs, pareto, wire_bytes, seconds, cell, config_hash, commit
 
-`utility` is the task's primary metric; `commit` carries a "-dirty" suffix when the record was produced
-from a working tree with uncommitted changes. The record's date is left out on purpose: the same records
-always give the same bytes, and a rerun of identical cells changes only what actually changed. Attack
-metrics given as {"mean", "ci_low", "ci_high"} contribute their mean (and, for token_accuracy, the CI bounds).
+View "worst-case" (`flbench leaderboard --view worst-case`, results/leaderboard_worst_case.csv): one row per
+cell without its attacks — (model, split, defense and its parameters, task config, fine-tuning config, seed,
+wire dtype) = the `cell` column — whose privacy is the strongest attack's: columns
 
-Wall-clock columns: only `seconds` (the record's `timings.total_s`, the whole cell's wall time on the machine
-that ran it, including work shared between the cell's attacks). It varies from machine to machine and run
-to run; every other column is a deterministic function of the configuration and seeds (given the same
-library versions).
+    model, split, defense, noise_sigma, relative, snr, epsilon, delta, finetune_steps, task, task_n, utility,
+    utility_ci_low, utility_ci_high, chance, baseline, baseline_kind, beats_baseline, utility_ref,
+    relative_utility, worst_recovery, worst_recovery_ci_low, worst_recovery_ci_high, worst_attack,
+    worst_metric, attacks, score, dcs, pareto, cell
+
+`worst_recovery` = the MAXIMUM of `recovery` over every attack record of the cell (all attacks, attack
+parameters and victim sets run on it), `worst_attack` / `worst_metric` the attack that reached it and its
+primary metric, the CI that attack's CI (ties: the first attack by name); `attacks` lists the attacks compared
+(";"-separated). `snr` is that attack's record's. Cells without attack records keep empty worst_* columns.
+
+Recovery. `recovery` is the attack's primary metric (`recovery_metric`): the record's `attack.primary` (the
+runner writes the attack class's `primary_metric` there), else the registered class's `primary_metric`; with
+its 95% CI when the record gives the metric as {"mean", "ci_low", "ci_high"}. `df.attrs["primary_metric"]` maps
+each attack to it for the plots.
+
+Utility. `utility` is the task's primary metric (the registered task's `primary`, else the record's), with its
+95% bootstrap CI over the eval examples from the record's `task.ci` (empty for records that carry none, e.g.
+schema 1), and `task_n` examples. Baselines of the primary metric on the same examples, from the record's
+`task.baselines`: `chance` (uniform random choice; for records without baselines the registered task's
+data-free chance level, e.g. 1/2 for a two-choice task; empty for generative tasks), `baseline` the strongest
+trivial baseline (the maximum of chance, majority label / most frequent answer, lead) and `baseline_kind` its
+name; `beats_baseline` whether this row's utility beats it beyond the CI (CI low > baseline; the point
+without a CI) — on the undefended rows it flags tasks the model has not learned.
+
+Reference and score (formulas and their justification: flbench.reporting.score). `utility_ref` = U_ref, the
+mean utility of the records with the same model, split, task config, fine-tuning config and seed and a
+defense of the family "none"; if there is none, the centralized reference (split null) of the same model,
+task config, fine-tuning config and seed. Then
+
+    relative_utility = (utility − B) / (utility_ref − B)    B = baseline (else chance, else 0); NaN if utility_ref ≤ B
+    score            = min(relative_utility, 1) × (1 − R)   only if relative_utility ≥ 0.5 and utility > chance
+    dcs              = 1 / (1 + sqrt(0.5·max(R, 0)² + 0.5·max(1 − max(relative_utility, 0), 0)²))
+
+with R = `recovery` in the records view and `worst_recovery` in the worst-case view. `dcs` is VFLAIR's
+Defense Capability Score with the one-sided terms of its reference implementation, on the normalised terms
+(MP = relative utility, MP* = 1, AP = R, AP* = 0). Rows failing the gate have no score and are never on a
+Pareto front.
+
+Pareto flag: within each (model, task, attack, attack_data) group (records view) or (model, task) group
+(worst-case view), a row is on the front if it passes the gate and no other such row is at least as good
+on both axes (utility, R) and better beyond the 95% CIs on one of them (flbench.reporting.score).
 
 The defense columns come from the defense itself: the registered class, built with the record's parameters,
 says its noise scale (`noise_sigma`, σ per coordinate; dp-forward: z·C) and its unit (`relative`: σ is a
-multiple of RMS(h_A)), and its family (the undefended reference below is the family "none"). A record
-whose defense this installation does not know (or whose parameters it refuses) falls back to the record's
-own `noise_sigma` / `relative` / `family` fields. `snr`, `epsilon` and `delta` are measurements of the run
-and always come from the record. The attack's primary metric (AP below) is the record's `attack.primary` (which the runner takes from the
-attack class's `primary_metric`), else the registered class's `primary_metric`; `df.attrs["primary_metric"]`
-maps each attack to it for the plots. Records of schema 1 and 2
-are read alike (only the top-level blocks defense/attack/task/finetune/wire/timings and `config` are used).
+multiple of RMS(h_A)), and its family (the undefended reference is the family "none"). A record whose defense
+this installation does not know (or whose parameters it refuses) falls back to the record's own
+`noise_sigma` / `relative` / `family` fields. `snr`, `epsilon` and `delta` are measurements of the run and
+always come from the record.
 
-DCS, the Defense Capability Score of VFLAIR (Zou et al., "VFLAIR: A Research Library and Benchmark for
-Vertical Federated Learning", ICLR 2024, arXiv 2310.09827) as used by VFLAIR-LLM (Gu, Fan, Sun, Liu, Ye,
-"VFLAIR-LLM: A Comprehensive Framework and Benchmark for Split Learning of LLMs", KDD 2025,
-arXiv 2508.03097, doi:10.1145/3711896.3737411):
-
-    DCS = 1 / (1 + sqrt((1 - β)(AP - AP*)² + β(MP - MP*)²)),  β = 0.5, AP* = 0,
-
-AP = the attack's primary metric (recovery, in [0, 1]), MP = the task utility, MP* = `utility_ref` = the
-undefended utility: the mean utility of the records with the same model, split, task config, fine-tuning
-config and seed and a defense of the family "none"; if the sweep has no such record, the centralized reference (split null)
-of the same model, task config, fine-tuning config and seed. DCS is NaN (empty in the CSV) when any of AP,
-MP, MP* is missing: a record without an attack, without a task, or without any undefended reference.
-DCS ∈ (0, 1]; 1 means the attack recovers nothing and utility is untouched.
-
-Pareto flag: within each (model, task, attack, attack_data) group, a row is on the front if no other row
-of the group has utility ≥ and attack recovery (AP) ≤ with at least one strict. Rows without utility or
-AP are never on the front.
+`commit` carries a "-dirty" suffix when the record was produced from a working tree with uncommitted changes.
+The record's date is left out on purpose: the same records always give the same bytes. Wall-clock columns:
+only `seconds` (the record's `timings.total_s`, the whole cell's wall time on the machine that ran it,
+including work shared between the cell's attacks; records view only). Every other column is a deterministic
+function of the configuration and seeds (given the same library versions). Records of schema 1 and 2 are read
+alike (only the top-level blocks defense/attack/task/finetune/wire/timings and `config` are used).
 """
 from __future__ import annotations
 
@@ -56,20 +82,35 @@ from typing import Any, Iterable, Sequence
 
 from flbench.core.errors import FlbenchError
 from flbench.experiments import records as rec
+from flbench.reporting import score as S
+from flbench.reporting.score import BETA, AP_STAR, dcs, pareto_flags  # noqa: F401  (re-exported)
 from flbench.reporting.tables import markdown_table
 from splits.partition import split_sort_key
 
-BETA = 0.5
-AP_STAR = 0.0
 FLOAT_FORMAT = "%.6g"
+VIEWS = ("records", "worst-case")
 FIXED_ATTACK_METRICS = ("token_accuracy", "rouge_l", "pii_recovery")
-HEAD_COLUMNS = ["model", "split", "defense", "noise_sigma", "relative", "snr", "epsilon", "delta",
-                "finetune_steps", "attack", "attack_data", "attack_n", "token_accuracy", "token_accuracy_ci_low",
-                "token_accuracy_ci_high", "rouge_l", "pii_recovery"]
-TAIL_COLUMNS = ["utility_ref", "dcs", "pareto", "wire_bytes", "seconds", "config_hash", "commit"]
+DEFENSE_COLUMNS = ["model", "split", "defense", "noise_sigma", "relative", "snr", "epsilon", "delta", "finetune_steps"]
+HEAD_COLUMNS = DEFENSE_COLUMNS + [
+    "attack", "attack_data", "attack_n", "recovery_metric", "recovery", "recovery_ci_low", "recovery_ci_high",
+    "token_accuracy", "token_accuracy_ci_low", "token_accuracy_ci_high", "rouge_l", "pii_recovery"]
+UTILITY_COLUMNS = ["task", "task_n", "utility", "utility_ci_low", "utility_ci_high", "chance", "baseline",
+                   "baseline_kind", "beats_baseline"]
+TAIL_COLUMNS = ["utility_ref", "relative_utility", "score", "dcs", "pareto", "wire_bytes", "seconds", "cell",
+                "config_hash", "commit"]
+WORST_COLUMNS = DEFENSE_COLUMNS + UTILITY_COLUMNS + [
+    "utility_ref", "relative_utility", "worst_recovery", "worst_recovery_ci_low", "worst_recovery_ci_high",
+    "worst_attack", "worst_metric", "attacks", "score", "dcs", "pareto", "cell"]
 INT_COLUMNS = ("finetune_steps", "attack_n", "task_n", "wire_bytes")
-MD_COLUMNS = ["model", "split", "defense", "noise_sigma", "snr", "epsilon", "attack", "token_accuracy",
-              "pii_recovery", "task", "utility", "dcs", "pareto"]
+BOOL_COLUMNS = ("relative", "beats_baseline")
+TEXT_COLUMNS = ("model", "split", "defense", "attack", "attack_data", "recovery_metric", "task", "baseline_kind",
+                "cell", "config_hash", "commit", "worst_attack", "worst_metric", "attacks")
+MD_COLUMNS = ["model", "split", "defense", "noise_sigma", "snr", "epsilon", "attack", "recovery", "pii_recovery",
+              "task", "task_n", "utility", "baseline", "relative_utility", "score", "dcs", "pareto"]
+WORST_MD_COLUMNS = ["model", "split", "defense", "noise_sigma", "snr", "epsilon", "finetune_steps", "task", "task_n",
+                    "utility", "baseline", "relative_utility", "worst_recovery", "worst_attack", "score", "dcs",
+                    "pareto"]
+CELL_FREE_KEYS = ("attacks", "attack_params", "victims")  # what differs between the attacks of one cell
 CENTRALIZED = "centralized"
 NAN = float("nan")
 
@@ -102,13 +143,6 @@ def _int(v: Any) -> int | None:
 
 def _finite(x: float) -> bool:
     return isinstance(x, float) and math.isfinite(x)
-
-
-def dcs(ap: float, mp: float, mp_star: float, beta: float = BETA, ap_star: float = AP_STAR) -> float:
-    """VFLAIR's Defense Capability Score (see the module docstring); NaN if an input is missing."""
-    if not all(_finite(float(x)) for x in (ap, mp, mp_star)):
-        return NAN
-    return 1.0 / (1.0 + math.sqrt((1.0 - beta) * (ap - ap_star) ** 2 + beta * (mp - mp_star) ** 2))
 
 
 @functools.lru_cache(maxsize=None)
@@ -170,6 +204,46 @@ def _registered_primary(name, metrics: dict) -> str | None:
     return p if p in metrics else None
 
 
+def _registered_chance(name) -> dict[str, float]:
+    """The registered task's data-free chance level ({} for unknown tasks or none)."""
+    if not name:
+        return {}
+    try:
+        from flbench.tasks.base import get_task
+
+        return get_task(name).static_chance()
+    except Exception:  # a task this installation does not know
+        return {}
+
+
+def _baselines(t: dict, primary: str | None) -> dict[str, Any]:
+    """chance, baseline, baseline_kind of the primary metric from a record's task block (see docstring)."""
+    out: dict[str, Any] = {"chance": NAN, "baseline": NAN, "baseline_kind": None}
+    if not primary:
+        return out
+    found = {}
+    for name, b in (t.get("baselines") or {}).items():
+        v = _f(((b or {}).get("metrics") or {}).get(primary))
+        if _finite(v):
+            found[name] = v
+    if not t.get("baselines"):  # a record written before tasks reported baselines: the data-free chance level
+        v = _registered_chance(t.get("name")).get(primary)
+        if v is not None:
+            found["chance"] = float(v)
+    out["chance"] = found.get("chance", NAN)
+    if found:
+        kind = min(found, key=lambda k: (-found[k], k))
+        out["baseline"], out["baseline_kind"] = found[kind], kind
+    return out
+
+
+def cell_key(r: dict) -> str:
+    """The cell without its attacks: the hash of the record's config minus attacks, attack params and victims
+    (records of one cell, or of cells that differ only in what they attack, share it)."""
+    cfg = r.get("config") or {}
+    return rec.config_hash({k: v for k, v in cfg.items() if k not in CELL_FREE_KEYS})
+
+
 def _row(r: dict) -> tuple[dict, dict]:
     """(visible columns, hidden keys used for references, sorting and grouping) of one record."""
     cfg = r.get("config") or {}
@@ -183,11 +257,14 @@ def _row(r: dict) -> tuple[dict, dict]:
     ft = r.get("finetune") if r.get("finetune") is not None else cfg.get("finetune")
     a = r.get("attack") or {}
     am = a.get("metrics") or {}
+    ap_name = attack_primary(a.get("name"), a.get("primary")) if a else None
     t = r.get("task") or {}
     tm = t.get("metrics") or {}
     primary_u = _registered_primary(t.get("name"), tm) or t.get("primary") or (
         next(iter(sorted(tm))) if len(tm) == 1 else None)
+    u_ci = (t.get("ci") or {}).get(primary_u) if primary_u else None
     commit = r.get("commit")
+    utility = _f(tm.get(primary_u)) if primary_u else NAN
     row: dict[str, Any] = {
         "model": model,
         "split": CENTRALIZED if split is None else str(split),
@@ -201,6 +278,10 @@ def _row(r: dict) -> tuple[dict, dict]:
         "attack": a.get("name"),
         "attack_data": a.get("data"),
         "attack_n": _int(a.get("n")),
+        "recovery_metric": ap_name,
+        "recovery": _f(am.get(ap_name)) if a else NAN,
+        "recovery_ci_low": _ci(am.get(ap_name), "ci_low") if a else NAN,
+        "recovery_ci_high": _ci(am.get(ap_name), "ci_high") if a else NAN,
         "token_accuracy": _f(am.get("token_accuracy")),
         "token_accuracy_ci_low": _ci(am.get("token_accuracy"), "ci_low"),
         "token_accuracy_ci_high": _ci(am.get("token_accuracy"), "ci_high"),
@@ -208,21 +289,24 @@ def _row(r: dict) -> tuple[dict, dict]:
         "pii_recovery": _f(am.get("pii_recovery")),
         "task": t.get("name"),
         "task_n": _int(t.get("n")),
-        "utility": _f(tm.get(primary_u)) if primary_u else NAN,
+        "utility": utility,
+        "utility_ci_low": _ci(u_ci, "ci_low"),
+        "utility_ci_high": _ci(u_ci, "ci_high"),
+        **_baselines(t, primary_u),
         "wire_bytes": _int((r.get("wire") or {}).get("bytes_total")),
         "seconds": _f((r.get("timings") or {}).get("total_s")),
+        "cell": cell_key(r),
         "config_hash": r.get("config_hash"),
         "commit": None if commit is None else commit + ("-dirty" if r.get("dirty") else ""),
     }
+    row["beats_baseline"] = _beats(row)
     for m, v in am.items():
         if m not in FIXED_ATTACK_METRICS:
             row[m] = _f(v)
     for m, v in tm.items():
         row[f"u_{m}"] = _f(v)
-    ap_name = attack_primary(a.get("name"), a.get("primary")) if a else None
     hidden = {
         "family": dview["family"],
-        "ap": _f(am.get(ap_name)) if a else NAN,
         "ap_name": ap_name,
         "task_key": rec.canonical_json(cfg.get("task")) if "task" in cfg else rec.canonical_json(t.get("name")),
         "ft_key": rec.canonical_json(rec.normalize_numbers(cfg.get("finetune"))),
@@ -233,44 +317,82 @@ def _row(r: dict) -> tuple[dict, dict]:
     return row, hidden
 
 
+def _beats(row: dict) -> bool | None:
+    """The utility beats the baseline beyond its CI (the point without a CI); None when either is unknown."""
+    u, b = row["utility"], row["baseline"]
+    if not (_finite(u) and _finite(b)):
+        return None
+    lo = row["utility_ci_low"]
+    return bool((lo if _finite(lo) else u) > b)
+
+
 def _nan_key(x: Any) -> tuple:
     if isinstance(x, float) and math.isnan(x) or x is None:
         return (1, 0.0)
     return (0, float(x))
 
 
+def _defense_sort(row: dict, family: str | None) -> tuple:
+    return (split_sort_key(row["split"]), (family != "none", row["defense"]), str(row["relative"]),
+            _nan_key(row["noise_sigma"]), _nan_key(row["epsilon"]), _nan_key(row["finetune_steps"]))
+
+
 def _sort_key(pair: tuple[dict, dict]) -> tuple:
     row, hidden = pair
     return (str(row["model"] or ""), str(row["task"] or ""), str(row["attack"] or ""), str(row["attack_data"] or ""),
-            split_sort_key(row["split"]), (hidden["family"] != "none", row["defense"]), str(row["relative"]),
-            _nan_key(row["noise_sigma"]), _nan_key(row["epsilon"]), _nan_key(row["finetune_steps"]),
-            str(row["config_hash"] or ""))
+            *_defense_sort(row, hidden["family"]), str(row["config_hash"] or ""))
 
 
-def pareto_flags(utility: Sequence[float], recovery: Sequence[float]) -> list[bool]:
-    """True where no other point has utility >= and recovery <= with at least one strict (NaN: False)."""
-    pts = [(u, a) for u, a in zip(utility, recovery)]
-    out = []
-    for i, (u, a) in enumerate(pts):
-        if not (_finite(u) and _finite(a)):
-            out.append(False)
-            continue
-        dominated = any(j != i and _finite(u2) and _finite(a2) and u2 >= u and a2 <= a and (u2 > u or a2 < a)
-                        for j, (u2, a2) in enumerate(pts))
-        out.append(not dominated)
-    return out
+def _score_row(row: dict, recovery: float) -> None:
+    """relative_utility, score and dcs of one row (flbench.reporting.score), in place."""
+    rel = S.relative_utility(row["utility"], row["utility_ref"],
+                             row["baseline"] if _finite(row["baseline"]) else row["chance"])
+    row["relative_utility"] = rel
+    row["_eligible"] = S.eligible(row["utility"], rel, row["chance"])
+    row["score"] = S.score(rel, recovery, row["_eligible"])
+    row["dcs"] = S.normalised_dcs(recovery, rel)
 
 
-def build(records: Iterable[dict]):
-    """One row per record (see the module docstring for columns, DCS and the Pareto flag), sorted."""
+def _mark_pareto(rows: list[dict], group_cols: Sequence[str], recovery: str) -> None:
+    groups: dict[tuple, list[int]] = {}
+    for i, row in enumerate(rows):
+        row["pareto"] = False
+        if row["task"] is not None and _finite(row[recovery]):
+            groups.setdefault(tuple(row[c] for c in group_cols), []).append(i)
+    for idx in groups.values():
+        flags = S.pareto_flags([rows[i]["utility"] for i in idx], [rows[i][recovery] for i in idx],
+                               [(rows[i]["utility_ci_low"], rows[i]["utility_ci_high"]) for i in idx],
+                               [(rows[i][f"{recovery}_ci_low"], rows[i][f"{recovery}_ci_high"]) for i in idx],
+                               [rows[i]["_eligible"] for i in idx])
+        for i, flag in zip(idx, flags):
+            rows[i]["pareto"] = flag
+
+
+def _frame(rows: list[dict], columns: list[str]):
     import pandas as pd
 
+    df = pd.DataFrame([{c: row.get(c, NAN) for c in columns} for row in rows], columns=columns)
+    for c in columns:
+        if c in INT_COLUMNS:
+            df[c] = pd.array([_int(v) for v in df[c]], dtype="Int64")
+        elif c in BOOL_COLUMNS:
+            df[c] = pd.array([v if isinstance(v, bool) else None for v in df[c]], dtype="boolean")
+        elif c == "pareto":
+            df[c] = df[c].astype(bool)
+        elif c in TEXT_COLUMNS:
+            df[c] = df[c].astype(object).where(df[c].notna(), None)
+        else:
+            df[c] = df[c].astype("float64")
+    return df.reset_index(drop=True)
+
+
+def _scored_rows(records: Iterable[dict]) -> tuple[list[dict], list[dict]]:
+    """Rows of the records view (sorted, with utility_ref) and their hidden keys."""
     pairs = [_row(r) for r in records]
     pairs.sort(key=_sort_key)
     rows = [p[0] for p in pairs]
     hidden = [p[1] for p in pairs]
-
-    # MP*: undefended utility at the same split, else the centralized reference.
+    # U_ref: undefended utility at the same split, else the centralized reference.
     undefended: dict[tuple, list[float]] = {}
     central: dict[tuple, list[float]] = {}
     for row, h in zip(rows, hidden):
@@ -285,36 +407,78 @@ def build(records: Iterable[dict]):
         base = (row["model"], h["task_key"], h["ft_key"], h["seed"])
         refs = undefended.get((row["split"], *base)) or central.get(base)
         row["utility_ref"] = sum(refs) / len(refs) if refs and row["task"] is not None else NAN
-        row["dcs"] = dcs(h["ap"], row["utility"], row["utility_ref"])
+        row["_family"] = h["family"]
+    return rows, hidden
 
-    groups: dict[tuple, list[int]] = {}
-    for i, row in enumerate(rows):
-        row["pareto"] = False
-        if row["attack"] is not None and row["task"] is not None:
-            groups.setdefault((row["model"], row["task"], row["attack"], row["attack_data"]), []).append(i)
-    for idx in groups.values():
-        for i, flag in zip(idx, pareto_flags([rows[i]["utility"] for i in idx], [hidden[i]["ap"] for i in idx])):
-            rows[i]["pareto"] = flag
 
+def build(records: Iterable[dict]):
+    """The records view: one row per record (see the module docstring), sorted."""
+    rows, hidden = _scored_rows(records)
+    for row in rows:
+        _score_row(row, row["recovery"])
+    _mark_pareto(rows, ("model", "task", "attack", "attack_data"), "recovery")
     other_attack = sorted({m for h in hidden for m in h["attack_metrics"]})
     other_attack = [m for m in other_attack if m not in HEAD_COLUMNS and m not in TAIL_COLUMNS]
     u_cols = sorted({m for h in hidden for m in h["utility_metrics"]})
-    columns = HEAD_COLUMNS + other_attack + ["task", "task_n", "utility"] + u_cols + TAIL_COLUMNS
-    df = pd.DataFrame([{c: row.get(c, NAN) for c in columns} for row in rows], columns=columns)
-    for c in INT_COLUMNS:
-        df[c] = pd.array([_int(v) for v in df[c]], dtype="Int64")
-    df["relative"] = pd.array([v if isinstance(v, bool) else None for v in df["relative"]], dtype="boolean")
-    df["pareto"] = df["pareto"].astype(bool)
-    float_cols = [c for c in columns if c not in INT_COLUMNS and c not in (
-        "model", "split", "defense", "relative", "attack", "attack_data", "task", "pareto", "config_hash", "commit")]
-    for c in float_cols:
-        df[c] = df[c].astype("float64")
-    for c in ("model", "split", "defense", "attack", "attack_data", "task", "config_hash", "commit"):
-        df[c] = df[c].astype(object).where(df[c].notna(), None)
-    df = df.reset_index(drop=True)
+    columns = HEAD_COLUMNS + other_attack + UTILITY_COLUMNS + u_cols + TAIL_COLUMNS
+    df = _frame(rows, columns)
     # Not a column (the CSV's bytes stay what they are): each attack's primary metric, for the plots.
     df.attrs["primary_metric"] = {row["attack"]: h["ap_name"] for row, h in zip(rows, hidden) if row["attack"]}
     return df
+
+
+def _rows_of_frame(df) -> list[dict]:
+    """Rows of a records-view frame as the builders hold them (NA → None/NaN, the defense family asked)."""
+    import pandas as pd
+
+    rows = []
+    for r in df.to_dict("records"):
+        row = {k: (None if v is None or v is pd.NA else v) for k, v in r.items()}
+        for c in ("utility", "utility_ci_low", "utility_ci_high", "chance", "baseline", "utility_ref", "recovery",
+                  "recovery_ci_low", "recovery_ci_high", "noise_sigma", "snr", "epsilon", "delta"):
+            row[c] = _f(row.get(c))
+        fam = defense_family(row["defense"])
+        row["_family"] = fam if fam is not None else ("none" if row["defense"] == "none" else None)
+        rows.append(row)
+    return rows
+
+
+def build_worst_case(data):
+    """The worst-case view: one row per cell without its attacks, with the maximum recovery over every attack
+    record of the cell (see the module docstring), sorted like the records view. `data`: records, or the
+    records view (a frame from `build`, e.g. filtered)."""
+    import pandas as pd
+
+    rows = _rows_of_frame(data) if isinstance(data, pd.DataFrame) else _scored_rows(data)[0]
+    cells: dict[str, list[dict]] = {}
+    for row in rows:
+        cells.setdefault(row["cell"], []).append(row)
+    out = []
+    for members in cells.values():
+        first = members[0]
+        attacked = [m for m in members if m["attack"] is not None and _finite(m["recovery"])]
+        worst = max(sorted(attacked, key=lambda m: str(m["attack"])), key=lambda m: m["recovery"], default=None)
+        row = {c: first.get(c) for c in DEFENSE_COLUMNS + UTILITY_COLUMNS + ["utility_ref", "cell", "_family"]}
+        if worst is not None:
+            row.update(snr=worst["snr"], worst_recovery=worst["recovery"], worst_recovery_ci_low=worst["recovery_ci_low"],
+                       worst_recovery_ci_high=worst["recovery_ci_high"], worst_attack=worst["attack"],
+                       worst_metric=worst["recovery_metric"], attacks=";".join(sorted({str(m["attack"]) for m in attacked})))
+        else:
+            row.update(worst_recovery=NAN, worst_recovery_ci_low=NAN, worst_recovery_ci_high=NAN, worst_attack=None,
+                       worst_metric=None, attacks=None)
+        _score_row(row, row["worst_recovery"])
+        out.append(row)
+    out.sort(key=lambda r: (str(r["model"] or ""), str(r["task"] or ""), *_defense_sort(r, r["_family"]), r["cell"]))
+    _mark_pareto(out, ("model", "task"), "worst_recovery")
+    return _frame(out, WORST_COLUMNS)
+
+
+def build_view(records: Iterable[dict], view: str = "records"):
+    if view == "records":
+        return build(records)
+    if view == "worst-case":
+        return build_worst_case(records)
+    raise FlbenchError(f"--view {view!r} is not accepted; accepted: {', '.join(VIEWS)}")
 
 
 def to_csv(df) -> str:
@@ -324,7 +488,10 @@ def to_csv(df) -> str:
 
 def to_markdown(df, columns: Sequence[str] | None = None) -> str:
     """A compact GitHub Markdown table (pandas `to_markdown`, see `flbench.reporting.tables`); numbers with
-    3 significant digits, `token_accuracy` with its 95% CI as "0.500 [0.480, 0.520]"."""
+    3 significant digits; a column with `<column>_ci_low` / `_ci_high` beside it (utility, recovery,
+    token_accuracy, worst_recovery) with its 95% CI as "0.500 [0.480, 0.520]", or "0.500 [–]" when the
+    record carries no CI. Default columns: MD_COLUMNS
+    for the records view, WORST_MD_COLUMNS for the worst-case view."""
     import pandas as pd
 
     from flbench.reporting.tables import MISSING, cell
@@ -332,16 +499,20 @@ def to_markdown(df, columns: Sequence[str] | None = None) -> str:
     missing = [c for c in (columns or []) if c not in df.columns]
     if missing:
         raise FlbenchError(f"leaderboard has no column {missing[0]!r}; columns: {', '.join(df.columns)}")
-    cols = [c for c in (columns or MD_COLUMNS) if c in df.columns]
+    default = WORST_MD_COLUMNS if "worst_recovery" in df.columns else MD_COLUMNS
+    cols = [c for c in (columns or default) if c in df.columns]
     body = pd.DataFrame({c: [cell(v) for v in df[c]] for c in cols}, columns=cols)
-    if "token_accuracy" in cols and "token_accuracy_ci_low" in df.columns:
-        def with_ci(v, lo, hi) -> str:
-            if MISSING in (cell(v), cell(lo), cell(hi)):
-                return cell(v)
-            return f"{float(v):.3f} [{float(lo):.3f}, {float(hi):.3f}]"
 
-        body["token_accuracy"] = [with_ci(*t) for t in zip(df["token_accuracy"], df["token_accuracy_ci_low"],
-                                                              df["token_accuracy_ci_high"])]
+    def with_ci(v, lo, hi) -> str:
+        if cell(v) == MISSING:
+            return MISSING
+        if MISSING in (cell(lo), cell(hi)):
+            return f"{float(v):.3f} [{MISSING}]"  # a value whose record carries no CI
+        return f"{float(v):.3f} [{float(lo):.3f}, {float(hi):.3f}]"
+
+    for c in cols:
+        if f"{c}_ci_low" in df.columns and f"{c}_ci_high" in df.columns:
+            body[c] = [with_ci(*t) for t in zip(df[c], df[f"{c}_ci_low"], df[f"{c}_ci_high"])]
     return markdown_table(body)
 
 
@@ -356,11 +527,13 @@ def render(df, fmt: str = "csv", columns: Sequence[str] | None = None) -> str:
 
 
 def write_leaderboard(records_dir: str | os.PathLike, out: str | os.PathLike, fmt: str = "csv",
-                      columns: Sequence[str] | None = None) -> Path:
-    """Read the records under `records_dir`, write the leaderboard (csv or md) atomically to `out`."""
+                      columns: Sequence[str] | None = None, view: str = "records") -> Path:
+    """Read the records under `records_dir`, write the leaderboard view (csv or md) atomically to `out`."""
     if fmt not in ("csv", "md"):
         raise FlbenchError(f"--format {fmt!r} is not accepted; accepted: csv, md")
+    if view not in VIEWS:
+        raise FlbenchError(f"--view {view!r} is not accepted; accepted: {', '.join(VIEWS)}")
     records = rec.read_records(records_dir)
     if not records:
         raise FlbenchError(f"no records under {records_dir}; run `flbench sweep` or `flbench run` first")
-    return rec.atomic_write_text(out, render(build(records), fmt, columns))
+    return rec.atomic_write_text(out, render(build_view(records, view), fmt, columns))

@@ -2,16 +2,21 @@
 
 `plot_all(records_or_df, out_dir)` writes, when the data exist:
 
-- `tradeoff__<model>__<task>__<attack>`: utility vs attack recovery (the attack's primary metric), one
-  curve per partition point and defense (and σ unit), points labelled with ε where the defense accounts
-  for privacy, else with σ (those curves start at the undefended point, σ = 0); the centralized utility
-  as a dashed horizontal line, the Pareto front (leaderboard `pareto` flag) as a grey step line with
-  circled points;
+- `tradeoff__<model>__<task>`: utility vs WORST-CASE recovery (the leaderboard's worst-case view: per cell,
+  the maximum over every attack run of the attack's primary metric), with 95% CIs as error bars on both
+  axes (utility: bootstrap over the eval examples, where the records carry it; recovery: the CI of the
+  attack that reached the maximum); one curve per partition point and defense (and σ unit), points
+  labelled with ε where the defense accounts for privacy, else with σ (those curves start at the undefended
+  point, σ = 0); the centralized utility as a dashed horizontal line, the task's strongest trivial baseline
+  (chance / majority / lead) as a dotted one, the Pareto front (worst-case view `pareto` flag: gated and
+  CI-aware, flbench.reporting.score) as a grey step line with circled points. One plot per task, not per
+  attack: the strongest attacker decides how private a defense is; each attack's own strength is in the
+  recovery-vs-σ plots below;
 - `recovery_vs_sigma__<model>__<attack>__<relative|absolute>[__<task>]`: attack recovery vs σ of the
   defenses without privacy accounting (σ = 0: no defense), one line per partition point (and defense, when
   several share the σ unit), the 95% CI as a shaded band (the FL-LLaMA "deeper head is more robust" analysis);
-- `epsilon_vs_utility__<model>__<task>`: ε vs utility for the defenses that account for privacy, one line
-  per partition point, log-x when ε spans more than two decades, with the undefended and centralized
+- `epsilon_vs_utility__<model>__<task>`: ε vs utility (95% CI error bars where the records carry them) for
+  the defenses that account for privacy, one line per partition point, log-x when ε spans more than two decades, with the undefended and centralized
   utilities as reference lines.
 
 Nothing here names a defense: the undefended reference is the defense family "none" (asked from the
@@ -148,23 +153,42 @@ def _primary(df, attack: Any) -> str | None:
     return ap if ap in df.columns else None
 
 
-def plot_tradeoff(df, out_dir: Path, result: PlotResult) -> None:
+def _errors(rows, col: str):
+    """Asymmetric error bars (2, n) from `col`_ci_low / _ci_high; 0 where a CI is missing."""
+    import numpy as np
+
+    v = rows[col].astype(float).to_numpy()
+    lo = rows.get(f"{col}_ci_low", rows[col]).astype(float).to_numpy()
+    hi = rows.get(f"{col}_ci_high", rows[col]).astype(float).to_numpy()
+    below = np.where(np.isfinite(lo), v - lo, 0.0)
+    above = np.where(np.isfinite(hi), hi - v, 0.0)
+    return np.vstack([np.clip(below, 0, None), np.clip(above, 0, None)])
+
+
+def plot_tradeoff(df, out_dir: Path, result: PlotResult, worst=None) -> None:
     import pandas as pd
 
-    rows = df[df["attack"].notna() & df["task"].notna() & df["utility"].notna()]
+    from flbench.reporting.leaderboard import build_worst_case
+
+    w = _with_family(build_worst_case(df) if worst is None else worst)
+    ap = "worst_recovery"
+    rows = w[w["task"].notna() & w["utility"].notna()]
     drawn = 0
-    for (model, task, attack), g in sorted(rows.groupby(["model", "task", "attack"], sort=True, dropna=False),
-                                           key=lambda kv: tuple(map(str, kv[0]))):
-        ap = _primary(df, attack)
-        g = g[g[ap].notna()] if ap else g.iloc[0:0]
+    for (model, task), g in sorted(rows.groupby(["model", "task"], sort=True, dropna=False),
+                                   key=lambda kv: tuple(map(str, kv[0]))):
+        g = g[g[ap].notna()]
         if g.empty:
             continue
         drawn += 1
         fig, ax = _new_fig()
         splits = sorted(g["split"].unique(), key=split_sort_key)
         colors = _colors(splits)
-        for split in splits:
-            gs = g[g["split"] == split]
+        steps = sorted(g["finetune_steps"].fillna(0).astype(int).unique())
+        for split, ft in [(sp, st) for sp in splits for st in steps]:
+            gs = g[(g["split"] == split) & (g["finetune_steps"].fillna(0).astype(int) == ft)]
+            if gs.empty:
+                continue
+            where = f"split {split}" + (f" · {'zero-shot' if ft == 0 else f'{ft} ft steps'}" if len(steps) > 1 else "")
             base = gs[gs["family"] == "none"]
             noisy = gs[gs["family"] != "none"].assign(_rel=lambda x: _relative(x))
             used: dict[int, int] = {}
@@ -172,13 +196,14 @@ def plot_tradeoff(df, out_dir: Path, result: PlotResult) -> None:
             for (name, rel), fam in sorted(noisy.groupby(["defense", "_rel"], sort=True), key=lambda kv: str(kv[0])):
                 accounted = _accounted(fam)
                 kind = 2 if accounted else (0 if rel else 1)
-                marker, ls = STYLES[(kind + 3 * used.get(kind, 0)) % len(STYLES)]
+                marker, ls = STYLES[(kind + 3 * used.get(kind, 0) + steps.index(ft)) % len(STYLES)]
                 used[kind] = used.get(kind, 0) + 1
                 pts = fam if accounted else pd.concat([base, fam])
-                pts = pts.sort_values(["noise_sigma", "config_hash"])
+                pts = pts.sort_values(["noise_sigma", "cell"])
                 tag = "ε" if accounted else _sigma_tag(rel)
-                ax.plot(pts[ap], pts["utility"], ls=ls, marker=marker, ms=4, color=colors[split],
-                        label=f"split {split} · {name} ({tag})")
+                ax.errorbar(pts[ap], pts["utility"], xerr=_errors(pts, ap), yerr=_errors(pts, "utility"), ls=ls,
+                            marker=marker, ms=4, color=colors[split], elinewidth=0.7, capsize=2,
+                            label=f"{where} · {name} ({tag})")
                 for _, r in pts.iterrows():
                     if accounted and _finite(r["epsilon"]):
                         txt = f"ε={r['epsilon']:.3g}"
@@ -188,23 +213,31 @@ def plot_tradeoff(df, out_dir: Path, result: PlotResult) -> None:
                                 xytext=(4, 3), fontsize=6.5, color=colors[split])
                 drawn_any = True
             if not drawn_any and not base.empty:
-                ax.plot(base[ap], base["utility"], ls="none", marker="o", ms=4, color=colors[split],
-                        label=f"split {split} · none")
+                ax.errorbar(base[ap], base["utility"], xerr=_errors(base, ap), yerr=_errors(base, "utility"),
+                            ls="none", marker="o", ms=4, color=colors[split], elinewidth=0.7, capsize=2,
+                            label=f"{where} · none")
         front = g[g["pareto"]].sort_values([ap, "utility"])
         if not front.empty:
             ax.step(front[ap], front["utility"], where="post", color="0.35", lw=1.0, ls="--",
                     zorder=1, label="Pareto front")
             ax.scatter(front[ap], front["utility"], s=90, facecolors="none", edgecolors="0.2",
                        linewidths=1.0, zorder=3)
-        central = df[(df["model"] == model) & (df["task"] == task) & (df["split"] == "centralized")
-                     & df["utility"].notna()]
+        central = w[(w["model"] == model) & (w["task"] == task) & (w["split"] == "centralized")
+                    & w["utility"].notna()]
         if not central.empty:
             ax.axhline(float(central["utility"].mean()), color="k", ls="--", lw=1.0, label="centralized utility")
-        ax.set_xlabel(METRIC_LABELS.get(ap, ap) + " → more leakage")
-        ax.set_ylabel(_utility_label(task))
-        ax.set_title(f"{model} · {task} · {attack}: utility vs attack recovery")
+        trivial = g[g["baseline"].notna()]
+        if not trivial.empty:
+            kind = ", ".join(sorted(map(str, trivial["baseline_kind"].dropna().unique())))
+            ax.axhline(float(trivial["baseline"].max()), color="0.45", ls=":", lw=1.0, label=f"baseline ({kind})")
+        metrics = sorted(map(str, g["worst_metric"].dropna().unique()))
+        attacks = sorted({a for s in g["attacks"].dropna() for a in str(s).split(";")})
+        what = METRIC_LABELS.get(metrics[0], metrics[0]) if len(metrics) == 1 else "primary recovery metric"
+        ax.set_xlabel(f"worst-case {what} over {', '.join(attacks)} → more leakage")
+        ax.set_ylabel(_utility_label(task) + " [95% CI]")
+        ax.set_title(f"{model} · {task}: utility vs worst-case attack recovery")
         _legend_outside(ax)
-        _save(fig, out_dir, _slug("tradeoff", model, task, attack), result)
+        _save(fig, out_dir, _slug("tradeoff", model, task), result)
     if not drawn:
         result.notes.append("tradeoff: skipped, no record has both a task utility and an attack result")
 
@@ -289,9 +322,9 @@ def plot_epsilon_utility(df, out_dir: Path, result: PlotResult) -> None:
                 pts = g[(g["split"] == split) & (g["defense"] == name)].sort_values(["epsilon", "config_hash"])
                 if pts.empty:
                     continue
-                ax.plot(pts["epsilon"], pts["utility"], marker="s", ms=4, color=colors[split],
-                        ls=STYLES[k % len(STYLES)][1],
-                        label=f"split {split}" + (f" · {name}" if len(names) > 1 else ""))
+                ax.errorbar(pts["epsilon"], pts["utility"], yerr=_errors(pts, "utility"), marker="s", ms=4,
+                            color=colors[split], ls=STYLES[k % len(STYLES)][1], elinewidth=0.7, capsize=2,
+                            label=f"split {split}" + (f" · {name}" if len(names) > 1 else ""))
             ref = df[(df["model"] == model) & (df["task"] == task) & (df["split"] == split)
                      & (df["family"] == "none") & df["utility"].notna()]
             if not ref.empty:
@@ -312,7 +345,8 @@ def plot_epsilon_utility(df, out_dir: Path, result: PlotResult) -> None:
 
 
 def plot_all(data, out_dir: str | os.PathLike) -> dict:
-    """Write every plot that has data; `data` is a records dir, a list of records, or a leaderboard frame.
+    """Write every plot that has data; `data` is a records dir, a list of records, or a leaderboard frame (the
+    records view; the worst-case view of the trade-off plots is derived from it).
 
     Returns {"paths": [PNG and SVG paths written], "notes": [one line per plot skipped for lack of data]}.
     """

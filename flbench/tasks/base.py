@@ -19,12 +19,28 @@ Kinds. `kind = "choice"` tasks (here) are scored by the log-likelihood of verbal
 `kind = "generate"` tasks (flbench.tasks.generative) by text generated greedily through the split.
 Every task gives `train_pair(ex) -> (context, continuation)`: the training text, with the loss taken only on
 the continuation.
+
+Uncertainty and baselines (flbench.pipeline.utility asks these; a task never computes a CI itself):
+
+- `example_scores(examples, preds)`: the per-example values of the metrics that are means over examples
+  (accuracy: 1/0 per example; ROUGE, CoQA F1/EM: per example); their 95% CI is a bootstrap of that mean.
+  Every other metric of `score` (CB macro-F1, MultiRC F1a and EM0) is corpus-level: its CI recomputes
+  `score` on resampled units, where the unit is `ci_unit` ("example", or "group": `Example.group`, e.g. one
+  MultiRC question with all its answer options).
+- `baselines(examples)`: what a model must beat, scored with the task's own metrics on the same examples,
+  as {name: {"metrics": {metric: value} or None, "how": one line}}. Choice tasks: "chance" (uniform random
+  choice; the exact expectation for per-example metrics, the mean of CHANCE_DRAWS seeded draws for corpus
+  metrics) and "majority" (always the eval portion's most frequent label). Generative tasks: "chance" has no
+  metrics (no finite answer set) and one cheap trivial prediction is scored instead (flbench.tasks.generative).
+- `static_chance()`: the chance level that needs no data (accuracy = 1/`n_choices` when every example has
+  the same number of choices), for records written before tasks reported their baselines.
 """
 from __future__ import annotations
 
 import csv
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
@@ -38,6 +54,8 @@ from flbench.tasks.hub import Hub, load_hub_rows
 SPLITS = ("train", "eval")
 CARVE_SEED = 20250521  # fixed: the train/eval carve never depends on a run's --seed
 CARVE_EVAL_FRACTION = 0.5
+CHANCE_SEED = 0  # the seeded uniform-random predictions behind a corpus metric's chance level
+CHANCE_DRAWS = 200
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,8 @@ class Task:
     required: ClassVar[tuple[str, ...]] = ()  # fields each row must have
     delimiter: ClassVar[str] = " "  # between the prompt and a verbalised answer (as lm-evaluation-harness)
     hub: ClassVar[Hub | None] = None  # the same data on the Hugging Face hub, used only without a local file
+    n_choices: ClassVar[int | None] = 2  # choices per example when every example has the same number (else None)
+    ci_unit: ClassVar[str] = "example"  # what the utility bootstrap resamples: "example" or "group"
 
     @property
     def primary(self) -> str:
@@ -147,6 +167,47 @@ class Task:
         from flbench.tasks.metrics import accuracy
 
         return {"accuracy": accuracy([e.label for e in examples], preds)}
+
+    def example_scores(self, examples: list[Example], preds: list) -> dict[str, list[float]]:
+        """Per-example values of the metrics of `score` that are means over examples (see module docstring)."""
+        return {"accuracy": [float(e.label == p) for e, p in zip(examples, preds)]}
+
+    # ---- baselines ----
+    @classmethod
+    def static_chance(cls) -> dict[str, float]:
+        """The chance level that needs no data: {"accuracy": 1/n_choices} when every example has the same
+        number of choices and accuracy is a metric; else {}."""
+        if cls.kind == "choice" and cls.n_choices and "accuracy" in cls.metrics:
+            return {"accuracy": 1.0 / cls.n_choices}
+        return {}
+
+    def baselines(self, examples: list[Example]) -> dict[str, dict]:
+        """{"chance": ..., "majority": ...} on `examples` (see module docstring); {} for no examples."""
+        if not examples:
+            return {}
+        return {"chance": self._chance(examples), "majority": self._majority(examples)}
+
+    def _chance(self, examples: list[Example]) -> dict:
+        ks = [len(self.choices(ex)) for ex in examples]
+        per = [self.example_scores([ex] * k, list(range(k))) for ex, k in zip(examples, ks)]
+        metrics = {m: sum(sum(p[m]) / len(p[m]) for p in per) / len(per) for m in per[0]}
+        corpus = [m for m in self.metrics if m not in metrics]
+        how = "uniform random choice: expected score"
+        if corpus:
+            rng = random.Random(CHANCE_SEED)
+            draws = [self.score(examples, [rng.randrange(k) for k in ks]) for _ in range(CHANCE_DRAWS)]
+            for m in corpus:
+                metrics[m] = sum(d[m] for d in draws) / len(draws)
+            how += f" ({', '.join(corpus)}: mean of {CHANCE_DRAWS} seeded draws)"
+        return {"metrics": metrics, "how": how}
+
+    def _majority(self, examples: list[Example]) -> dict:
+        counts = Counter(e.label for e in examples)
+        label = min(counts, key=lambda lab: (-counts[lab], lab))  # ties: the first choice
+        names = {tuple(self.choices(e)) for e in examples}
+        what = repr(next(iter(names))[label]) if len(names) == 1 else f"choice {label}"
+        return {"metrics": self.score(examples, [label] * len(examples)),
+                "how": f"always {what} ({counts[label]} of {len(examples)} eval examples)"}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, metrics={self.metrics})"

@@ -33,7 +33,7 @@ from typing import ClassVar
 from flbench.data.paths import read_jsonl
 from flbench.core.errors import FlbenchError
 from flbench.tasks.base import Example, carve, tasks
-from flbench.tasks.coqa_metrics import corpus_scores
+from flbench.tasks.coqa_metrics import corpus_scores, normalize_answer, per_turn_scores
 from flbench.tasks.generative import GenerativeTask
 from flbench.tasks.hub import Hub
 
@@ -70,6 +70,12 @@ class _ConversationalQA(GenerativeTask):
 
     def score_texts(self, examples, predictions):
         return corpus_scores([self.references(e) for e in examples], predictions)
+
+    def example_scores(self, examples, predictions):
+        return per_turn_scores([self.references(e) for e in examples], list(predictions))
+
+    def answer_key(self, text):
+        return normalize_answer(text)  # "Yes." and "yes" are one answer, as the metric sees them
 
 
 def _read_coqa_json(path: Path) -> list[dict]:

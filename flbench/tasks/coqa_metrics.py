@@ -69,11 +69,15 @@ def turn_scores(golds: Sequence[str], pred: str) -> dict[str, float]:
     return {"em": em / len(golds), "f1": f1 / len(golds)}
 
 
-def corpus_scores(golds: Sequence[Sequence[str]], preds: Sequence[str]) -> dict[str, float]:
-    """Mean turn F1 and EM over all turns, in [0, 1] (NaN for no turns)."""
+def per_turn_scores(golds: Sequence[Sequence[str]], preds: Sequence[str]) -> dict[str, list[float]]:
+    """F1 and EM of every turn (`turn_scores`), as {"f1": [...], "em": [...]}."""
     if len(golds) != len(preds):
         raise ValueError(f"{len(golds)} gold lists but {len(preds)} predictions")
-    if not preds:
-        return {"f1": float("nan"), "em": float("nan")}
     per = [turn_scores(g, p) for g, p in zip(golds, preds)]
-    return {"f1": sum(s["f1"] for s in per) / len(per), "em": sum(s["em"] for s in per) / len(per)}
+    return {"f1": [s["f1"] for s in per], "em": [s["em"] for s in per]}
+
+
+def corpus_scores(golds: Sequence[Sequence[str]], preds: Sequence[str]) -> dict[str, float]:
+    """Mean turn F1 and EM over all turns, in [0, 1] (NaN for no turns)."""
+    per = per_turn_scores(golds, preds)
+    return {k: sum(v) / len(v) if v else float("nan") for k, v in per.items()}

@@ -16,10 +16,16 @@ A generative task gives:
   where the cut is made, so stopping early never changes a prediction (a stop in leading whitespace is
   continued: flbench.pipeline.textgen);
 - `score_texts(examples, predictions)`: the task's metrics over the cut predictions;
-- `train_pair(ex) = (prompt, " " + references[0] + stop)`: fine-tuning teaches the model to stop.
+- `train_pair(ex) = (prompt, " " + references[0] + stop)`: fine-tuning teaches the model to stop;
+- `example_scores(examples, predictions)`: the per-example metric values whose means `score_texts` reports
+  (for the bootstrap CI of flbench.pipeline.utility);
+- `trivial_baseline(examples)`: one cheap prediction per example that needs no model, scored like the model
+  (default: the most frequent gold answer of the eval portion, the generative analogue of the majority
+  label; summarization: the lead of the document). There is no "chance" level: no finite answer set.
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import ClassVar
 
 from flbench.core.errors import FlbenchError
@@ -31,6 +37,7 @@ class GenerativeTask(Task):
 
     kind: ClassVar[str] = "generate"
     family: ClassVar[str] = "generation"
+    n_choices: ClassVar[int | None] = None
     max_new_tokens: ClassVar[int] = 32
     max_prompt_tokens: ClassVar[int] = 1024
     stop: ClassVar[str] = "\n"
@@ -94,6 +101,31 @@ class GenerativeTask(Task):
 
     def score(self, examples: list[Example], preds) -> dict[str, float]:
         return self.score_texts(examples, list(preds))
+
+    def example_scores(self, examples: list[Example], preds) -> dict[str, list[float]]:
+        raise NotImplementedError
+
+    # ---- baselines ----
+    def answer_key(self, text: str) -> str:
+        """When two gold answers count as the same answer (for the most frequent one)."""
+        return " ".join(text.split())
+
+    def trivial_baseline(self, examples: list[Example]) -> tuple[str, list[str], str] | None:
+        """(name, predictions, how): the eval portion's most frequent first gold answer, for every example."""
+        counts = Counter(self.answer_key(self.references(e)[0]) for e in examples)
+        key = min(counts, key=lambda k: (-counts[k], k))
+        return ("majority", [key] * len(examples),
+                f"always {key!r}, the most frequent gold answer ({counts[key]} of {len(examples)} eval examples)")
+
+    def baselines(self, examples: list[Example]) -> dict[str, dict]:
+        if not examples:
+            return {}
+        out: dict[str, dict] = {"chance": {"metrics": None, "how": "none: a generative task has no finite answer set"}}
+        trivial = self.trivial_baseline(examples)
+        if trivial is not None:
+            name, preds, how = trivial
+            out[name] = {"metrics": self.score_texts(examples, preds), "how": how}
+        return out
 
 
 def stop_token_ids(tokenizer, stop: str) -> list[int]:

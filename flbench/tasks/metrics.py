@@ -36,23 +36,28 @@ def multirc_em0_f1a(groups: list[str], golds: list[int], preds: list[int]) -> di
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
-def rouge_f1(references: list[list[str]], predictions: list[str], types: tuple[str, ...] = ROUGE_TYPES) -> dict[str, float]:
-    """Mean ROUGE F1 over examples with the `rouge-score` package (Google's reference implementation, as in
-    the XSum and SAMSum papers' tooling): `RougeScorer(types, use_stemmer=True)`; an example with several
+def rouge_f1_per_example(references: list[list[str]], predictions: list[str],
+                         types: tuple[str, ...] = ROUGE_TYPES) -> dict[str, list[float]]:
+    """ROUGE F1 of every example with the `rouge-score` package (Google's reference implementation, as in the
+    XSum and SAMSum papers' tooling): `RougeScorer(types, use_stemmer=True)`; an example with several
     references takes, per ROUGE type, the best one (`RougeScorer.score_multi`). ROUGE-L is sentence-level LCS."""
     from rouge_score import rouge_scorer
 
     if len(references) != len(predictions):
         raise ValueError(f"{len(references)} reference lists but {len(predictions)} predictions")
-    if not predictions:
-        return {t: float("nan") for t in types}
     scorer = rouge_scorer.RougeScorer(list(types), use_stemmer=True)
-    sums = dict.fromkeys(types, 0.0)
+    out: dict[str, list[float]] = {t: [] for t in types}
     for refs, pred in zip(references, predictions):
         s = scorer.score_multi(list(refs), pred)
         for t in types:
-            sums[t] += s[t].fmeasure
-    return {t: v / len(predictions) for t, v in sums.items()}
+            out[t].append(s[t].fmeasure)
+    return out
+
+
+def rouge_f1(references: list[list[str]], predictions: list[str], types: tuple[str, ...] = ROUGE_TYPES) -> dict[str, float]:
+    """Mean ROUGE F1 over examples (`rouge_f1_per_example`); NaN for no examples."""
+    per = rouge_f1_per_example(references, predictions, types)
+    return {t: sum(v) / len(v) if v else float("nan") for t, v in per.items()}
 
 
 def token_f1_exact(gold: str, pred: str) -> float:

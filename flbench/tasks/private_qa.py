@@ -75,9 +75,10 @@ class PrivateQA(GenerativeTask):
         return f"Record: {context}\nQuestion: {ex.fields['question']}\nAnswer:"
 
     def score_texts(self, examples, predictions):
-        if not examples:
-            return {"em": float("nan"), "f1": float("nan")}
+        per = self.example_scores(examples, predictions)
+        return {k: sum(v) / len(v) if v else float("nan") for k, v in per.items()}
+
+    def example_scores(self, examples, predictions):
         golds = [self.references(e)[0].strip() for e in examples]
-        em = sum(float(p.strip() == g) for g, p in zip(golds, predictions)) / len(golds)
-        f1 = sum(token_f1_exact(g, p) for g, p in zip(golds, predictions)) / len(golds)
-        return {"em": em, "f1": f1}
+        return {"em": [float(p.strip() == g) for g, p in zip(golds, predictions)],
+                "f1": [token_f1_exact(g, p) for g, p in zip(golds, predictions)]}

@@ -15,19 +15,31 @@ Data and fixed carve:
 References are put on one line (whitespace runs collapsed), since generation stops at the first newline.
 The prompt states the document, an instruction and a "Summary:" cue; a document longer than the prompt budget
 is cut at its end (the lead of a news article carries most of its summary).
+
+Trivial baseline (beside every utility): LEAD, the document's first sentence (XSum), or LEAD-3, a dialogue's
+first three utterances (SAMSum, DialogSum), scored with the same ROUGE.
 """
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from flbench.tasks.base import Example, tasks
 from flbench.tasks.generative import GenerativeTask
 from flbench.tasks.hub import Hub, per_row
-from flbench.tasks.metrics import ROUGE_TYPES, rouge_f1
+from flbench.tasks.metrics import ROUGE_TYPES, rouge_f1, rouge_f1_per_example
+
+LEAD_UTTERANCES = 3
 
 
 def one_line(text: str) -> str:
     return " ".join(str(text).split())
+
+
+def lead_utterances(text: str, k: int = LEAD_UTTERANCES) -> str:
+    """The first `k` non-empty lines (utterances) of a dialogue, on one line."""
+    lines = [one_line(t) for t in str(text).splitlines() if t.strip()]
+    return " ".join(lines[:k])
 
 
 class _Summarization(GenerativeTask):
@@ -41,6 +53,7 @@ class _Summarization(GenerativeTask):
     context_field = "text"
     instruction: ClassVar[str] = ""
     label: ClassVar[str] = "Document"
+    lead_how: ClassVar[str] = "LEAD: the document's first sentence (the XSum paper's baseline)"
 
     def to_examples(self, rows: list[dict]) -> list[Example]:
         out = []
@@ -57,6 +70,16 @@ class _Summarization(GenerativeTask):
     def score_texts(self, examples, predictions):
         return rouge_f1([self.references(e) for e in examples], predictions)
 
+    def example_scores(self, examples, predictions):
+        return rouge_f1_per_example([self.references(e) for e in examples], list(predictions))
+
+    def lead(self, text: str) -> str:
+        """The trivial summary: the first sentence of a document (XSum's LEAD baseline)."""
+        return re.split(r"(?<=[.!?])\s+", one_line(text), maxsplit=1)[0]
+
+    def trivial_baseline(self, examples):
+        return ("lead", [self.lead(e.fields["text"]) for e in examples], self.lead_how)
+
 
 @tasks.register("xsum")
 class XSum(_Summarization):
@@ -70,16 +93,23 @@ class XSum(_Summarization):
     hub = Hub("EdinburghNLP/xsum", None, {"xsum/test.jsonl": "test"}, per_row(dict))
 
 
+class _DialogueSummarization(_Summarization):
+    source_field = "dialogue"
+    label = "Dialogue"
+    instruction = "Summarize the dialogue in one or two sentences."
+    lead_how = f"LEAD-{LEAD_UTTERANCES}: the dialogue's first {LEAD_UTTERANCES} utterances (the SAMSum paper's baseline)"
+
+    def lead(self, text: str) -> str:
+        return lead_utterances(text)
+
+
 @tasks.register("samsum")
-class SAMSum(_Summarization):
+class SAMSum(_DialogueSummarization):
     """SAMSum: summary of a messenger chat; ROUGE-1/2/L F1 (410/409 carve of the 819-row test file)."""
 
     name = "samsum"
     relpath = "samsum/test.jsonl"
     required = ("dialogue", "summary")
-    source_field = "dialogue"
-    label = "Dialogue"
-    instruction = "Summarize the dialogue in one or two sentences."
     hub = Hub("knkarthick/samsum", None, {"samsum/test.jsonl": "test"}, per_row(dict))
 
 
@@ -99,7 +129,7 @@ def _group_dialogsum_test(rows: list[dict]) -> list[dict]:
 
 
 @tasks.register("dialogsum")
-class DialogSum(_Summarization):
+class DialogSum(_DialogueSummarization):
     """DialogSum: summary of a spoken dialogue; ROUGE-1/2/L F1, best of three references (train: dev file)."""
 
     name = "dialogsum"
@@ -107,10 +137,7 @@ class DialogSum(_Summarization):
     required_by_split: ClassVar[dict[str, tuple[str, ...]]] = {
         "train": ("dialogue", "summary"), "eval": ("dialogue", "summary1", "summary2", "summary3")}
     required = ("dialogue", "summary")
-    source_field = "dialogue"
     summary_fields = ("summary", "summary1", "summary2", "summary3")
-    label = "Dialogue"
-    instruction = "Summarize the dialogue in one or two sentences."
     hub = Hub("knkarthick/dialogsum", None, {"dialogsum/dev.jsonl": "validation", "dialogsum/test.jsonl": "test"},
               per_row(dict), {"dialogsum/test.jsonl": _group_dialogsum_test})
 

@@ -83,8 +83,9 @@ class CB(_SuperGlue):
     relpath = "superglue/cb.val.jsonl"
     hub = _hub("cb", relpath, per_row(_named_label("entailment", "contradiction", "neutral")))
     required = ("premise", "hypothesis", "label")
-    metrics = ("accuracy", "macro_f1")
+    metrics = ("accuracy", "macro_f1")  # macro_f1 is corpus-level: its CI recomputes it on resampled examples
     label_names = ("entailment", "contradiction", "neutral")
+    n_choices = 3
 
     def prompt(self, ex):
         return f"{ex.fields['premise']}\nQuestion: {ex.fields['hypothesis']}. True, False, or Neither?\nAnswer:"
@@ -179,6 +180,7 @@ class MultiRC(_SuperGlue):
     required = ("passage",)
     metrics = ("em0", "f1a")
     primary_metric = "f1a"
+    ci_unit = "group"  # one question with all its answer options: EM0 is per question, options are not independent
 
     def to_examples(self, rows):
         out = []
@@ -201,3 +203,6 @@ class MultiRC(_SuperGlue):
 
     def score(self, examples, preds):
         return multirc_em0_f1a([e.group or e.id for e in examples], [e.label for e in examples], preds)
+
+    def example_scores(self, examples, preds):
+        return {}  # both metrics are corpus-level (pooled F1a, EM0 per question)

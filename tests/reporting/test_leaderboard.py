@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import random
 
+import pandas as pd
 import pytest
 
 from synth_records import grid, record
@@ -17,25 +18,30 @@ from flbench.experiments.sweep import make_cell
 def test_columns_in_order():
     df = lb.build(grid())
     cols = list(df.columns)
-    assert cols[:17] == lb.HEAD_COLUMNS
-    assert cols[17:] == ["bleu", "task", "task_n", "utility", "u_accuracy", "u_f1", "utility_ref", "dcs", "pareto",
-                         "wire_bytes", "seconds", "config_hash", "commit"]
+    assert cols[:len(lb.HEAD_COLUMNS)] == lb.HEAD_COLUMNS
+    assert cols[len(lb.HEAD_COLUMNS):] == ["bleu", *lb.UTILITY_COLUMNS, "u_accuracy", "u_f1", *lb.TAIL_COLUMNS]
+    assert lb.UTILITY_COLUMNS[:5] == ["task", "task_n", "utility", "utility_ci_low", "utility_ci_high"]
     assert "date" not in cols
     assert len(df) == 1 + 2 * (1 + 4 + 2)
+    w = lb.build_worst_case(grid())
+    assert list(w.columns) == lb.WORST_COLUMNS and len(w) == len(df)  # one attack per cell: one row per record
 
 
-def test_dcs_formula_and_reference():
-    assert lb.dcs(0.0, 0.8, 0.8) == 1.0
-    ap, mp, ref = 0.3, 0.7, 0.8
-    assert lb.dcs(ap, mp, ref) == pytest.approx(1 / (1 + math.sqrt(0.5 * ap**2 + 0.5 * (mp - ref) ** 2)))
-    assert math.isnan(lb.dcs(float("nan"), 0.7, 0.8))
+def test_reference_relative_utility_and_dcs_column():
     df = lb.build(grid())
     row = df[(df["split"] == "2,2") & (df["defense"] == "gaussian") & (df["noise_sigma"] == 2)].iloc[0]
     none = df[(df["split"] == "2,2") & (df["defense"] == "none")].iloc[0]
-    assert row["utility_ref"] == none["utility"]  # MP* = undefended utility at the same split
-    assert row["dcs"] == pytest.approx(lb.dcs(row["token_accuracy"], row["utility"], none["utility"]))
+    assert row["utility_ref"] == none["utility"]  # U_ref = undefended utility at the same split
+    # sst2 records without baselines: the task's data-free chance level 1/2 is the baseline
+    assert row["chance"] == 0.5 and row["baseline"] == 0.5 and row["baseline_kind"] == "chance"
+    # by hand: U = 0.85 - 0.05·2 - 0.01·2 = 0.73, U_ref = 0.83 → (0.73 - 0.5) / (0.83 - 0.5)
+    assert row["relative_utility"] == pytest.approx(0.23 / 0.33)
+    assert row["dcs"] == pytest.approx(lb.dcs(row["recovery"], row["relative_utility"], 1.0))
+    assert row["score"] == pytest.approx(0.23 / 0.33 * (1 - row["recovery"]))
+    assert none["relative_utility"] == 1.0 and none["recovery"] == none["token_accuracy"]
     central = df[df["split"] == "centralized"].iloc[0]
     assert math.isnan(central["dcs"]) and central["attack"] is None and not central["pareto"]
+    assert math.isnan(central["score"]) and central["utility_ci_low"] != central["utility_ci_low"]  # no CI: NaN
 
 
 def test_reference_falls_back_to_centralized_then_nan():
@@ -43,22 +49,27 @@ def test_reference_falls_back_to_centralized_then_nan():
     df = lb.build(recs)
     assert (df.loc[df["split"] != "centralized", "utility_ref"] == 0.9).all()
     df = lb.build([r for r in recs if r["split"] is not None])
-    assert df["utility_ref"].isna().all() and df["dcs"].isna().all()
+    assert df["utility_ref"].isna().all() and df["dcs"].isna().all() and df["score"].isna().all()
 
 
-def test_pareto_flags():
+def test_pareto_flags_and_gate():
     assert lb.pareto_flags([0.9, 0.8, 0.7, 0.7], [0.9, 0.5, 0.6, 0.6]) == [True, True, False, False]
     assert lb.pareto_flags([0.5, 0.5], [0.2, 0.2]) == [True, True]  # ties: neither dominates
     assert lb.pareto_flags([float("nan"), 0.5], [0.1, 0.2]) == [False, True]
     df = lb.build(grid())
     g = df[df["attack"].notna()]
-    for _, r in g.iterrows():  # brute-force definition
-        others = g[g["config_hash"] != r["config_hash"]]
-        dom = ((others["utility"] >= r["utility"]) & (others["token_accuracy"] <= r["token_accuracy"])
-               & ((others["utility"] > r["utility"]) | (others["token_accuracy"] < r["token_accuracy"]))).any()
-        assert r["pareto"] == (not dom)
+    eligible = g["score"].notna()
+    for _, r in g.iterrows():  # brute force: eligible and not dominated beyond the CIs by an eligible row
+        others = g[(g["config_hash"] != r["config_hash"]) & eligible]
+        dom = ((others["utility"] >= r["utility"]) & (others["recovery"] <= r["recovery"])
+               & ((others["utility"] > r["utility"]) | (others["recovery_ci_high"] < r["recovery_ci_low"]))).any()
+        assert r["pareto"] == (bool(eligible[_]) and not dom)
     # the undefended 2,2 row is dominated by the undefended 1,1 row in the synthetic data
     assert not g[(g["split"] == "2,2") & (g["defense"] == "none")]["pareto"].iloc[0]
+    # σ = 4: U = 0.65 - 0.01·P, relative utility (0.64 - 0.5) / (0.84 - 0.5) = 0.41 < 0.5: never on the front
+    low = g[g["noise_sigma"] == 4]
+    assert (low["relative_utility"] < 0.5).all() and not low["pareto"].any() and low["score"].isna().all()
+    assert g["pareto"].any()
 
 
 def test_csv_is_byte_deterministic_and_order_independent(tmp_path):
@@ -93,6 +104,7 @@ def test_missing_pieces_and_odd_values():
     df = lb.build([r])
     row = df.iloc[0]
     assert row["task"] is None and math.isnan(row["utility"]) and math.isnan(row["dcs"]) and not row["pareto"]
+    assert row["recovery_metric"] == "token_accuracy" and row["recovery"] == 0.5 and row["beats_baseline"] is pd.NA
     assert row["commit"] == "abc-dirty" and row["snr"] == float("inf")
     csv = lb.to_csv(df)
     assert ",inf," in csv
@@ -132,13 +144,16 @@ def test_write_leaderboard_errors(tmp_path):
 
 
 def test_regenerates_the_committed_leaderboard_byte_identically():
-    """`flbench leaderboard` on the committed records gives the committed results/leaderboard.csv."""
+    """`flbench leaderboard` on the committed records gives the committed results/leaderboard.csv, and
+    `--view worst-case` results/leaderboard_worst_case.csv (a fresh build compared with the files)."""
     from pathlib import Path
 
     from flbench.experiments.records import read_records
 
     root = Path(__file__).resolve().parents[2] / "results"
-    assert lb.to_csv(lb.build(read_records(root / "runs"))).encode() == (root / "leaderboard.csv").read_bytes()
+    recs = read_records(root / "runs")
+    assert lb.to_csv(lb.build(recs)).encode() == (root / "leaderboard.csv").read_bytes()
+    assert lb.to_csv(lb.build_worst_case(recs)).encode() == (root / "leaderboard_worst_case.csv").read_bytes()
 
 
 def test_defense_columns_are_asked_from_the_defense_class():
@@ -167,7 +182,8 @@ def test_schema_1_and_2_read_alike():
     v2 = [{**r, "schema": 2, "config": {**r["config"], "resolved": {"anything": 1}},
            "defense": {**r["defense"], "family": "?", "noise_unit": "absolute", "privacy_unit": None},
            "attack": r["attack"] and {**r["attack"], "primary_metric": "token_accuracy"}} for r in recs]
-    assert lb.to_csv(lb.build(v2)) == lb.to_csv(lb.build(recs))
+    # `cell` is a hash of the config (minus its attacks): the extra config key changes it and nothing else
+    assert lb.to_csv(lb.build(v2).drop(columns="cell")) == lb.to_csv(lb.build(recs).drop(columns="cell"))
 
 
 def test_attack_primary_metric_from_the_record_else_the_attack_class():
@@ -182,4 +198,5 @@ def test_attack_primary_metric_from_the_record_else_the_attack_class():
     row = lb.build(other)
     assert row.attrs["primary_metric"] == {"learned-inversion": "rouge_l"}
     r = row[row["attack"].notna() & row["utility_ref"].notna()].iloc[0]
-    assert r["dcs"] == pytest.approx(lb.dcs(r["rouge_l"], r["utility"], r["utility_ref"]))
+    assert r["recovery_metric"] == "rouge_l" and r["recovery"] == r["rouge_l"]
+    assert r["dcs"] == pytest.approx(lb.dcs(r["rouge_l"], r["relative_utility"], 1.0))

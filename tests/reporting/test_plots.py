@@ -15,7 +15,7 @@ def test_plots_written_and_svg_deterministic(tmp_path):
     assert a["notes"] == []
     assert names == sorted(p.name for p in b["paths"])
     stems = {n.rsplit(".", 1)[0] for n in names}
-    assert stems == {"tradeoff__m__sst2__learned-inversion", "tradeoff__m__sst2__embedding-nn",
+    assert stems == {"tradeoff__m__sst2",  # one trade-off per task, on the worst case over both attacks
                      "recovery_vs_sigma__m__learned-inversion__relative",
                      "recovery_vs_sigma__m__embedding-nn__relative", "epsilon_vs_utility__m__sst2"}
     for p in a["paths"]:
@@ -26,6 +26,28 @@ def test_plots_written_and_svg_deterministic(tmp_path):
             assert p.read_bytes() == (tmp_path / "b" / p.name).read_bytes()
     svg = (tmp_path / "a" / "recovery_vs_sigma__m__learned-inversion__relative.svg").read_text()
     assert "σ (× RMS of h_A)" in svg and "token accuracy (fraction of tokens recovered)" in svg  # axis labels
+    svg = (tmp_path / "a" / "tradeoff__m__sst2.svg").read_text()
+    assert "worst-case token accuracy" in svg and "embedding-nn, learned-inversion" in svg and "[95% CI]" in svg
+    assert plot_all(grid(attacks=("learned-inversion", "embedding-nn")), tmp_path / "c")["notes"] == []
+    assert (tmp_path / "c" / "tradeoff__m__sst2.svg").read_bytes() == (tmp_path / "a" / "tradeoff__m__sst2.svg").read_bytes()
+
+
+def test_tradeoff_error_bars_come_from_the_cis():
+    """Utility error bars from the records' bootstrap CI, recovery error bars from the worst attack's CI."""
+    import numpy as np
+
+    from flbench.reporting.plots import _errors
+
+    recs = grid(splits=("1,1",), sigmas=(1,), zs=())
+    for r in recs:
+        if r["task"] is not None:
+            u = r["task"]["metrics"]["accuracy"]
+            r["task"]["ci"] = {"accuracy": {"mean": u, "ci_low": u - 0.03, "ci_high": u + 0.05, "n": 100}}
+    w = lb.build_worst_case(recs)
+    w = w[w["worst_recovery"].notna()]
+    np.testing.assert_allclose(_errors(w, "utility"), [[0.03] * len(w), [0.05] * len(w)], atol=1e-12)
+    lo, hi = w["worst_recovery_ci_low"], w["worst_recovery_ci_high"]
+    np.testing.assert_allclose(_errors(w, "worst_recovery"), [w["worst_recovery"] - lo, hi - w["worst_recovery"]])
 
 
 def test_plots_skip_without_data(tmp_path):
