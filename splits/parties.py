@@ -196,7 +196,8 @@ class ClientParty:
         return self.tail(x, st.mask, _positions(st, msg), self._tail.cache)
 
     def send_grad(self, template: Message | None = None) -> Message:
-        """After loss.backward(): ship dL/dh_B for the real tokens of the training forward."""
+        """After loss.backward(): ship dL/dh_B for the real tokens of the training forward (the client
+        remembers that forward's header; `template` is accepted for compatibility and not needed)."""
         fwd = self._train
         if fwd is None or self._tail.leaf is None:
             raise protocol_error(f"client {self.cid}: no training forward to send a gradient for")

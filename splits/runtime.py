@@ -2,8 +2,9 @@
 utility scoring and attacks all use. Parties exchange only `Message`s, each carried by `Wire.transmit`
 (serialize → count → deserialize + validate → taps).
 
-One server holds one trunk for every client, or (`trunk_per_client`, the server-hierarchical strategy) one
-sub-server per client, each with its own trunk copy; in this single process the sub-servers run in turn.
+One server holds one trunk for every client, or (`use_sub_servers()`, the server-hierarchical strategy) one
+sub-server per client, each with its own trunk copy; in this single process the sub-servers run in turn
+(running them in parallel is the distributed transport's job).
 """
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ class SplitRuntime:
         wire_dtype: str = "fp32",
         defense: Defense | None = None,
         generator: torch.Generator | None = None,
-        trunk_per_client: bool = False,
         max_message_bytes: int | None = None,
     ) -> None:
         self.loaded = loaded
@@ -36,16 +36,19 @@ class SplitRuntime:
         self.hidden_size = int(loaded.model.config.hidden_size)
         context = getattr(loaded.model.config, "max_position_embeddings", None)
         self.wire = Wire(self.hidden_size, wire_dtype, max_message_bytes=max_message_bytes, context=context)
-        ids = tuple(range(n_clients))
-        if trunk_per_client:
-            trunks = [self.parts.trunk] + [copy.deepcopy(self.parts.trunk) for _ in ids[1:]]
-            self.servers = [ServerParty(t, (c,)) for c, t in zip(ids, trunks)]
-        else:
-            self.servers = [ServerParty(self.parts.trunk, ids)]
+        self.servers = [ServerParty(self.parts.trunk, tuple(range(n_clients)))]
         self.clients = [
             ClientParty(i, h, t, defense, generator)
             for i, (h, t) in enumerate(zip(self.parts.heads, self.parts.tails))
         ]
+
+    def use_sub_servers(self) -> None:
+        """One sub-server per client, each with its own copy of the trunk (server-hierarchical). Call it
+        before training: the sub-servers start with fresh states."""
+        if len(self.servers) == len(self.clients):
+            return
+        trunks = [self.parts.trunk] + [copy.deepcopy(self.parts.trunk) for _ in self.clients[1:]]
+        self.servers = [ServerParty(t, (c,)) for c, t in enumerate(trunks)]
 
     @property
     def config(self) -> Any:

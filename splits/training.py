@@ -4,7 +4,8 @@ Sequential strategy (FL-LLaMA, §training parallelism): clients take turns; for 
     head → h_A → wire → trunk → h_B → wire → tail + loss
     tail → dL/dh_B → wire → trunk → dL/dh_A → wire → head
 then every party steps its own optimizer. The client owns one AdamW over its head+tail adapters, the
-server one over the trunk's adapters; parties never see each other's parameters.
+server one over the trunk's adapters; parties never see each other's parameters. The other strategies
+(`splits.multiclient`) reuse this set-up; `splits.strategies` names them.
 """
 from __future__ import annotations
 
@@ -55,23 +56,29 @@ def _freeze(module: torch.nn.Module) -> None:
 def apply_lora(rt: SplitRuntime, lora: LoraSpec, seed: int = 0) -> dict[str, list[torch.nn.Parameter]]:
     """Inject adapters into the chosen parts (seeded init, identical for every client); freeze the rest.
 
-    Returns the trainable parameters per party: {"client0": [...], ..., "server": [...]}.
+    Returns the trainable parameters per party: {"client0": [...], ..., "server": [...]} (with sub-servers,
+    "server0", "server1", ... instead of "server").
     """
     params: dict[str, list[torch.nn.Parameter]] = {"server": []}
     for name, part in rt.modules().items():
         _freeze(part)
         if part.role in lora.parts and part.n_blocks:
-            torch.manual_seed(seed + part.first_block)  # same init for the same blocks on every client
+            torch.manual_seed(seed + part.first_block)  # same init for the same blocks on every client / sub-server
             inject_adapter_in_model(lora.peft_config(), part)
             for n, p in part.named_parameters():
                 p.requires_grad_("lora_" in n)
-        party = "server" if part.role == "trunk" else name.split(".")[0]
+        party = party_of(name)
         params.setdefault(party, []).extend(p for p in part.parameters() if p.requires_grad)
     if not any(params.values()):
         raise FlbenchError(
             f"nothing to train: parts {','.join(lora.parts)} hold no blocks at --split {rt.spec}"
         )
     return params
+
+
+def party_of(module_name: str) -> str:
+    """"trunk" → "server", "server1.trunk" → "server1", "client0.head" → "client0"."""
+    return module_name.split(".")[0] if "." in module_name else "server"
 
 
 def global_name(part_role: str, first_block: int, local: str) -> str:
@@ -111,9 +118,11 @@ class SequentialTrainer:
     lr: float = 2e-4
     weight_decay: float = 0.0
     seed: int = 0
+    client_examples: tuple[int, ...] | None = None  # training examples each client holds (FedAvg weights)
     optimizers: dict[str, torch.optim.Optimizer] = field(init=False)
 
     def __post_init__(self) -> None:
+        self._prepare()
         params = apply_lora(self.rt, self.lora, self.seed)
         self.optimizers = {
             party: torch.optim.AdamW(ps, lr=self.lr, weight_decay=self.weight_decay)
@@ -130,8 +139,9 @@ class SequentialTrainer:
         loss = causal_lm_loss(logits, labels)
         loss.backward()
         self.rt.backward(client, template)
+        server = "server" if len(self.rt.servers) == 1 else f"server{client}"
         for party, opt in self.optimizers.items():
-            if party in ("server", f"client{client}"):
+            if party in (server, f"client{client}"):
                 opt.step()
                 opt.zero_grad(set_to_none=True)
         return float(loss.detach())
@@ -139,6 +149,20 @@ class SequentialTrainer:
     def round(self, batches: Iterable[tuple[int, dict]]) -> list[float]:
         """One pass in which clients take turns: `batches` yields (client, batch)."""
         return [self.step(b["input_ids"], b["attention_mask"], b.get("labels"), client=c) for c, b in batches]
+
+    # the strategy interface (see splits.strategies)
+    def _prepare(self) -> None:
+        """Shape the runtime for the strategy before adapters are injected (sub-servers, ...)."""
+
+    def train_round(self, batches: list[dict]) -> list[float]:
+        """One training step of every client: `batches[c]` is client c's batch; returns their losses."""
+        return self.round(enumerate(batches))
+
+    def finish(self) -> None:
+        """After the last round (e.g. a final FedAvg sync)."""
+
+    def describe(self) -> dict:
+        return {}
 
 
 def centralized_twin(rt: SplitRuntime, lora: LoraSpec, client: int = 0) -> Any:
@@ -148,8 +172,8 @@ def centralized_twin(rt: SplitRuntime, lora: LoraSpec, client: int = 0) -> Any:
     inject_adapter_in_model(lora.peft_config(), model.model)
     trained = {}
     for name, part in rt.modules().items():
-        if name.startswith("client") and not name.startswith(f"client{client}."):
-            continue
+        if party_of(name) not in ("server", f"server{client}", f"client{client}"):
+            continue  # other clients' parts, other sub-servers' trunks
         for n, t in adapter_state(part).items():
             trained[global_name(part.role, part.first_block, n)] = t
     for n, p in model.named_parameters():
@@ -202,6 +226,15 @@ class CentralizedTrainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
+
+    def train_round(self, batches: list[dict]) -> list[float]:
+        return [self.step(b["input_ids"], b["attention_mask"], b.get("labels")) for b in batches]
+
+    def finish(self) -> None:
+        self.sync_to_parts()
+
+    def describe(self) -> dict:
+        return {}
 
     def sync_to_parts(self) -> None:
         trained = dict(self.model.named_parameters())

@@ -183,7 +183,7 @@ def parse_header(data: bytes | memoryview, hidden_size: int, max_message_bytes: 
     if h.magic != MAGIC or h.version != VERSION:
         raise protocol_error(f"bad header: magic {h.magic!r} version {h.version} (expected {MAGIC!r} version {VERSION})")
     try:
-        kind, phase, wire_dtype = Kind(h.kind), Phase(h.phase), _CODE_DTYPE[h.dtype]
+        kind, _, wire_dtype = Kind(h.kind), Phase(h.phase), _CODE_DTYPE[h.dtype]
     except (ValueError, KeyError):
         raise protocol_error(f"bad header: kind {h.kind}, phase {h.phase}, dtype code {h.dtype}") from None
     if h.flags & ~FLAG_LEFT_PAD:
@@ -206,7 +206,7 @@ def read_frame(read: Callable[[int], bytes], hidden_size: int, max_message_bytes
 
 
 def decode(data: bytes, hidden_size: int, expect_kind: Kind | None = None,
-           max_message_bytes: int | None = None) -> Message:
+           max_message_bytes: int | None = None, expect_dtype: str | None = None) -> Message:
     """Deserialize and validate one message on its own (the receiving party then checks it against its state)."""
     cap = default_max_message_bytes(hidden_size) if max_message_bytes is None else max_message_bytes
     h, wire_dtype, body_len = parse_header(data, hidden_size, cap)
@@ -220,6 +220,8 @@ def decode(data: bytes, hidden_size: int, expect_kind: Kind | None = None,
         raise protocol_error(f"{what}: CRC mismatch (corrupted in transit)")
     if expect_kind is not None and kind != expect_kind:
         raise protocol_error(f"expected a {expect_kind.name} message, got {kind.name}")
+    if expect_dtype is not None and wire_dtype != expect_dtype:
+        raise protocol_error(f"{what}: wire dtype {wire_dtype}, but this link carries {expect_dtype}")
     _check_fields(h, kind, phase, what)
     ints = torch.from_numpy(np.frombuffer(view[HEADER_BYTES:HEADER_BYTES + 4 * h.batch], dtype=np.int32).copy()).long()
     _check_ints(h, phase, ints, what)
@@ -317,7 +319,8 @@ class Wire:
         # what full masks would cost: a bool (B, new, past+new) mask plus int64 (B, new) position ids
         self.mask_bytes_sent += 4 * msg.batch
         self.mask_bytes_full += msg.batch * msg.seqlen * (msg.past + msg.seqlen) + 8 * msg.batch * msg.seqlen
-        received = decode(data, self.hidden_size, expect_kind=msg.kind, max_message_bytes=self.max_message_bytes)
+        received = decode(data, self.hidden_size, expect_kind=msg.kind, max_message_bytes=self.max_message_bytes,
+                          expect_dtype=self.dtype)
         for tap in self.taps:
             tap(DIRECTION[msg.kind], received)
         return received

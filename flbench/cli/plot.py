@@ -12,7 +12,8 @@ from flbench.core.errors import FlbenchError
 @click.option("--records", default="results/runs", show_default=True, help="directory of run records")
 @click.option("--out", default="results/plots", show_default=True, help="directory for PNG + SVG files")
 def plot_cmd(records, out) -> None:
-    """Utility vs attack recovery, recovery vs σ per attack, ε vs utility (PNG and SVG)."""
+    """Utility vs worst-case attack recovery (95% CI error bars) per task, recovery vs σ per attack, ε vs utility
+    (PNG and SVG)."""
     from flbench.core.io import check_output
     from flbench.experiments.records import read_records
     from flbench.reporting import leaderboard as lb

@@ -132,6 +132,8 @@ def run_cmd(model, split_text, centralized, task_name, task_limit, task_batch_si
     paths = [str(p) for p in write_cell(records, out_dir, cfg.hash)]
     click.echo(f"[flbench] cell {cfg.hash}: {len(records)} record(s) in {out_dir}", err=True)
 
+    from flbench.pipeline.utility import with_ci
+
     def human(o):
         for r in o["records"]:
             parts = [f"split {r['split'] or 'centralized'}", f"defense {r['defense']['name']}"]
@@ -139,10 +141,12 @@ def run_cmd(model, split_text, centralized, task_name, task_limit, task_batch_si
                 parts.append(f"σ {r['defense']['noise_sigma']}")
             if r["task"]:
                 t = r["task"]
-                parts.append(f"{t['name']} {t['primary']} {t['metrics'][t['primary']]:.4f}")
+                u = with_ci(t["metrics"][t["primary"]], (t.get("ci") or {}).get(t["primary"]))
+                parts.append(f"{t['name']} {t['primary']} {u} (n={t['n']})")
             if r["attack"]:
-                m = r["attack"]["metrics"]["token_accuracy"]
-                parts.append(f"{r['attack']['name']} token accuracy {m['mean']:.3f} "
+                ap = r["attack"].get("primary") or "token_accuracy"
+                m = r["attack"]["metrics"][ap]
+                parts.append(f"{r['attack']['name']} {ap.replace('_', ' ')} {m['mean']:.3f} "
                              f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
             click.echo("; ".join(parts))
         click.echo("records: " + ", ".join(o["paths"]))

@@ -17,6 +17,9 @@ from flbench.cli.common import (
 )
 from flbench.core.errors import FlbenchError
 from flbench.pipeline.config import FinetuneConfig, default
+from splits.strategies import DEFAULT_SYNC_EVERY, strategies
+
+STRATEGY_HELP = "; ".join(f"{name}: {s.summary}" for name, s in strategies.items())
 
 
 @click.command()
@@ -28,9 +31,15 @@ from flbench.pipeline.config import FinetuneConfig, default
               "loss on the answer only")
 @click.option("--data-dir", default=None, help="local data directory for --task (default: $FLBENCH_DATA_DIR, ../shared/data)")
 @click.option("--centralized", is_flag=True, help="reference run: the unsplit model, same adapters, data and budget")
-@click.option("--strategy", type=click.Choice(["sequential"]), default="sequential", show_default=True,
-              help="training parallelism (client-batch and server-hierarchical: not yet)")
-@click.option("--clients", type=POSITIVE_INT, default=1, show_default=True, help="number of clients (data split round-robin)")
+@click.option("--strategy", type=click.Choice(strategies.names()), default="sequential", show_default=True,
+              help=f"training parallelism ({STRATEGY_HELP})")
+@click.option("--clients", type=POSITIVE_INT, default=1, show_default=True,
+              help="number of clients, each training on its own shard of the data (IID unless --non-iid)")
+@click.option("--sync-every", type=POSITIVE_INT, default=None,
+              help=f"server-hierarchical: FedAvg of trunks and client parts every N rounds (default {DEFAULT_SYNC_EVERY})")
+@click.option("--non-iid", "non_iid", type=FiniteFloatRange(min=0, min_open=True), default=None,
+              help="shard the clients' data by label with Dirichlet(α) (--task with class labels; small α: more skew); "
+                   "default IID")
 @click.option("--steps", type=POSITIVE_INT, default=default(FinetuneConfig, "steps"), show_default=True, help="optimizer steps per client")
 @click.option("--batch-size", type=POSITIVE_INT, default=default(FinetuneConfig, "batch_size"), show_default=True)
 @click.option("--max-length", type=click.IntRange(min=2), default=default(FinetuneConfig, "max_length"), show_default=True,
@@ -47,8 +56,9 @@ from flbench.pipeline.config import FinetuneConfig, default
 @wire_options
 @defense_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
-def train(model, split_text, data_file, task_name, data_dir, centralized, strategy, clients, steps, batch_size, max_length,
-          lr, lora_rank, lora_alpha, train_parts, out, overwrite, wire_dtype, as_json, **defense_opts) -> None:
+def train(model, split_text, data_file, task_name, data_dir, centralized, strategy, clients, sync_every, non_iid, steps,
+          batch_size, max_length, lr, lora_rank, lora_alpha, train_parts, out, overwrite, wire_dtype, as_json,
+          **defense_opts) -> None:
     """Split LoRA fine-tuning with the defense active on the wire."""
     from flbench.data.files import load_data_file
     from flbench.models import load_model
@@ -62,14 +72,20 @@ def train(model, split_text, data_file, task_name, data_dir, centralized, strate
     )
     from flbench.pipeline.finetune import train as run_train
     from splits.runtime import SplitRuntime
+    from splits.shards import client_shards
     from splits.training import LoraSpec
 
     if (data_file is None) == (task_name is None):
         raise FlbenchError("give exactly one of --data-file FILE (plain text) or --task NAME (flbench ls tasks)")
     refuse_with("--data-file", data_file is not None, "data_dir", why="--data-dir is where --task data is looked up")
+    refuse_with("--data-file", data_file is not None, "non_iid", why="plain text has no class labels to shard by")
     refuse_with("--centralized", centralized, "wire_dtype", why="the unsplit model sends nothing over a wire")
+    refuse_with("--centralized", centralized, "strategy", "sync_every", "non_iid",
+                why="the unsplit reference has one data owner and no training strategy")
+    refuse_with("--clients 1", clients == 1, "non_iid", why="one client holds all the data")
     spec = parse_split_option(split_text)
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, max_length=max_length, lr=lr, seed=defense_opts["seed"])
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, max_length=max_length, lr=lr, seed=defense_opts["seed"],
+                      strategy=strategy, sync_every=sync_every, non_iid=non_iid)
     lora = LoraSpec(rank=lora_rank, alpha=lora_alpha, parts=tuple(p.strip() for p in train_parts.split(",") if p.strip()))
     defense, gen = make_cli_defense(**defense_opts)
     if centralized and (defense.name != "none" or clients != 1):
@@ -81,8 +97,15 @@ def train(model, split_text, data_file, task_name, data_dir, centralized, strate
 
         task = get_task(task_name)
         examples = task.load("train", data_dir)  # fails on missing data before the model loads
+        labels = [ex.label for ex in examples]
+        if non_iid is not None and min(labels, default=-1) < 0:
+            raise FlbenchError(f"--non-iid {non_iid}: task {task_name} has no class labels to shard by (a generate "
+                               "task); drop --non-iid or pick a classification task (flbench ls tasks)")
+        shards = client_shards(len(examples), clients, cfg.seed, non_iid, labels)  # one sample per example
     else:
         texts = [r.text for r in load_data_file(data_file)]
+        client_shards(len(texts), clients, cfg.seed)  # enough texts for every client (checked again after tokenizing)
+        shards = None
     loaded = load_model(model)
     spec.validate(len(loaded.model.model.layers))
     check_max_length(loaded, max_length)
@@ -92,12 +115,12 @@ def train(model, split_text, data_file, task_name, data_dir, centralized, strate
     meta = model_meta(loaded, rt, defense)
     meta["data"] = {"task": task_name, "data_file": data_file, "data_dir": data_dir}
     summary = run_train(rt, samples, cfg, lora, out_dir, meta, progress=True, centralized=centralized,
-                        overwrite=overwrite)
+                        overwrite=overwrite, shards=shards)
     summary["defense_stats"] = defense.stats()
 
     def human(o):
         where = "centralized (unsplit)" if o["mode"] == "centralized" else f"--split {o['split']}"
-        click.echo(f"trained {o['clients']} client(s) × {o['train']['steps']} steps, {where}: loss "
+        click.echo(f"trained {o['clients']} client(s) × {o['train']['steps']} steps ({o['strategy']}), {where}: loss "
                    f"{o['first_loss']:.3f} → {o['final_loss']:.3f} in {o['seconds']:.1f} s; wire "
                    f"{o['wire']['bytes_total']} B; adapters in {o['out']}")
 

@@ -1,4 +1,6 @@
-"""`flbench train`: split LoRA fine-tuning on a text corpus through the split runtime, defense on the wire.
+"""`flbench train`: split LoRA fine-tuning on a text corpus through the split runtime, defense on the wire,
+with a training strategy (`splits.strategies`: sequential, client-batch, server-hierarchical) over K clients,
+each with its own shard of the data (IID, or non-IID by label with Dirichlet(α)).
 
 Saves, under --out: one safetensors file of adapter weights per part (`client{i}.head`, `client{i}.tail`,
 `trunk`), `run.json` (config, model identity, split, defense, wire bytes, timings) and `losses.jsonl`.
@@ -22,7 +24,9 @@ from flbench.models import LoadedModel
 from flbench.pipeline.config import FinetuneConfig, default
 from splits.runtime import SplitRuntime
 from splits.sequence import pad_rows
-from splits.training import LoraSpec, SequentialTrainer, adapter_state
+from splits.shards import client_shards
+from splits.strategies import DEFAULT_SYNC_EVERY, strategies
+from splits.training import LoraSpec, adapter_state
 from splits.wire import NonFiniteTensorError
 
 # what `train` writes into --out; an --overwrite replaces a directory holding only these
@@ -36,7 +40,12 @@ class TrainConfig:
     max_length: int = field(default=default(FinetuneConfig, "max_length"),
                             metadata={"help": "tokens per sequence (truncation)"})
     lr: float = field(default=default(FinetuneConfig, "lr"), metadata={"help": "AdamW learning rate"})
-    seed: int = field(default=0, metadata={"help": "data order and adapter init"})
+    seed: int = field(default=0, metadata={"help": "data order, client shards and adapter init"})
+    strategy: str = field(default="sequential", metadata={"help": "training strategy (splits.strategies)"})
+    sync_every: int | None = field(default=None, metadata={
+        "help": f"server-hierarchical: FedAvg every N rounds (default {DEFAULT_SYNC_EVERY})"})
+    non_iid: float | None = field(default=None, metadata={
+        "help": "shard the clients' data by label with Dirichlet(α) (tasks with class labels); default IID"})
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "max_length"):
@@ -44,6 +53,20 @@ class TrainConfig:
                 raise FlbenchError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be a positive integer")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise FlbenchError(f"--lr {self.lr}: must be a finite number > 0")
+        strategy = strategies.get(self.strategy)
+        if self.sync_every is not None:
+            if "sync_every" not in strategy.options:
+                takes = ", ".join(s.name for _, s in strategies.items() if "sync_every" in s.options)
+                raise FlbenchError(f"--sync-every {self.sync_every} has no effect with --strategy {self.strategy} "
+                                   f"(only {takes} averages); drop it")
+            if self.sync_every < 1:
+                raise FlbenchError(f"--sync-every {self.sync_every}: must be a positive integer")
+        if self.non_iid is not None and not (math.isfinite(self.non_iid) and self.non_iid > 0):
+            raise FlbenchError(f"--non-iid {self.non_iid}: the Dirichlet concentration α must be a finite number > 0")
+
+    def strategy_options(self) -> dict:
+        """The strategy-specific options that were given (the trainer's defaults stand for the others)."""
+        return {k: getattr(self, k) for k in strategies.get(self.strategy).options if getattr(self, k) is not None}
 
 
 def check_train_out(out: str | Path, overwrite: bool = False) -> Path:
@@ -75,6 +98,7 @@ class Sample:
 
     ids: tuple[int, ...]
     n_loss: int
+    label: int = -1  # the task example's class label (-1: none, e.g. plain text or a generate task)
 
 
 def text_samples(tokenizer, texts: list[str], max_length: int) -> list[Sample]:
@@ -97,7 +121,7 @@ def task_samples(tokenizer, task, examples: list, max_length: int) -> list[Sampl
     for ex in examples:
         context, continuation = task.train_pair(ex)
         req = encode_pair(tokenizer, context, continuation, max_length)
-        out.append(Sample(req.ids, req.n_cont))
+        out.append(Sample(req.ids, req.n_cont, ex.label))
     if not out:
         raise FlbenchError(f"task {task.name}: no training examples")
     return out
@@ -135,10 +159,20 @@ def _trainable(rt: SplitRuntime, trainer) -> list:
     return [(f"{m}.{n}", p) for m, part in rt.modules().items() for n, p in part.named_parameters()]
 
 
+def shard_samples(samples: list[Sample], n_clients: int, cfg: TrainConfig) -> list[list[int]]:
+    """Each client's sample indices: IID (seeded), or with `cfg.non_iid` = α by label with Dirichlet(α)."""
+    if cfg.non_iid is not None and any(s.label < 0 for s in samples):
+        raise FlbenchError(f"--non-iid {cfg.non_iid}: the training data has no class labels to shard by "
+                           "(plain text or a generate task); drop --non-iid or train on a classification task")
+    return client_shards(len(samples), n_clients, cfg.seed, cfg.non_iid, [s.label for s in samples])
+
+
 def train(rt: SplitRuntime, samples: list[Sample], cfg: TrainConfig, lora: LoraSpec, out: Path, meta: dict,
-          progress: bool = True, centralized: bool = False, overwrite: bool = False) -> dict:
-    """Fine-tune LoRA adapters on `samples` through the split runtime (defense on the wire), or, with
-    `centralized`, on the unsplit model with the same adapters, data order and budget (the reference).
+          progress: bool = True, centralized: bool = False, overwrite: bool = False,
+          shards: list[list[int]] | None = None) -> dict:
+    """Fine-tune LoRA adapters on `samples` through the split runtime (defense on the wire) with
+    `cfg.strategy` over the runtime's clients, each on its own shard (`shards`, else `shard_samples`), or,
+    with `centralized`, on the unsplit model with the same adapters, data order and budget (the reference).
 
     Training stops with a FlbenchError naming the step as soon as the loss or an adapter weight is not finite
     (nothing is saved). The adapters, losses.jsonl and run.json are written to `out` as one unit (see
@@ -150,44 +184,51 @@ def train(rt: SplitRuntime, samples: list[Sample], cfg: TrainConfig, lora: LoraS
 
     if not samples:
         raise FlbenchError("no training samples")
-    trainer = (CentralizedTrainer if centralized else SequentialTrainer)(rt, lora, lr=cfg.lr, seed=cfg.seed)
+    n_clients = len(rt.clients)
+    shards = shard_samples(samples, n_clients, cfg) if shards is None else shards
+    if len(shards) != n_clients or sorted(i for s in shards for i in s) != list(range(len(samples))):
+        raise ValueError(f"shards must give each of the {n_clients} clients disjoint samples covering all {len(samples)}")
+    strategy = strategies.get(cfg.strategy)
+    examples = tuple(len(s) for s in shards)
+    trainer = (CentralizedTrainer(rt, lora, lr=cfg.lr, seed=cfg.seed) if centralized else
+               strategy.trainer()(rt, lora, lr=cfg.lr, seed=cfg.seed, client_examples=examples,
+                                  **cfg.strategy_options()))
     losses = []
     t0 = time.perf_counter()
-    n_clients = len(rt.clients)
-    desc = "centralized training" if centralized else "split training"
+    desc = "centralized training" if centralized else f"split training ({cfg.strategy})"
     bar = tqdm(total=cfg.steps * n_clients, desc=desc, unit="step", disable=not progress)
-    streams = [batches(rt.loaded.tokenizer, samples[c::n_clients] or samples, cfg, cfg.steps) for c in range(n_clients)]
+    streams = [batches(rt.loaded.tokenizer, [samples[i] for i in shard], cfg, cfg.steps) for shard in shards]
     params = _trainable(rt, trainer)
     try:
         for step in range(cfg.steps):
-            for c in range(n_clients):  # sequential strategy: clients take turns
-                where = f"step {step + 1}/{cfg.steps}" + (f", client {c}" if n_clients > 1 else "")
-                try:
-                    loss = trainer.step(**next(streams[c]), client=c)
-                except NonFiniteTensorError as e:  # activations overflowed before the loss could be computed
-                    raise FlbenchError(f"training diverged at {where} ({e}); nothing was saved; "
-                                       f"lower --lr (now {cfg.lr:g})") from None
-                except RuntimeError as e:  # e.g. AdamW's step size lr / (1 - β₁ᵗ) overflowing fp32
-                    if "overflow" not in str(e):
-                        raise
-                    raise FlbenchError(f"training diverged at {where} (numerical overflow: {str(e).splitlines()[0]}); "
-                                       f"nothing was saved; lower --lr (now {cfg.lr:g})") from None
+            where = f"step {step + 1}/{cfg.steps}"
+            try:
+                round_losses = trainer.train_round([next(s) for s in streams])
+            except NonFiniteTensorError as e:  # activations overflowed before the loss could be computed
+                raise FlbenchError(f"training diverged at {where} ({e}); nothing was saved; "
+                                   f"lower --lr (now {cfg.lr:g})") from None
+            except RuntimeError as e:  # e.g. AdamW's step size lr / (1 - β₁ᵗ) overflowing fp32
+                if "overflow" not in str(e):
+                    raise
+                raise FlbenchError(f"training diverged at {where} (numerical overflow: {str(e).splitlines()[0]}); "
+                                   f"nothing was saved; lower --lr (now {cfg.lr:g})") from None
+            for c, loss in enumerate(round_losses):
+                at = where + (f", client {c}" if n_clients > 1 else "")
                 bad = None if math.isfinite(loss) else f"loss {loss}"
                 if bad is None and (name := _first_nonfinite(params)) is not None:
                     bad = f"NaN/Inf in adapter weight {name}"
                 if bad is not None:
-                    raise FlbenchError(f"training diverged at {where} ({bad}); nothing was saved; "
+                    raise FlbenchError(f"training diverged at {at} ({bad}); nothing was saved; "
                                        f"lower --lr (now {cfg.lr:g})")
                 losses.append({"step": step, "client": c, "loss": loss})
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
     finally:
         bar.close()
+    trainer.finish()
     seconds = time.perf_counter() - t0
-    if centralized:
-        trainer.sync_to_parts()
     files: dict[str, bytes] = {}
-    for name, part in rt.modules().items():
+    for name, part in rt.checkpoint_modules().items():
         state = {k: v.contiguous() for k, v in adapter_state(part).items()}
         if any(not bool(torch.isfinite(v).all()) for v in state.values()):  # never save NaN adapters
             raise FlbenchError(f"training produced NaN/Inf adapter weights in {name}; nothing was saved; "
@@ -197,14 +238,20 @@ def train(rt: SplitRuntime, samples: list[Sample], cfg: TrainConfig, lora: LoraS
                 state, metadata={"format": "pt", "part": part.role, "first_block": str(part.first_block)})
     files["losses.jsonl"] = "".join(strict_json(r) + "\n" for r in losses).encode()
     window = max(1, len(losses) // 10)
+    labels = [[samples[i].label for i in shard] for shard in shards]
     summary = {
         **meta,
         "mode": "centralized" if centralized else "split",
         "train": asdict(cfg),
         "lora": asdict(lora),
-        "strategy": "centralized" if centralized else "sequential",
+        "strategy": "centralized" if centralized else cfg.strategy,
+        "strategy_state": trainer.describe(),
         "clients": n_clients,
         "samples": len(samples),
+        "shards": {"split": "iid" if cfg.non_iid is None else f"dirichlet({cfg.non_iid:g})",
+                   "sizes": list(examples),
+                   "labels": ([{str(y): ys.count(y) for y in sorted(set(ys))} for ys in labels]
+                              if all(y >= 0 for ys in labels for y in ys) else None)},
         "first_loss": losses[0]["loss"],
         "final_loss": losses[-1]["loss"],
         "final_loss_mean_last10pct": sum(r["loss"] for r in losses[-window:]) / window,

@@ -156,8 +156,9 @@ def utility_ci(task: Task, examples: list, preds: list, seed: int = CI_SEED) -> 
     Metrics that are means over examples (`task.example_scores`: accuracy, ROUGE, CoQA F1/EM, ...) are a
     percentile bootstrap of that mean (`bootstrap_ci`). Corpus-level metrics (CB macro-F1, MultiRC F1a/EM0)
     are recomputed by `task.score` on each resample of the task's `ci_unit`: examples, or groups (a MultiRC
-    question with all its answer options; each drawn group gets its own id so a question drawn twice counts
-    twice). Seeded, so the same predictions always give the same interval."""
+    question with all its answer options; a question drawn twice counts twice: its j-th draw is renamed
+    "<group>#j"). Seeded, so the same predictions always give the same interval."""
+    from collections import Counter
     from dataclasses import replace
 
     from flbench.metrics.stats import bootstrap_ci, bootstrap_statistic
@@ -174,14 +175,20 @@ def utility_ci(task: Task, examples: list, preds: list, seed: int = CI_SEED) -> 
             members = list(units.values())
         else:
             members = [[i] for i in range(len(examples))]
+        copies: dict[tuple[int, int], list] = {}  # (unit, j): the unit's examples as its j-th draw in a resample
+
+        def draw(u: int, j: int) -> list:
+            if (u, j) not in copies:
+                copies[u, j] = [replace(examples[i], group=f"{examples[i].group or examples[i].id}#{j}")
+                                if task.ci_unit == "group" and j else examples[i] for i in members[u]]
+            return copies[u, j]
 
         def statistic(idx) -> list[float]:
-            exs, ps = [], []
-            for k, u in enumerate(idx):
-                for i in members[u]:
-                    exs.append(replace(examples[i], group=f"{examples[i].group}#{k}") if task.ci_unit == "group"
-                               else examples[i])
-                    ps.append(preds[i])
+            exs, ps, seen = [], [], Counter()
+            for u in idx.tolist():
+                exs += draw(u, seen[u])
+                ps += [preds[i] for i in members[u]]
+                seen[u] += 1
             s = task.score(exs, ps)
             return [s[m] for m in corpus]
 

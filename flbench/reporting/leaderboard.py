@@ -110,6 +110,7 @@ MD_COLUMNS = ["model", "split", "defense", "noise_sigma", "snr", "epsilon", "att
 WORST_MD_COLUMNS = ["model", "split", "defense", "noise_sigma", "snr", "epsilon", "finetune_steps", "task", "task_n",
                     "utility", "baseline", "relative_utility", "worst_recovery", "worst_attack", "score", "dcs",
                     "pareto"]
+RESERVED = frozenset(HEAD_COLUMNS + UTILITY_COLUMNS + TAIL_COLUMNS + WORST_COLUMNS)
 CELL_FREE_KEYS = ("attacks", "attack_params", "victims")  # what differs between the attacks of one cell
 CENTRALIZED = "centralized"
 NAN = float("nan")
@@ -301,7 +302,7 @@ def _row(r: dict) -> tuple[dict, dict]:
     }
     row["beats_baseline"] = _beats(row)
     for m, v in am.items():
-        if m not in FIXED_ATTACK_METRICS:
+        if m not in row and m not in RESERVED:  # an attack metric never overwrites a column of its own name
             row[m] = _f(v)
     for m, v in tm.items():
         row[f"u_{m}"] = _f(v)
@@ -311,7 +312,7 @@ def _row(r: dict) -> tuple[dict, dict]:
         "task_key": rec.canonical_json(cfg.get("task")) if "task" in cfg else rec.canonical_json(t.get("name")),
         "ft_key": rec.canonical_json(rec.normalize_numbers(cfg.get("finetune"))),
         "seed": rec.canonical_json(cfg.get("seed", (r.get("seeds") or {}).get("seed"))),
-        "attack_metrics": [m for m in am if m not in FIXED_ATTACK_METRICS],
+        "attack_metrics": [m for m in am if m not in FIXED_ATTACK_METRICS and m not in RESERVED],
         "utility_metrics": [f"u_{m}" for m in tm],
     }
     return row, hidden
@@ -418,7 +419,6 @@ def build(records: Iterable[dict]):
         _score_row(row, row["recovery"])
     _mark_pareto(rows, ("model", "task", "attack", "attack_data"), "recovery")
     other_attack = sorted({m for h in hidden for m in h["attack_metrics"]})
-    other_attack = [m for m in other_attack if m not in HEAD_COLUMNS and m not in TAIL_COLUMNS]
     u_cols = sorted({m for h in hidden for m in h["utility_metrics"]})
     columns = HEAD_COLUMNS + other_attack + UTILITY_COLUMNS + u_cols + TAIL_COLUMNS
     df = _frame(rows, columns)

@@ -28,7 +28,6 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import ClassVar
 
 from flbench.data.paths import read_jsonl
 from flbench.core.errors import FlbenchError

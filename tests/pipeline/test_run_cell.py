@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from attacks import attacks
 from flbench.experiments.records import config_hash, is_done, read_records
 from flbench.pipeline.cell import run_cell
 from flbench.pipeline.config import RunConfig, validate
@@ -34,6 +35,10 @@ def test_run_writes_one_record_per_attack(cli, tmp_path):
         assert r["defense"]["name"] == "gaussian" and r["defense"]["noise_sigma"] == 0.5
         assert r["defense"]["snr"] is not None and r["defense"]["snr"] > 0
         assert r["task"]["name"] == "sst2" and r["task"]["n"] == 4 and "accuracy" in r["task"]["metrics"]
+        ci = r["task"]["ci"]["accuracy"]  # the point value stays in metrics; its 95% CI beside it
+        assert ci["mean"] == r["task"]["metrics"]["accuracy"] and ci["n"] == 4 and ci["ci_low"] <= ci["ci_high"]
+        assert r["task"]["baselines"]["chance"]["metrics"] == {"accuracy": 0.5}
+        assert r["attack"]["primary"] == attacks.get(r["attack"]["name"]).primary_metric
         assert r["wire"]["bytes_total"] > 0
         m = r["attack"]["metrics"]["token_accuracy"]
         assert m["ci_low"] <= m["mean"] <= m["ci_high"]

@@ -263,7 +263,7 @@ def test_out_of_order_kinds_are_rejected(tiny):
     with pytest.raises(WireError, match="no prefill session"):
         rt.server.forward(rt.wire.transmit(step))
     # a new prompt while the server awaits the GRAD_B of a training forward
-    logits, _ = rt.train_forward(ids, mask)
+    rt.train_forward(ids, mask)
     with pytest.raises(WireError, match="still awaits its GRAD_B"):
         rt.forward(ids, mask)
 
@@ -381,6 +381,15 @@ def test_an_empty_prefill_never_reaches_the_server(tiny, monkeypatch):
     with pytest.raises(WireError, match="empty prompt in a prefill"), torch.no_grad():
         rt.prefill(ids, mask)
     assert calls == []
+
+
+def test_a_different_wire_dtype_is_rejected(captured, tiny):
+    """A bf16 message (a valid one) on a link configured for fp32."""
+    data = captured[("bf16", Kind.HIDDEN_A, Phase.PREFILL)]
+    d = tiny.model.config.hidden_size
+    assert decode(data, d).n == sum(LENGTHS)
+    with pytest.raises(WireError, match="wire dtype bf16, but this link carries fp32"):
+        decode(data, d, expect_dtype="fp32")
 
 
 def test_unknown_flag_bits_are_rejected(captured, tiny):

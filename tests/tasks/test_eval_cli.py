@@ -33,6 +33,13 @@ def test_eval_json_split_vs_centralized(cli):
         assert o["task"] == "rte" and o["n"] == 4 and set(o["metrics"]) == {"accuracy"}
         assert {"bytes_total", "messages"} <= set(o["wire"]) and o["seconds"] >= 0
     assert res[False]["metrics"] == res[True]["metrics"] and res[False]["wire"]["bytes_total"] > 0
+    for o in res.values():  # utility with its 95% CI over the 4 examples, beside the task's baselines
+        ci = o["ci"]["accuracy"]
+        assert ci["n"] == 4 and ci["mean"] == o["metrics"]["accuracy"] and ci["ci_low"] <= ci["mean"] <= ci["ci_high"]
+        assert o["primary"] == "accuracy" and o["baselines"]["chance"]["metrics"] == {"accuracy": 0.5}
+        assert set(o["baselines"]) == {"chance", "majority"}
+    code, out, err = cli("eval", "--task", "rte", "--model", "tiny-llama", "--split", "1,1", "--limit", "4")
+    assert code == 0 and "(95% CI; accuracy baselines: chance 0.500, majority " in out and "n=4" in out
 
 
 @needs_data

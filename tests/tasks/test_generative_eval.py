@@ -128,7 +128,10 @@ def test_eval_cli_generative_json(cli):
     outs = eval_both(cli, "--task", "private-qa", "--model", "tiny-llama", "--split", "1,1", "--limit", "3",
                      "--batch-size", "2")
     assert outs[False]["examples"] == outs[True]["examples"] and outs[False]["wire"]["bytes_total"] > 0
-    assert {"task", "metrics", "n", "seconds", "wire", "examples"} <= set(outs[False])
+    assert {"task", "metrics", "n", "seconds", "wire", "examples", "ci", "baselines"} <= set(outs[False])
+    o = outs[False]
+    assert set(o["ci"]) == {"em", "f1"} and all(c["n"] == 3 for c in o["ci"].values())
+    assert o["baselines"]["chance"]["metrics"] is None and set(o["baselines"]["majority"]["metrics"]) == {"em", "f1"}
 
 
 def test_eval_generative_with_checkpoint(cli, tiny_checkpoint):
