@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from splits.parts import Part
+from splits.parts import Part, part_placement
 from splits.sequence import SequenceState, lengths_and_side, pack, unpack
 from splits.wire import FIELD_MAX, Kind, Message, Phase, protocol_error
 
@@ -123,9 +123,28 @@ class _Link:
         self.count = (self.count + 1) & FIELD_MAX
 
 
+# Devices and dtypes: the wire's domain is fp32 on the CPU (what the wire encodes from and decodes to, what
+# taps and attacks see, where the defense draws its noise). Each party computes on its own device in its own
+# compute dtype (`--client-device`/`--server-device`, `--dtype`): it moves what it sends to the wire's domain
+# (`_edge`) and what it receives to its part's device and dtype (`_recv`). Both are differentiable, so
+# gradients flow across the conversion; with everything in fp32 on the CPU both are no-ops.
+def _edge(t: torch.Tensor) -> torch.Tensor:
+    return t.to(device="cpu", dtype=torch.float32)
+
+
+def _pack_edge(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return _edge(pack(h, mask.to(h.device)))
+
+
+def _recv(part: Part, flat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A received (n, d) wire tensor → the padded (B, T, d) batch on the part's device, in its compute dtype."""
+    device, dtype = part_placement(part)
+    return unpack(flat.to(device=device, dtype=dtype), mask.to(device))
+
+
 def _reply(kind: Kind, src: Message, h: torch.Tensor, state: SequenceState) -> Message:
-    return Message(kind, src.phase, pack(h, state.new_mask(src.seqlen)), src.ints, src.seqlen, src.past,
-                   src.left_pad, src.client)
+    return Message(kind, src.phase, _pack_edge(h.detach(), state.new_mask(src.seqlen)), src.ints, src.seqlen,
+                   src.past, src.left_pad, src.client)
 
 
 @dataclass
@@ -162,7 +181,7 @@ class ClientParty:
 
     def _send_hidden(self, ids: torch.Tensor, msg: Message) -> Message:
         st = self._head.state
-        h = self.head(ids, st.mask, _positions(st, msg), self._head.cache)
+        h = _edge(self.head(ids, st.mask, _positions(st, msg), self._head.cache))  # graph kept: backprop reaches the head
         sent = h if self.defense is None else self.defense(h, self.generator)
         self._head.out = sent if sent.requires_grad else None
         msg.tensor = pack(sent, st.new_mask(msg.seqlen))
@@ -188,12 +207,12 @@ class ClientParty:
         self._request = None
         self._tail.open(self.tail, msg)
         st = self._tail.state
-        x = unpack(msg.tensor, st.new_mask(msg.seqlen))
+        x = _recv(self.tail, msg.tensor, st.new_mask(msg.seqlen))
         if msg.phase == Phase.TRAIN:
             x.requires_grad_(True)
             self._tail.leaf = x
             self._train = req
-        return self.tail(x, st.mask, _positions(st, msg), self._tail.cache)
+        return self.tail(x, st.mask, _positions(st, msg), self._tail.cache).to("cpu")  # logits for the caller, on the CPU
 
     def send_grad(self, template: Message | None = None) -> Message:
         """After loss.backward(): ship dL/dh_B for the real tokens of the training forward (the client
@@ -268,7 +287,7 @@ class ServerParty:
         slot = self._check_prompt(msg)
         slot.link.accept()
         slot.open(self.trunk, msg)
-        x = unpack(msg.tensor, slot.state.new_mask(msg.seqlen))
+        x = _recv(self.trunk, msg.tensor, slot.state.new_mask(msg.seqlen))
         if msg.phase == Phase.TRAIN:
             x.requires_grad_(True)
             slot.leaf = x
@@ -283,7 +302,7 @@ class ServerParty:
             raise protocol_error(f"{_what(msg)}: client {msg.client}'s forward was a client batch; "
                                  "its gradient goes with the batch's (backward_batch)")
         slot.link.accept()
-        g = unpack(msg.tensor, slot.state.new_mask(msg.seqlen))
+        g = _recv(self.trunk, msg.tensor, slot.state.new_mask(msg.seqlen))
         slot.out.backward(g)
         grad = slot.leaf.grad if slot.leaf.grad is not None else torch.zeros_like(slot.leaf)
         slot.out = slot.leaf = None
@@ -311,11 +330,11 @@ class ServerParty:
         lengths = torch.cat([m.ints.long() for m in msgs])
         left = all(m.left_pad for m in msgs)
         state = SequenceState.from_lengths(lengths, max(m.seqlen for m in msgs), left)
-        x = unpack(torch.cat([m.tensor for m in msgs]), state.mask).requires_grad_(True)
+        x = _recv(self.trunk, torch.cat([m.tensor for m in msgs]), state.mask).requires_grad_(True)
         h = self.trunk(x, state.mask, state.prefill_positions(), None)
         group = _Group(cids, [m.n for m in msgs], state, x, h)
         replies = []
-        for m, slot, part in zip(msgs, slots, torch.split(pack(h, state.mask), group.counts)):
+        for m, slot, part in zip(msgs, slots, torch.split(_pack_edge(h.detach(), state.mask), group.counts)):
             slot.link.accept()
             slot.open(self.trunk, m)
             slot.leaf = slot.out = None
@@ -334,10 +353,10 @@ class ServerParty:
         for m, slot in zip(msgs, slots):
             slot.link.accept()
             group.grads[m.client] = m.tensor
-        g = unpack(torch.cat([group.grads[c] for c in group.clients]), group.state.mask)
+        g = _recv(self.trunk, torch.cat([group.grads[c] for c in group.clients]), group.state.mask)
         group.out.backward(g)
         leaf_grad = group.leaf.grad if group.leaf.grad is not None else torch.zeros_like(group.leaf)
-        parts = dict(zip(group.clients, torch.split(pack(leaf_grad, group.state.mask), group.counts)))
+        parts = dict(zip(group.clients, torch.split(_pack_edge(leaf_grad, group.state.mask), group.counts)))
         replies = []
         for m, slot in zip(msgs, slots):
             src = slot.pending

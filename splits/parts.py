@@ -20,6 +20,68 @@ from torch import nn
 from transformers import DynamicCache
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
+from flbench.core.errors import FlbenchError
+
+# Compute dtypes of the parts (`--dtype`); distinct from the wire dtype (`--wire-dtype`, splits.wire).
+COMPUTE_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def available_devices() -> list[str]:
+    """The devices this machine offers: cpu, then cuda:0..cuda:N-1 (and mps where present)."""
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
+def check_device(name: str, flag: str = "--device") -> str:
+    """A device name this machine has (`cpu`, `cuda`, `cuda:1`, `mps`), normalised; else one FlbenchError line."""
+    have = available_devices()
+    try:
+        dev = torch.device(str(name).strip())
+    except (RuntimeError, ValueError):
+        raise FlbenchError(f"{flag} {name!r} is not a device name; available here: {', '.join(have)}") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise FlbenchError(f"{flag} {name!r}: device type {dev.type} is not supported; available here: {', '.join(have)}")
+    text = "cpu" if dev.type == "cpu" else str(dev)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FlbenchError(f"{flag} {name!r}: CUDA is not available on this machine; available here: {', '.join(have)}")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise FlbenchError(f"{flag} {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                           f"available here: {', '.join(have)}")
+    if dev.type == "mps" and text not in have:
+        raise FlbenchError(f"{flag} {name!r}: MPS is not available on this machine; available here: {', '.join(have)}")
+    return text
+
+
+def check_dtype(name: str, flag: str = "--dtype") -> torch.dtype:
+    if name not in COMPUTE_DTYPES:
+        raise FlbenchError(f"{flag} {name!r}: accepted {', '.join(COMPUTE_DTYPES)}")
+    return COMPUTE_DTYPES[name]
+
+
+def place(module: nn.Module, device: str | torch.device = "cpu", dtype: str = "fp32") -> nn.Module:
+    """Move a part or a whole causal LM to `device` and cast it to compute dtype `dtype`, in place. Rotary
+    embeddings keep their fp32 frequency table (as transformers builds it; cos/sin are cast to the hidden
+    states' dtype when used), so a split part and the centralized model at one dtype compute the same."""
+    module.to(device=device, dtype=check_dtype(dtype))
+    for name, sub in module.named_modules():
+        if name.endswith("rotary_emb"):
+            sub.float()
+    return module
+
+
+def part_placement(part: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """(device, compute dtype) of a part: those of its first floating-point parameter (LoRA adapters, kept in
+    fp32 master weights, are skipped)."""
+    for n, p in part.named_parameters():
+        if p.is_floating_point() and "lora_" not in n:
+            return p.device, p.dtype
+    return torch.device("cpu"), torch.float32
+
 
 class Part(nn.Module):
     def __init__(
@@ -88,7 +150,9 @@ class Part(nn.Module):
         mask2d: (B, past + T) padding mask (1 = real token); position_ids: (B, T).
         Returns hidden states (B, T, d), or logits (B, T, V) for the tail.
         """
-        hidden = self.embed_tokens(x) if self.embed_tokens is not None else x
+        device, dtype = part_placement(self)
+        mask2d, position_ids = mask2d.to(device), position_ids.to(device)
+        hidden = self.embed_tokens(x.to(device)) if self.embed_tokens is not None else x.to(device=device, dtype=dtype)
         if self.n_blocks:
             masks = self._masks(hidden, mask2d, position_ids, cache)
             pos_emb = self.rotary_emb(hidden, position_ids=position_ids)

@@ -16,6 +16,7 @@ import torch
 
 from splits.parties import ClientParty, Defense, ServerParty
 from splits.partition import SplitSpec, build_split
+from splits.parts import COMPUTE_DTYPES, check_device, check_dtype, part_placement, place
 from splits.wire import Message, Phase, Wire
 
 
@@ -29,10 +30,24 @@ class SplitRuntime:
         defense: Defense | None = None,
         generator: torch.Generator | None = None,
         max_message_bytes: int | None = None,
+        dtype: str | None = None,
+        client_device: str | None = None,
+        server_device: str | None = None,
     ) -> None:
+        """`dtype`: the parts' compute dtype (fp32|bf16|fp16; default: the loaded model's); `client_device` /
+        `server_device`: where the clients' heads and tails / the server's trunk run (default: the loaded
+        model's device). Parts are cast and moved copies; the wire carries `wire_dtype` either way."""
         self.loaded = loaded
         self.spec = spec
+        dev0, dt0 = part_placement(loaded.model)
+        self.dtype = dtype or next((k for k, v in COMPUTE_DTYPES.items() if v == dt0), "fp32")
+        check_dtype(self.dtype)
+        self.client_device = check_device(client_device or str(dev0), "--client-device")
+        self.server_device = check_device(server_device or str(dev0), "--server-device")
         self.parts = build_split(loaded.model, spec, n_clients)
+        for part in self.parts.heads + self.parts.tails:
+            place(part, self.client_device, self.dtype)
+        place(self.parts.trunk, self.server_device, self.dtype)
         self.hidden_size = int(loaded.model.config.hidden_size)
         context = getattr(loaded.model.config, "max_position_embeddings", None)
         self.wire = Wire(self.hidden_size, wire_dtype, max_message_bytes=max_message_bytes, context=context)
@@ -47,8 +62,12 @@ class SplitRuntime:
         before training: the sub-servers start with fresh states."""
         if len(self.servers) == len(self.clients):
             return
-        trunks = [self.parts.trunk] + [copy.deepcopy(self.parts.trunk) for _ in self.clients[1:]]
+        trunks = [self.parts.trunk] + [copy.deepcopy(self.parts.trunk) for _ in self.clients[1:]]  # same device/dtype
         self.servers = [ServerParty(t, (c,)) for c, t in enumerate(trunks)]
+
+    def placement(self) -> dict:
+        """What records and JSON outputs state: the compute dtype and every party's device."""
+        return {"dtype": self.dtype, "client_device": self.client_device, "server_device": self.server_device}
 
     @property
     def config(self) -> Any:

@@ -67,6 +67,8 @@ def apply_lora(rt: SplitRuntime, lora: LoraSpec, seed: int = 0) -> dict[str, lis
             inject_adapter_in_model(lora.peft_config(), part)
             for n, p in part.named_parameters():
                 p.requires_grad_("lora_" in n)
+                if "lora_" in n and p.dtype != torch.float32:  # fp32 master weights under a bf16/fp16 part
+                    p.data = p.data.float()
         party = party_of(name)
         params.setdefault(party, []).extend(p for p in part.parameters() if p.requires_grad)
     if not any(params.values()):

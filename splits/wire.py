@@ -159,13 +159,13 @@ def _sizes(batch: int, n: int, seqlen: int, hidden_size: int, wire_dtype: str) -
 
 
 def encode(msg: Message, wire_dtype: str) -> bytes:
-    t = msg.tensor.detach()
+    t = msg.tensor.detach().cpu()
     if wire_dtype == "bf16":
         # numpy has no bfloat16: ship the raw 16-bit patterns
         payload = t.to(torch.bfloat16).contiguous().view(torch.int16).numpy().tobytes()
     else:
         payload = t.to(WIRE_DTYPES[wire_dtype]).contiguous().numpy().tobytes()
-    ints = msg.ints.to(torch.int32).contiguous().numpy().tobytes()
+    ints = msg.ints.to(device="cpu", dtype=torch.int32).contiguous().numpy().tobytes()
     body = ints + payload
     fields = (MAGIC, VERSION, int(msg.kind), int(msg.phase), _DTYPE_CODE[wire_dtype],
               FLAG_LEFT_PAD if msg.left_pad else 0, msg.client, msg.batch, msg.seq & FIELD_MAX, msg.seqlen,

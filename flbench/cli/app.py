@@ -12,7 +12,9 @@ from flbench.cli.eval import eval_cmd
 from flbench.cli.generate import generate
 from flbench.cli.leaderboard import leaderboard_cmd
 from flbench.cli.ls import ls_cmd
+from flbench.cli.plan import plan_cmd
 from flbench.cli.plot import plot_cmd
+from flbench.cli.repartition import repartition_cmd
 from flbench.cli.run import run_cmd
 from flbench.cli.sweep import sweep_cmd
 from flbench.cli.train import train
@@ -32,7 +34,8 @@ def cli() -> None:
     """
 
 
-for _command in (ls_cmd, generate, train, attack, eval_cmd, bench, run_cmd, sweep_cmd, leaderboard_cmd, plot_cmd):
+for _command in (ls_cmd, generate, train, attack, eval_cmd, bench, run_cmd, sweep_cmd, leaderboard_cmd, plot_cmd,
+                 repartition_cmd, plan_cmd):
     cli.add_command(_command)
 
 

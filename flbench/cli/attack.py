@@ -7,9 +7,11 @@ from flbench.cli.common import (
     defense_options,
     defense_spec,
     emit,
+    compute_options,
     given,
     make_cli_defense,
     parse_kv,
+    resolve_devices,
     wire_options,
 )
 from flbench.core.errors import FlbenchError
@@ -27,7 +29,7 @@ OPTIONS = {
     "model": "--model", "split": "--split", "attack": "--attack", "params": "--attack-param",
     "defense": "--defense", "defense.params": None, "victims.data": "--data", "victims.data_file": "--data-file",
     "victims.limit": "--limit", "victims.max_length": "--max-length", "victims.aux_data": "--aux-data",
-    "victims.aux_limit": "--aux-limit", "wire_dtype": "--wire-dtype", "seed": "--seed",
+    "victims.aux_limit": "--aux-limit", "wire_dtype": "--wire-dtype", "dtype": "--dtype", "seed": "--seed",
 }
 
 
@@ -54,10 +56,12 @@ OPTIONS = {
 @click.option("--task-limit", type=int, default=default(TaskConfig, "limit"), show_default=True,
               help="eval examples of --task")
 @wire_options
+@compute_options()
 @defense_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 def attack(model, split_text, attack_name, attack_params, data, data_file, aux_data, aux_limit, limit, max_length,
-           task_name, task_limit, wire_dtype, as_json, **defense_opts) -> None:
+           task_name, task_limit, wire_dtype, dtype, device, client_device, server_device, as_json,
+           **defense_opts) -> None:
     """Attack the traffic the server saw on victim data; score recovery with 95% bootstrap CIs.
 
     Everything (names, parameters, data) is validated before the model is loaded."""
@@ -74,7 +78,8 @@ def attack(model, split_text, attack_name, attack_params, data, data_file, aux_d
     cfg = validate(AttackConfig, {
         "model": model, "split": split_text, "defense": {"name": dspec.pop("name"), "params": dspec},
         "attack": attack_name, "params": dict(parse_kv(attack_params)), "victims": victims,
-        "wire_dtype": wire_dtype, "seed": defense_opts["seed"]}, options=OPTIONS)
+        "wire_dtype": wire_dtype, "dtype": dtype, "seed": defense_opts["seed"]}, options=OPTIONS)
+    devices = resolve_devices(device, client_device, server_device)
     task = None
     if task_name is not None:
         task = validate(TaskConfig, {"name": task_name, "limit": task_limit}, options={"name": "--task",
@@ -83,7 +88,8 @@ def attack(model, split_text, attack_name, attack_params, data, data_file, aux_d
         raise FlbenchError("--task-limit applies to --task; give --task NAME (flbench ls tasks) or drop it")
     defense, gen = make_cli_defense(**defense_opts)
     u_defense, u_gen = make_cli_defense(**defense_opts) if task is not None else (None, None)
-    res = run_attack(cfg, defense, gen, task=task, utility_defense=u_defense, utility_generator=u_gen)
+    res = run_attack(cfg, defense, gen, task=task, utility_defense=u_defense, utility_generator=u_gen,
+                     devices=devices)
 
     def human(o):
         snr = (o.get("snr") or {}).get("rms")

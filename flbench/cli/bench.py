@@ -7,10 +7,12 @@ from flbench.cli.common import (
     DEFAULT_MODEL,
     DEFAULT_SPLIT,
     POSITIVE_INT,
+    compute_options,
     IntList,
     emit,
     invocation,
     parse_split_option,
+    resolve_devices,
 )
 from flbench.core.io import check_output
 
@@ -29,18 +31,21 @@ def bench() -> None:
 @click.option("--new-tokens", type=POSITIVE_INT, default=128, show_default=True)
 @click.option("--batch-sizes", type=IntList(min=1), default="1,4", show_default=True, help="comma-separated")
 @click.option("--repeats", type=POSITIVE_INT, default=2, show_default=True, help="timed repeats per mode (median)")
+@compute_options()
 @click.option("--out", type=click.Path(), default=None, help=OUT_HELP.format("inference"))
 @click.option("--overwrite", is_flag=True, help="replace an existing --out file")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
-def bench_inference_cmd(model, split_text, prompt_tokens, new_tokens, batch_sizes, repeats, out, overwrite,
-                        as_json) -> None:
+def bench_inference_cmd(model, split_text, prompt_tokens, new_tokens, batch_sizes, repeats, dtype, device,
+                        client_device, server_device, out, overwrite, as_json) -> None:
     """Centralized vs split KV-cached vs split naive generation tokens/s."""
     from flbench.pipeline.bench import bench_inference, write_result
 
     parse_split_option(split_text)
     if out is not None:
         check_output(out, kind="file", overwrite=overwrite)  # before the benchmark, not after it
-    res = bench_inference(model, split_text, prompt_tokens, new_tokens, batch_sizes, repeats)
+    devices = resolve_devices(device, client_device, server_device)
+    res = bench_inference(model, split_text, prompt_tokens, new_tokens, batch_sizes, repeats, dtype=dtype,
+                          devices=devices)
     write_result(res, out, invocation())
 
     def human(o):
@@ -59,17 +64,20 @@ def bench_inference_cmd(model, split_text, prompt_tokens, new_tokens, batch_size
 @click.option("--batch", type=POSITIVE_INT, default=4, show_default=True)
 @click.option("--seq-len", type=POSITIVE_INT, default=128, show_default=True)
 @click.option("--steps", type=POSITIVE_INT, default=5, show_default=True, help="timed steps (median)")
+@compute_options()
 @click.option("--out", type=click.Path(), default=None, help=OUT_HELP.format("training"))
 @click.option("--overwrite", is_flag=True, help="replace an existing --out file")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
-def bench_training_cmd(model, split_text, batch, seq_len, steps, out, overwrite, as_json) -> None:
+def bench_training_cmd(model, split_text, batch, seq_len, steps, dtype, device, client_device, server_device, out,
+                       overwrite, as_json) -> None:
     """Split LoRA training step vs the unsplit model's step, side by side."""
     from flbench.pipeline.bench import bench_training, write_result
 
     parse_split_option(split_text)
     if out is not None:
         check_output(out, kind="file", overwrite=overwrite)
-    res = bench_training(model, split_text, batch, seq_len, steps)
+    devices = resolve_devices(device, client_device, server_device)
+    res = bench_training(model, split_text, batch, seq_len, steps, dtype=dtype, devices=devices)
     write_result(res, out, invocation())
 
     def human(o):

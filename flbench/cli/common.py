@@ -82,6 +82,42 @@ def wire_options(f):
     return f
 
 
+DTYPE_HELP = ("compute dtype of the model parts (distinct from --wire-dtype, the tensors' dtype on the wire); "
+              "fp16 and bf16 keep LoRA adapters in fp32 master weights")
+
+
+def compute_options(parties: bool = True):
+    """--dtype, --device and (with `parties`: commands that build a split) --client-device / --server-device."""
+    def deco(f):
+        opts = [click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+                             help=DTYPE_HELP),
+                click.option("--device", default="cpu", show_default=True,
+                             help="device of every party (and of the unsplit model): cpu, cuda, cuda:N, mps")]
+        if parties:
+            opts += [click.option("--client-device", default=None, help="device of the clients' head and tail "
+                                                                        "[default: --device]"),
+                     click.option("--server-device", default=None, help="device of the server's trunk "
+                                                                        "[default: --device]")]
+        for o in reversed(opts):
+            f = o(f)
+        return f
+    return deco
+
+
+def resolve_devices(device: str, client_device: str | None = None, server_device: str | None = None,
+                    centralized: bool = False) -> dict:
+    """Check every device against this machine (one line naming what is available) before any loading →
+    {"device", "client_device", "server_device"}. --client/--server-device mean nothing without a split."""
+    from splits.parts import check_device
+
+    refuse_with("--centralized", centralized, "client_device", "server_device",
+                why="the unsplit model runs on --device")
+    dev = check_device(device, "--device")
+    return {"device": dev,
+            "client_device": check_device(client_device, "--client-device") if client_device else dev,
+            "server_device": check_device(server_device, "--server-device") if server_device else dev}
+
+
 def defense_options(f):
     """--defense, the flags every registered defense declares on its parameters (field metadata "flag",
     "help"; see defenses/__init__.py), --seed and --secure-noise. Nothing here names a defense."""

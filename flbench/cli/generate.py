@@ -7,11 +7,13 @@ from flbench.cli.common import (
     DEFAULT_MODEL,
     DEFAULT_SPLIT,
     POSITIVE_INT,
+    compute_options,
     defense_options,
     emit,
     make_cli_defense,
     parse_split_option,
     refuse_with,
+    resolve_devices,
     wire_options,
 )
 from flbench.core.errors import FlbenchError
@@ -27,10 +29,11 @@ from flbench.core.errors import FlbenchError
 @click.option("--no-kv-cache", is_flag=True, help="naive split: re-send and recompute the whole sequence every step")
 @click.option("--chat", is_flag=True, help="wrap each prompt in the model's chat template")
 @wire_options
+@compute_options()
 @defense_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
-def generate(model, split_text, prompts, max_new_tokens, centralized, no_kv_cache, chat, wire_dtype, as_json,
-             **defense_opts) -> None:
+def generate(model, split_text, prompts, max_new_tokens, centralized, no_kv_cache, chat, wire_dtype, dtype, device,
+             client_device, server_device, as_json, **defense_opts) -> None:
     """Greedy generation through the split (KV-cached by default)."""
     from flbench.models import load_model
     from flbench.pipeline.generation import (
@@ -43,22 +46,26 @@ def generate(model, split_text, prompts, max_new_tokens, centralized, no_kv_cach
     if centralized and no_kv_cache:
         raise FlbenchError("--centralized and --no-kv-cache exclude each other; pick one")
     refuse_with("--centralized", centralized, "wire_dtype", why="the unsplit model sends nothing over a wire")
+    devices = resolve_devices(device, client_device, server_device, centralized)
     spec = parse_split_option(split_text)
     defense, gen = make_cli_defense(**defense_opts)
     if centralized and defense.name != "none":
         raise FlbenchError(f"--centralized runs the unsplit model: there is no wire for --defense {defense.name}")
-    loaded = load_model(model)
+    loaded = load_model(model, dtype=dtype, device=devices["device"])
     spec.validate(len(loaded.model.model.layers))
     ids, mask = encode_prompts(loaded.tokenizer, list(prompts), chat)
     check_context(loaded, mask, max_new_tokens)  # before generating: a huge --max-new-tokens never starts
     mode = "centralized" if centralized else "naive" if no_kv_cache else "kv-cache"
-    rt = None if centralized else SplitRuntime(loaded, spec, wire_dtype=wire_dtype, defense=defense, generator=gen)
+    rt = None if centralized else SplitRuntime(loaded, spec, wire_dtype=wire_dtype, defense=defense, generator=gen,
+                                                 client_device=devices["client_device"],
+                                                 server_device=devices["server_device"])
     res = run_generation(loaded, ids, mask, max_new_tokens, mode, spec, rt)
     texts = [loaded.tokenizer.decode(t, skip_special_tokens=True) for t in res.token_ids]
     out = {
         "model": loaded.name,
         "split": None if centralized else str(spec),
         "mode": mode,
+        "compute": ({"dtype": dtype, "device": devices["device"]} if centralized else rt.placement()),
         "texts": texts,
         "token_ids": res.token_ids,
         "new_tokens": res.new_tokens,

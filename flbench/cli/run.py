@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from flbench.cli.common import defense_options, defense_spec, emit, given, parse_kv
+from flbench.cli.common import compute_options, defense_options, defense_spec, emit, given, parse_kv, resolve_devices
 from flbench.core.errors import FlbenchError
 from flbench.pipeline.config import (
     DEFAULT_MODEL,
@@ -24,7 +24,7 @@ OPTIONS = {
     "finetune.lora_alpha": "--finetune-lora-alpha", "attacks": "--attack", "attack_params": "--attack-param",
     "victims": "--victims", "victims.data": "--victims", "victims.limit": "--victim-limit",
     "victims.max_length": "--victim-max-length", "victims.aux_data": "--aux-data",
-    "victims.aux_limit": "--aux-limit", "seed": "--seed",
+    "victims.aux_limit": "--aux-limit", "dtype": "--dtype", "seed": "--seed",
 }
 FINETUNE = {"finetune_batch_size": "batch_size", "finetune_lr": "lr", "finetune_max_length": "max_length",
             "finetune_lora_rank": "lora_rank", "finetune_lora_alpha": "lora_alpha"}
@@ -82,10 +82,11 @@ def _explicit(names) -> list[str]:
 @click.option("--aux-limit", type=int, default=default(VictimsConfig, "aux_limit"), show_default=True,
               help="auxiliary texts per corpus")
 @defense_options
+@compute_options()
 @click.option("--out", default="results/runs", show_default=True, help="directory for the records")
 @click.option("--json", "as_json", is_flag=True, help="print the records as one JSON object on stdout")
 def run_cmd(model, split_text, centralized, task_name, task_limit, task_batch_size, finetune_steps, attacks,
-            attack_params, out, as_json, **opts) -> None:
+            attack_params, dtype, device, client_device, server_device, out, as_json, **opts) -> None:
     """One benchmark cell: [fine-tune] → utility → capture → attacks; one record per attack under --out.
 
     Everything is validated (names, parameters, output directory) before the model is loaded."""
@@ -123,12 +124,14 @@ def run_cmd(model, split_text, centralized, task_name, task_limit, task_batch_si
         "victims": ({**{VICTIMS[k]: v for k, v in victim_opts.items()},
                      "aux_data": [a.strip() for a in victim_opts["aux_data"].split(",") if a.strip()]}
                     if attacks else None),
+        "dtype": dtype,
         "seed": opts["seed"],
     }
     options = dict(OPTIONS, split="--centralized" if centralized else "--split")
     cfg = validate(RunConfig, data, options=options)
+    devices = resolve_devices(device, client_device, server_device, centralized)
     out_dir = check_output(out, kind="dir", existing_dir_ok=True)
-    records = run_cell(cfg, progress=True)
+    records = run_cell(cfg, progress=True, devices=devices)
     paths = [str(p) for p in write_cell(records, out_dir, cfg.hash)]
     click.echo(f"[flbench] cell {cfg.hash}: {len(records)} record(s) in {out_dir}", err=True)
 

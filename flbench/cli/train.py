@@ -7,12 +7,14 @@ from flbench.cli.common import (
     DEFAULT_MODEL,
     DEFAULT_SPLIT,
     POSITIVE_INT,
+    compute_options,
     FiniteFloatRange,
     defense_options,
     emit,
     make_cli_defense,
     parse_split_option,
     refuse_with,
+    resolve_devices,
     wire_options,
 )
 from flbench.core.errors import FlbenchError
@@ -54,11 +56,12 @@ STRATEGY_HELP = "; ".join(f"{name}: {s.summary}" for name, s in strategies.items
               help="new or empty directory for adapters, run.json and losses.jsonl")
 @click.option("--overwrite", is_flag=True, help="replace the --out directory of an earlier run")
 @wire_options
+@compute_options()
 @defense_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 def train(model, split_text, data_file, task_name, data_dir, centralized, strategy, clients, sync_every, non_iid, steps,
-          batch_size, max_length, lr, lora_rank, lora_alpha, train_parts, out, overwrite, wire_dtype, as_json,
-          **defense_opts) -> None:
+          batch_size, max_length, lr, lora_rank, lora_alpha, train_parts, out, overwrite, wire_dtype, dtype, device,
+          client_device, server_device, as_json, **defense_opts) -> None:
     """Split LoRA fine-tuning with the defense active on the wire."""
     from flbench.data.files import load_data_file
     from flbench.models import load_model
@@ -83,6 +86,7 @@ def train(model, split_text, data_file, task_name, data_dir, centralized, strate
     refuse_with("--centralized", centralized, "strategy", "sync_every", "non_iid",
                 why="the unsplit reference has one data owner and no training strategy")
     refuse_with("--clients 1", clients == 1, "non_iid", why="one client holds all the data")
+    devices = resolve_devices(device, client_device, server_device, centralized)
     spec = parse_split_option(split_text)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, max_length=max_length, lr=lr, seed=defense_opts["seed"],
                       strategy=strategy, sync_every=sync_every, non_iid=non_iid)
@@ -106,12 +110,13 @@ def train(model, split_text, data_file, task_name, data_dir, centralized, strate
         texts = [r.text for r in load_data_file(data_file)]
         client_shards(len(texts), clients, cfg.seed)  # enough texts for every client (checked again after tokenizing)
         shards = None
-    loaded = load_model(model)
+    loaded = load_model(model, dtype=dtype, device=devices["device"])
     spec.validate(len(loaded.model.model.layers))
     check_max_length(loaded, max_length)
     samples = (task_samples(loaded.tokenizer, task, examples, max_length) if task is not None
                else text_samples(loaded.tokenizer, texts, max_length))
-    rt = SplitRuntime(loaded, spec, n_clients=clients, wire_dtype=wire_dtype, defense=defense, generator=gen)
+    rt = SplitRuntime(loaded, spec, n_clients=clients, wire_dtype=wire_dtype, defense=defense, generator=gen,
+                      client_device=devices["client_device"], server_device=devices["server_device"])
     meta = model_meta(loaded, rt, defense)
     meta["data"] = {"task": task_name, "data_file": data_file, "data_dir": data_dir}
     summary = run_train(rt, samples, cfg, lora, out_dir, meta, progress=True, centralized=centralized,

@@ -1,4 +1,6 @@
-"""Resolve `--model` (registry name, local directory or Hugging Face id) to a loaded fp32 causal LM.
+"""Resolve `--model` (registry name, local directory or Hugging Face id) to a loaded causal LM: fp32 on the
+CPU by default, or cast to a compute dtype (`--dtype`) and moved to a device (`--device`) after loading (the
+weights' identity, `weights_sha256`, is that of the stored weights whatever the dtype).
 
 Only LLaMA-family layouts are accepted: `model.embed_tokens`, `model.layers`, `model.norm`,
 `model.rotary_emb` and `lm_head` — the pieces the FL-LLaMA split cuts apart.
@@ -24,11 +26,13 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 @dataclass
 class LoadedModel:
     name: str
-    model: Any  # a *ForCausalLM in eval mode, fp32
+    model: Any  # a *ForCausalLM in eval mode, in `dtype` on `device`
     tokenizer: Any
     source: str  # where the weights came from (cache dir, local dir, hub id, "random init")
     weights_sha256: str
     extra: dict = field(default_factory=dict)
+    dtype: str = "fp32"  # compute dtype of `model` (fp32|bf16|fp16)
+    device: str = "cpu"
 
     @property
     def context_length(self) -> int | None:
@@ -156,8 +160,21 @@ def _load_hub(model_id: str) -> LoadedModel:
     return LoadedModel(model_id, model, tokenizer, f"hf:{model_id}", state_dict_sha256(model))
 
 
-def load_model(name_or_path: str, progress: bool = True) -> LoadedModel:
-    """Registry name, then existing local directory, then Hugging Face id (`org/name`)."""
+def load_model(name_or_path: str, progress: bool = True, dtype: str = "fp32", device: str = "cpu") -> LoadedModel:
+    """Registry name, then existing local directory, then Hugging Face id (`org/name`); then cast to `dtype`
+    and moved to `device` (both checked first: a bad value fails before any loading)."""
+    from splits.parts import check_device, check_dtype, place
+
+    check_dtype(dtype)
+    device = check_device(device)
+    loaded = _load(name_or_path, progress)
+    if (dtype, device) != ("fp32", "cpu"):
+        place(loaded.model, device, dtype)
+        loaded.dtype, loaded.device = dtype, device
+    return loaded
+
+
+def _load(name_or_path: str, progress: bool) -> LoadedModel:
     if name_or_path in models:
         return models.get(name_or_path).load(flbench_home(), progress)
     path = Path(name_or_path).expanduser()

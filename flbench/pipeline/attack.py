@@ -73,7 +73,7 @@ class FittedAttack:
 
 
 def fit_attack(cfg: AttackConfig, defense, generator, progress: bool = True, loaded=None,
-               checkpoint=None, rt=None, aux: list[str] | None = None) -> FittedAttack:
+               checkpoint=None, rt=None, aux: list[str] | None = None, devices: dict | None = None) -> FittedAttack:
     """`loaded`: an already loaded model (else cfg.model is loaded). `checkpoint`: a `flbench train --out`
     directory whose adapters the victim client runs; the attacker still knows only the public weights.
     `rt` / `aux`: a runtime built by `victim_runtime` and auxiliary texts already loaded (several attacks on
@@ -84,7 +84,7 @@ def fit_attack(cfg: AttackConfig, defense, generator, progress: bool = True, loa
     params = dict(cfg.params)
     if rt is None:
         loaded = loaded if loaded is not None else load_model(cfg.model, progress=progress)
-        rt = victim_runtime(cfg, loaded, defense, generator, checkpoint)
+        rt = victim_runtime(cfg, loaded, defense, generator, checkpoint, devices)
     loaded = rt.loaded
     knowledge = Knowledge.from_runtime(rt)
     attack = make_attack(cfg.attack, knowledge, **params)
@@ -95,14 +95,18 @@ def fit_attack(cfg: AttackConfig, defense, generator, progress: bool = True, loa
     return FittedAttack(cfg, loaded, rt, defense, attack, time.perf_counter() - t0)
 
 
-def victim_runtime(cfg: AttackConfig, loaded, defense, generator, checkpoint=None):
-    """The victim client's split runtime (defense on its edge; adapters of `checkpoint` if given)."""
+def victim_runtime(cfg: AttackConfig, loaded, defense, generator, checkpoint=None, devices: dict | None = None):
+    """The victim client's split runtime (defense on its edge; adapters of `checkpoint` if given), in `cfg.dtype`
+    with the parties on `devices` ({"client_device", "server_device"}; default: the loaded model's)."""
     from splits.partition import parse_split
     from splits.runtime import SplitRuntime
 
     spec = parse_split(cfg.split)
     spec.validate(len(loaded.model.model.layers))
-    rt = SplitRuntime(loaded, spec, wire_dtype=cfg.wire_dtype, defense=defense, generator=generator)
+    devices = devices or {}
+    rt = SplitRuntime(loaded, spec, wire_dtype=cfg.wire_dtype, defense=defense, generator=generator,
+                      dtype=getattr(cfg, "dtype", None), client_device=devices.get("client_device"),
+                      server_device=devices.get("server_device"))
     if checkpoint is not None:
         from flbench.pipeline.utility import (
             apply_checkpoint,
@@ -148,6 +152,7 @@ def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, d
     result = {
         "model": fa.loaded.name,
         "model_identity": fa.loaded.identity,
+        "compute": fa.rt.placement(),
         "split": str(fa.rt.spec),
         "attack": cfg.attack,
         "attack_params": fa.attack.describe()["params"],
@@ -171,7 +176,7 @@ def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, d
 
 
 def run_attack(cfg: AttackConfig, defense, generator, progress: bool = True, task=None,
-               utility_defense=None, utility_generator=None) -> dict:
+               utility_defense=None, utility_generator=None, devices: dict | None = None) -> dict:
     """`flbench attack`: victims (before any model loading), fit, capture, invert, score.
 
     `task` (a `TaskConfig`): also score the task's utility through the same split, wire dtype and defense law
@@ -185,13 +190,14 @@ def run_attack(cfg: AttackConfig, defense, generator, progress: bool = True, tas
     if task is not None:
         task_obj = get_task(task.name)
         task_obj.load("eval", None, task.limit)  # a missing data file fails before any loading
-    fa = fit_attack(cfg, defense, generator, progress)
+    fa = fit_attack(cfg, defense, generator, progress, devices=devices)
     result = evaluate_attack(fa, records, notes)
     if task_obj is not None:
         from flbench.pipeline.utility import evaluate
 
         res = evaluate(task_obj, fa.loaded, fa.rt.spec, utility_defense, utility_generator, limit=task.limit,
-                       batch_size=task.batch_size, wire_dtype=cfg.wire_dtype, progress=progress, summary=False)
+                       batch_size=task.batch_size, wire_dtype=cfg.wire_dtype, progress=progress, summary=False,
+                       dtype=fa.rt.dtype, client_device=fa.rt.client_device, server_device=fa.rt.server_device)
         result["utility"] = finite_or_null({"task": task_obj.name, "primary": task_obj.primary, "n": res["n"],
                                             "metrics": res["metrics"], "seconds": res["seconds"]})
     return result

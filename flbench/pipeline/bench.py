@@ -53,14 +53,16 @@ def machine() -> dict:
 
 
 def bench_inference(model: str, split: str, prompt_tokens: int, new_tokens: int, batch_sizes: list[int],
-                    repeats: int, progress: bool = True) -> dict:
+                    repeats: int, progress: bool = True, dtype: str = "fp32", devices: dict | None = None) -> dict:
     from splits.partition import parse_split
 
     spec: SplitSpec = parse_split(split)
-    loaded = load_model(model)
+    devices = devices or {}
+    loaded = load_model(model, dtype=dtype, device=devices.get("device", "cpu"))
     _check_fits(loaded, prompt_tokens + new_tokens, f"--prompt-tokens {prompt_tokens} + --new-tokens {new_tokens}")
     spec.validate(len(loaded.model.model.layers))
-    rt = SplitRuntime(loaded, spec)
+    rt = SplitRuntime(loaded, spec, client_device=devices.get("client_device"),
+                      server_device=devices.get("server_device"))
     rows = []
     for bs in batch_sizes:
         ids, mask = fixed_prompts(loaded.tokenizer, bs, prompt_tokens)
@@ -92,6 +94,7 @@ def bench_inference(model: str, split: str, prompt_tokens: int, new_tokens: int,
     return {
         "benchmark": "inference",
         "model": loaded.identity,
+        "compute": {**rt.placement(), "centralized_device": loaded.device},
         "split": str(spec),
         "prompt_tokens": prompt_tokens,
         "new_tokens": new_tokens,
@@ -117,7 +120,8 @@ def _check_fits(loaded, tokens: int, what: str) -> None:
         raise FlbenchError(f"{what}: {tokens} tokens are longer than the model's context of {ctx} positions")
 
 
-def bench_training(model: str, split: str, batch: int, seq_len: int, steps: int, progress: bool = True) -> dict:
+def bench_training(model: str, split: str, batch: int, seq_len: int, steps: int, progress: bool = True,
+                   dtype: str = "fp32", devices: dict | None = None) -> dict:
     """Split LoRA training step vs the same step on the unsplit model with the same adapters, interleaved."""
     from splits.partition import parse_split
     from splits.training import (
@@ -129,10 +133,12 @@ def bench_training(model: str, split: str, batch: int, seq_len: int, steps: int,
     )
 
     spec = parse_split(split)
-    loaded = load_model(model)
+    devices = devices or {}
+    loaded = load_model(model, dtype=dtype, device=devices.get("device", "cpu"))
     _check_fits(loaded, seq_len, f"--seq-len {seq_len}")
     spec.validate(len(loaded.model.model.layers))
-    rt = SplitRuntime(loaded, spec)
+    rt = SplitRuntime(loaded, spec, client_device=devices.get("client_device"),
+                      server_device=devices.get("server_device"))
     lora = LoraSpec()
     trainer = SequentialTrainer(rt, lora)
     twin = centralized_twin(rt, lora)
@@ -164,6 +170,7 @@ def bench_training(model: str, split: str, batch: int, seq_len: int, steps: int,
     return {
         "benchmark": "training",
         "model": loaded.identity,
+        "compute": {**rt.placement(), "centralized_device": loaded.device},
         "split": str(spec),
         "batch": batch,
         "seq_len": seq_len,

@@ -55,7 +55,7 @@ def cell_defense(cfg: RunConfig):
     return make_defense(cfg.defense.name, **cfg.defense.params), make_generator(cfg.seed)
 
 
-def _finetune(cfg: RunConfig, loaded, spec, workdir: Path, progress: bool) -> tuple[Path, dict]:
+def _finetune(cfg: RunConfig, loaded, spec, workdir: Path, progress: bool, devices: dict) -> tuple[Path, dict]:
     from flbench.pipeline.finetune import TrainConfig, model_meta, task_samples, train
     from flbench.tasks import get_task
     from splits.runtime import SplitRuntime
@@ -71,14 +71,15 @@ def _finetune(cfg: RunConfig, loaded, spec, workdir: Path, progress: bool) -> tu
         from splits.partition import parse_split
 
         spec = parse_split("2,2")  # layout of the saved adapters only; the unsplit model trains
-    rt = SplitRuntime(loaded, spec, wire_dtype=cfg.wire_dtype, defense=defense, generator=gen)
+    rt = SplitRuntime(loaded, spec, wire_dtype=cfg.wire_dtype, defense=defense, generator=gen, dtype=cfg.dtype,
+                      client_device=devices.get("client_device"), server_device=devices.get("server_device"))
     samples = task_samples(loaded.tokenizer, task, task.load("train"), tcfg.max_length)
     summary = train(rt, samples, tcfg, lora, workdir, model_meta(loaded, rt, defense), progress=progress,
                     centralized=centralized)
     return workdir, summary
 
 
-def _utility(cfg: RunConfig, loaded, spec, checkpoint, progress: bool) -> tuple[dict | None, dict]:
+def _utility(cfg: RunConfig, loaded, spec, checkpoint, progress: bool, devices: dict) -> tuple[dict | None, dict]:
     from flbench.pipeline.utility import evaluate
     from flbench.tasks import get_task
 
@@ -88,7 +89,8 @@ def _utility(cfg: RunConfig, loaded, spec, checkpoint, progress: bool) -> tuple[
     defense, gen = cell_defense(cfg)
     res = evaluate(task, loaded, spec, None if spec is None else defense, gen, limit=cfg.task.limit,
                    batch_size=cfg.task.batch_size, wire_dtype=cfg.wire_dtype, checkpoint=checkpoint,
-                   progress=progress, summary=False, ci_seed=cfg.seed)
+                   progress=progress, summary=False, ci_seed=cfg.seed, dtype=cfg.dtype,
+                   client_device=devices.get("client_device"), server_device=devices.get("server_device"))
     metrics = res["metrics"]
     primary = task.primary if task.primary in metrics else next(iter(metrics))
     return ({"name": task.name, "family": getattr(task, "family", None), "metrics": metrics, "primary": primary,
@@ -112,6 +114,8 @@ def _attack_key(cfg: RunConfig, name: str, params: dict | None = None) -> str | 
         return None
     c = cfg.resolved()
     keep = {k: c[k] for k in ("model", "split", "defense", "victims", "wire_dtype", "seed")}
+    if c.get("dtype", "fp32") != "fp32":
+        keep["dtype"] = c["dtype"]
     keep["attack"] = name
     keep["params"] = normalize_numbers(params if params is not None else c["attack_params"].get(name, {}))
     return canonical_json(keep)
@@ -147,7 +151,7 @@ def _pending_attacks(cfg: RunConfig) -> list[str]:
     return [n for n in cfg.attacks if (key := _attack_key(cfg, n)) is None or key not in _ATTACKS]
 
 
-def _attacks(cfg: RunConfig, loaded, checkpoint, victims, progress: bool) -> list[tuple[str, dict, float]]:
+def _attacks(cfg: RunConfig, loaded, checkpoint, victims, progress: bool, devices: dict) -> list[tuple[str, dict, float]]:
     """Every attack of the cell on ONE capture of the victim traffic through one client runtime (the server
     saw that traffic once; all attacks read the same messages). Results are memoised (see `_attack_key`)."""
     from flbench.pipeline.attack import (
@@ -168,7 +172,7 @@ def _attacks(cfg: RunConfig, loaded, checkpoint, victims, progress: bool) -> lis
         records, notes = victims
         defense, gen = cell_defense(cfg)
         first = cfg.attack_config(todo[0])
-        rt = victim_runtime(first, loaded, defense, gen, checkpoint)
+        rt = victim_runtime(first, loaded, defense, gen, checkpoint, devices)
         captured = capture_victims(rt, defense, records, cfg.victims.max_length)
         aux = load_aux(cfg.victims, cfg.seed)
         shared_s = (time.perf_counter() - t0) / len(todo)
@@ -193,11 +197,13 @@ def attack_primary(name: str) -> str:
     return attacks.get(name).primary_metric
 
 
-def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None = None) -> list[dict]:
+def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None = None,
+             devices: dict | None = None) -> list[dict]:
     """Execute one cell; returns its records (see flbench.experiments.records for the schema), not yet written.
 
     The victim data is read before the model is loaded, and the split checked against the model before any
-    training, so bad inputs fail before the expensive work."""
+    training, so bad inputs fail before the expensive work. `devices` ({"device", "client_device",
+    "server_device"}; default: all on the CPU) is where the parties run; not part of the config: records state it."""
     from flbench.core.provenance import provenance
     from flbench.pipeline.attack import load_victims
     from splits.partition import parse_split
@@ -205,6 +211,7 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
     if not isinstance(cfg, RunConfig):
         raise TypeError(f"run_cell takes a RunConfig, not {type(cfg).__name__}")
     h = cfg.hash
+    devices = {k: v for k, v in (devices or {}).items() if v is not None}
     t_start = time.perf_counter()
     victims = load_victims(cfg.victims, cfg.seed) if _pending_attacks(cfg) else ([], [])
     loaded = cell_model(cfg.model)
@@ -217,14 +224,14 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
         checkpoint = None
         if cfg.finetune is not None:
             t0 = time.perf_counter()
-            checkpoint, summary = _finetune(cfg, loaded, spec, Path(tmp), progress)
+            checkpoint, summary = _finetune(cfg, loaded, spec, Path(tmp), progress, devices)
             timings["train_s"] = round(time.perf_counter() - t0, 3)
             finetune = {**cfg.finetune.model_dump(mode="json"), "first_loss": summary["first_loss"],
                         "final_loss": summary["final_loss_mean_last10pct"], "wire_bytes": summary["wire"]["bytes_total"]}
         t0 = time.perf_counter()
-        task, uinfo = _utility(cfg, loaded, spec, checkpoint, progress)
+        task, uinfo = _utility(cfg, loaded, spec, checkpoint, progress, devices)
         timings["eval_s"] = round(time.perf_counter() - t0, 3)
-        attack_results = _attacks(cfg, loaded, checkpoint, victims, progress)
+        attack_results = _attacks(cfg, loaded, checkpoint, victims, progress, devices)
     total = round(time.perf_counter() - t_start, 3)
     prov = provenance()
     defense_obj, _ = cell_defense(cfg)
@@ -239,6 +246,8 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
         "date": prov.get("date"),
         "model": {"name": loaded.name, "weights_sha256": loaded.identity.get("weights_sha256")},
         "split": cfg.split,
+        "compute": {"dtype": cfg.dtype, "client_device": devices.get("client_device", "cpu"),
+                    "server_device": devices.get("server_device", "cpu")},
         "finetune": finetune,
         "task": task,
     }

@@ -57,6 +57,9 @@ from flbench.pipeline.validation import (  # noqa: F401 (validate, default, conf
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_SPLIT = "2,2"
 WireDtype = Literal["fp32", "bf16", "fp16"]
+ComputeDtype = Literal["fp32", "bf16", "fp16"]
+DTYPE_HELP = ("compute dtype of the model parts; in the cell's identity (it changes results) but left out of "
+              "resolved() at fp32, so the committed fp32 records keep their hashes")
 
 
 class _Section(BaseModel):
@@ -225,6 +228,7 @@ class AttackConfig(_Section):
     params: Params = Field(default_factory=dict, description="the attack's parameters; resolved: every parameter")
     victims: VictimsConfig = Field(default_factory=VictimsConfig, description="victim and auxiliary data")
     wire_dtype: WireDtype = Field("fp32", description="dtype of tensors on the wire")
+    dtype: ComputeDtype = Field("fp32", description=DTYPE_HELP)
     seed: Seed = Field(0, description="data, noise and attack-scoring seed")
 
     @field_validator("model")
@@ -262,6 +266,7 @@ class RunConfig(_Section):
     victims: VictimsConfig | None = Field(None, description="victim and auxiliary data (filled in when there are "
                                                             "attacks; null without attacks)")
     wire_dtype: WireDtype = Field("fp32", description="dtype of tensors on the wire")
+    dtype: ComputeDtype = Field("fp32", description=DTYPE_HELP)
     seed: Seed = Field(0, description="data, noise, fine-tuning and attack-scoring seed")
 
     @field_validator("model")
@@ -313,8 +318,16 @@ class RunConfig(_Section):
         return self
 
     def resolved(self) -> dict:
-        """The config as plain JSON data, every default filled in, numbers normalised: what records store."""
-        return normalize_numbers(self.model_dump(mode="json"))
+        """The config as plain JSON data, every default filled in, numbers normalised: what records store.
+
+        The compute dtype changes results, so it is part of the cell's identity (its hash), except at fp32:
+        there it is left out, so the records committed before `dtype` existed (all fp32) keep their hashes and
+        a resumed sweep still finds them. The devices are not part of the config (results agree across devices
+        within float tolerance): records state them beside it (`compute`)."""
+        out = self.model_dump(mode="json")
+        if out.get("dtype") == "fp32":
+            del out["dtype"]
+        return normalize_numbers(out)
 
     @property
     def hash(self) -> str:
@@ -327,7 +340,7 @@ class RunConfig(_Section):
             raise FlbenchError(f"attack {name!r} is not one of this run's attacks ({', '.join(self.attacks) or 'none'})")
         return AttackConfig.model_construct(model=self.model, split=self.split, defense=self.defense, attack=name,
                                             params=dict(self.attack_params.get(name, {})), victims=self.victims,
-                                            wire_dtype=self.wire_dtype, seed=self.seed)
+                                            wire_dtype=self.wire_dtype, dtype=self.dtype, seed=self.seed)
 
     def label(self) -> str:
         """A short human description for logs."""

@@ -273,6 +273,7 @@ def model_meta(loaded: LoadedModel, rt: SplitRuntime, defense) -> dict:
         "model": loaded.identity,
         "split": str(rt.spec),
         "n_blocks": rt.parts.n_blocks,
+        "compute": rt.placement(),  # compute dtype and devices (the centralized twin: the client's)
         "defense": defense.describe(),
         "versions": {"flbench": flbench.__version__, "torch": torch.__version__, "transformers": transformers.__version__},
     }

@@ -112,7 +112,8 @@ def run_generation(
         cfg.max_new_tokens, cfg.do_sample = max_new_tokens, False
         t0 = time.perf_counter()
         with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg)
+            out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                                 generation_config=cfg).cpu()
         secs = time.perf_counter() - t0
         return GenerateResult(mode, _trim(out[:, ids.shape[1]:], eos), secs, {"bytes_total": 0, "messages": 0})
     rt = runtime or SplitRuntime(loaded, spec)

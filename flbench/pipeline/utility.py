@@ -15,6 +15,7 @@ bootstrap over the eval examples (`utility_ci`); `baselines` what the task says 
 examples (chance, majority label / most frequent answer, lead; flbench.tasks.base)."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import sys
@@ -102,24 +103,32 @@ def read_checkpoint(ckpt_dir: str | Path) -> dict:
     return meta
 
 
-def check_checkpoint(meta: dict, loaded: LoadedModel, spec: SplitSpec, ckpt_dir) -> None:
+def check_checkpoint(meta: dict, loaded: LoadedModel, spec: SplitSpec, ckpt_dir, any_split: bool = False) -> None:
+    """The checkpoint's model must be `loaded`; its split must be `spec` unless `any_split` (then
+    `apply_checkpoint` moves the adapters to `spec`, see flbench.pipeline.repartition)."""
     want, have = meta["model"], loaded.identity
     if want.get("weights_sha256") != have["weights_sha256"]:
         raise FlbenchError(f"--checkpoint {str(ckpt_dir)!r} was trained on model {want.get('name')!r} "
                            f"(weights {str(want.get('weights_sha256'))[:12]}), not {have['name']!r} "
                            f"(weights {have['weights_sha256'][:12]})")
-    if meta["split"] != str(spec):
+    if meta["split"] != str(spec) and not any_split:
         raise FlbenchError(f"--checkpoint {str(ckpt_dir)!r} was trained at --split {meta['split']}, not {spec}")
 
 
 def apply_checkpoint(rt: SplitRuntime, meta: dict, ckpt_dir):
-    """Inject the run's LoRA adapters into rt's parts and load their saved values. Returns the LoraSpec."""
+    """Inject the run's LoRA adapters into rt's parts and load their saved values. Returns the LoraSpec.
+    A checkpoint at another split than rt's, or one rewritten by `flbench repartition` (`lora.blocks`), is
+    loaded by moving the adapters with their blocks (flbench.pipeline.repartition.load_into)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from splits.training import LoraSpec, apply_lora
 
     lo = meta["lora"]
+    if meta["split"] != str(rt.spec) or "blocks" in lo:
+        from flbench.pipeline.repartition import load_into
+
+        return load_into(rt, meta, ckpt_dir)
     lora = LoraSpec(rank=int(lo["rank"]), alpha=float(lo["alpha"]), dropout=float(lo.get("dropout", 0.0)),
                     target_modules=tuple(lo["target_modules"]), parts=tuple(lo["parts"]))
     apply_lora(rt, lora)
@@ -200,11 +209,14 @@ def utility_ci(task: Task, examples: list, preds: list, seed: int = CI_SEED) -> 
 def evaluate(task: str | Task, loaded: LoadedModel, spec: SplitSpec | None, defense=None,
              generator: torch.Generator | None = None, limit: int | None = None, batch_size: int = 8,
              data_dir=None, wire_dtype: str = "fp32", checkpoint: str | Path | None = None,
-             progress: bool = True, summary: bool | None = None, ci_seed: int = CI_SEED) -> dict:
+             progress: bool = True, summary: bool | None = None, ci_seed: int = CI_SEED,
+             dtype: str | None = None, client_device: str | None = None, server_device: str | None = None) -> dict:
     """Score `task` on its fixed eval portion. `spec=None` runs the unsplit model (centralized).
 
     `progress`: a tqdm bar on stderr; `summary` (default: same as progress): a summary line on stderr;
-    `ci_seed`: seed of the bootstrap behind `ci`."""
+    `ci_seed`: seed of the bootstrap behind `ci`. `dtype` / `client_device` / `server_device`: the split's compute
+    dtype and party devices (default: the loaded model's); the unsplit model runs as loaded (`load_model`'s
+    dtype and device), or, with `dtype`, as a cast copy."""
     task = get_task(task) if isinstance(task, str) else task
     examples = task.load("eval", data_dir, limit)
     centralized = spec is None
@@ -220,17 +232,22 @@ def evaluate(task: str | Task, loaded: LoadedModel, spec: SplitSpec | None, defe
 
             ck_spec = parse_split(meta["split"])
             check_checkpoint(meta, loaded, ck_spec, checkpoint)
-            tmp = SplitRuntime(loaded, ck_spec)
+            tmp = SplitRuntime(loaded, ck_spec, dtype=dtype, client_device=client_device, server_device=server_device)
             model = centralized_twin(tmp, apply_checkpoint(tmp, meta, checkpoint))
+        if meta is None and dtype not in (None, loaded.dtype):
+            from splits.parts import place
+
+            model = place(copy.deepcopy(model), loaded.device, dtype)
         model.eval()
 
         def forward(ids, mask):
-            return model(input_ids=ids, attention_mask=mask).logits
+            return model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.cpu()
     else:
         spec.validate(len(loaded.model.model.layers))
-        rt = SplitRuntime(loaded, spec, wire_dtype=wire_dtype, defense=defense, generator=generator)
-        if meta is not None:
-            check_checkpoint(meta, loaded, spec, checkpoint)
+        rt = SplitRuntime(loaded, spec, wire_dtype=wire_dtype, defense=defense, generator=generator, dtype=dtype,
+                          client_device=client_device, server_device=server_device)
+        if meta is not None:  # at another split than the checkpoint's, the adapters move with their blocks
+            check_checkpoint(meta, loaded, spec, checkpoint, any_split=True)
             apply_checkpoint(rt, meta, checkpoint)
         forward = rt.forward
     extra: dict = {}
@@ -257,6 +274,7 @@ def evaluate(task: str | Task, loaded: LoadedModel, spec: SplitSpec | None, defe
         "kind": getattr(task, "kind", "choice"),
         "model": loaded.identity,
         "mode": "centralized" if centralized else "split",
+        "compute": ({"dtype": dtype or loaded.dtype, "device": str(model.device)} if rt is None else rt.placement()),
         "split": None if centralized else str(spec),
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "defense": defense.describe() if defense is not None and rt is not None else None,
