@@ -19,6 +19,7 @@ from attacks.base import (
 from attacks.embedding_nn import EmbeddingNN
 from attacks.learned_inversion import LearnedInversion
 from attacks.output_inversion import OutputInversion
+from attacks.relaxation import Relaxation  # noqa: F401
 
 __all__ = ["Attack", "EmbeddingNN", "Knowledge", "LearnedInversion", "Observations", "OutputInversion", "attacks", "capture", "make_attack",
            "most_frequent_token", "observe", "register"]
