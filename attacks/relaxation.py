@@ -8,7 +8,8 @@ intercepted activations, then reads tokens off by argmax; and the white-box inve
 baseline of that literature; flbench's `map-inversion` is the exact discrete search it approximates.
 
 Per example with observation o (T, d) (its length T is in the message header):
-  Z (T, K) logits over K candidate tokens (the whole vocabulary, or the top_k rows of a cheap first stage);
+  Z (T, K) logits over K candidate tokens (the whole vocabulary, or the top_k rows of a cheap first stage:
+  the first-order gradient score at the mean embedding, or cosine with the embedding rows);
   x = softmax(Z / τ) @ E_K        mixed public input-embedding rows;
   h = head_blocks(x)              the public head's exact forward on real positions only (no padding tokens);
   loss = −log p(o | h) (the defense's own likelihood, `BaseDefense.observation_log_likelihood`: Gaussian
@@ -29,7 +30,12 @@ import torch
 
 from attacks.base import Attack, Knowledge, Observations, register
 from flbench.core.errors import FlbenchError
-from flbench.core.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from flbench.core.params import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+)
 from splits.parts import Part
 
 
@@ -44,8 +50,11 @@ class Relaxation(Attack):
     init: "uniform" (Z ≈ 0 plus tiny seeded noise) or "embedding-nn" (Z = standardised cosine scores of
       h_A against the embedding rows, i.e. starts at the nearest-embedding guess).
     entropy: weight of the mean entropy of softmax(Z/τ), ramped linearly from 0 (anneals towards one-hot).
-    top_k: candidates per position kept by the first stage (cosine of h_A with the embedding rows, plus the
-      exact position-0 table); 0 = the whole vocabulary (a full T × V softmax per step: slow on big vocabularies).
+    top_k: candidates per position kept by the first stage; 0 = the whole vocabulary (a full T × V softmax
+      per step: the reference, slow on big vocabularies). `diagnostics(true_ids)` reports the candidate recall.
+    first_stage: how top_k ranks tokens: "gradient" (−∇_x objective · e_c at the mean embedding: one backward
+      through the head), "cosine" (cosine of h_A with the embedding rows) or "gradient+cosine" (the two lists
+      interleaved); all score position 0 exactly (h_A of every token alone at position 0).
     batch_size: examples optimised together (right-padded; padding never enters the loss).
     """
 
@@ -56,6 +65,7 @@ class Relaxation(Attack):
     init: Literal["uniform", "embedding-nn"] = "embedding-nn"
     entropy: NonNegativeFloat = 0.0
     top_k: NonNegativeInt = 1024
+    first_stage: Literal["gradient+cosine", "gradient", "cosine"] = "gradient+cosine"
     batch_size: PositiveInt = 8
     fit_log: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _trace: list = field(default_factory=list, init=False, repr=False, compare=False)
@@ -106,6 +116,33 @@ class Relaxation(Attack):
             scores[0] = hn[0] @ self._table0.T
         return scores
 
+    def _candidates(self, h: torch.Tensor, cosine: torch.Tensor, k: int) -> torch.Tensor:
+        """(T, k) candidate ids: the top k of the chosen first stage; "gradient+cosine" interleaves both lists
+        (each token ranked by its better rank in the two)."""
+        if self.first_stage == "cosine":
+            return cosine.topk(k, dim=-1).indices
+        grad = self._gradient_scores(h)
+        if self.first_stage == "gradient":
+            return grad.topk(k, dim=-1).indices
+        best = torch.minimum(_ranks(grad), _ranks(cosine)).float()
+        best = best + _ranks(grad).float() / (2 * best.shape[-1])  # ties: the gradient's order first
+        return (-best).topk(k, dim=-1).indices
+
+    def _gradient_scores(self, h: torch.Tensor) -> torch.Tensor:
+        """First-order scores (T, V): −∇_x loss · e_c at x = the mean embedding row at every position, i.e. how
+        much moving position t's input towards token c lowers the objective to first order (SipIt's gradient
+        guidance, under the defense's law); position 0 keeps the exact table's cosine score."""
+        t = len(h)
+        x0 = self._embed.mean(0).expand(1, t, -1).clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = self._body(x0, torch.ones(1, t, dtype=torch.long), torch.arange(t).unsqueeze(0))
+            (grad,) = torch.autograd.grad(self._objective(h, out[0]).sum(), x0)
+        scores = -(grad[0] @ self._embed.T)
+        if self._table0 is not None:
+            hn = h[0] / h[0].norm().clamp_min(1e-12)
+            scores[0] = hn @ self._table0.T
+        return scores
+
     # ------------------------------------------------------------------ invert
 
     def _invert(self, obs: Observations) -> list[list[int]]:
@@ -146,14 +183,16 @@ class Relaxation(Attack):
             obs[r, :n] = h
             need_scores = self.top_k or self.init == "embedding-nn"
             scores = self._first_stage(h) if need_scores else None
+            if self.init == "embedding-nn":  # standardised over the whole vocabulary, whatever top_k
+                scores = (scores - scores.mean(-1, keepdim=True)) / scores.std(-1, keepdim=True).clamp_min(1e-6)
             if self.top_k:
-                top, idx = scores.topk(k, dim=-1)
+                idx = self._candidates(h, scores, k)
                 cand[r, :n] = idx
             else:
-                top, idx = scores, None
+                idx = None
                 cand[r, :n] = torch.arange(v)
             if self.init == "embedding-nn":
-                z0[r, :n] = (top - top.mean(-1, keepdim=True)) / top.std(-1, keepdim=True).clamp_min(1e-6)
+                z0[r, :n] = scores if idx is None else scores.gather(-1, idx)
         z0 = z0 + 1e-3 * torch.randn(z0.shape, generator=gen)
         real = mask.bool()
         pos = torch.arange(tmax).expand(b, tmax)
@@ -198,3 +237,9 @@ class Relaxation(Attack):
         return {"candidate_recall": hits / max(total, 1), "candidates_per_position": self.top_k or
                 int(self._embed.shape[0]), "positions": total, "seconds": secs,
                 "seconds_per_victim": secs / max(len(self._trace), 1)}
+
+
+def _ranks(scores: torch.Tensor) -> torch.Tensor:
+    """Rank of every entry within its row (0 = the highest score)."""
+    order = scores.argsort(dim=-1, descending=True)
+    return torch.empty_like(order).scatter_(-1, order, torch.arange(scores.shape[-1]).expand_as(order))

@@ -1,6 +1,7 @@
 """`SplitRuntime`: one client set + the server wired together; the single path that training, inference,
 utility scoring and attacks all use. Parties exchange only `Message`s, each carried by `Wire.transmit`
-(serialize → count → deserialize + validate → taps).
+(serialize → count → deserialize + validate → taps), or, with a `transport` set (the client end of
+`splits.distributed`), by the same encoded bytes to a server in another process.
 
 One server holds one trunk for every client, or (`use_sub_servers()`, the server-hierarchical strategy) one
 sub-server per client, each with its own trunk copy; in this single process the sub-servers run in turn
@@ -56,6 +57,7 @@ class SplitRuntime:
             ClientParty(i, h, t, defense, generator)
             for i, (h, t) in enumerate(zip(self.parts.heads, self.parts.tails))
         ]
+        self.transport: Any = None  # None: the server runs in this process (see `_exchange`)
 
     def use_sub_servers(self) -> None:
         """One sub-server per client, each with its own copy of the trunk (server-hierarchical). Call it
@@ -81,10 +83,23 @@ class SplitRuntime:
     def server_of(self, client: int) -> ServerParty:
         return self.servers[client] if len(self.servers) > 1 else self.servers[0]
 
+    def _exchange(self, method: str, msgs: list[Message]) -> list[Message]:
+        """Carry the clients' messages to the server, run `method` ("forward", "backward", "forward_batch",
+        "backward_batch") there, carry its replies back. With a `transport` (e.g. the distributed client end,
+        `splits.distributed.ClientTransport`) the server runs elsewhere; without, in this process."""
+        if self.transport is not None:
+            return self.transport.exchange(method, msgs)
+        sent = [self.wire.transmit(m) for m in msgs]
+        if method.endswith("_batch"):
+            replies = getattr(self.server, method)(sent)
+        else:
+            replies = [getattr(self.server_of(m.client), method)(m) for m in sent]
+        return [self.wire.transmit(r) for r in replies]
+
     # one round trip: head → wire → trunk → wire → tail
     def _round(self, client: ClientParty, msg_a: Message) -> torch.Tensor:
-        msg_b = self.server_of(client.cid).forward(self.wire.transmit(msg_a))
-        return client.receive_hidden(self.wire.transmit(msg_b))
+        [msg_b] = self._exchange("forward", [msg_a])
+        return client.receive_hidden(msg_b)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, client: int = 0,
                 phase: Phase = Phase.EVAL) -> torch.Tensor:
@@ -106,9 +121,8 @@ class SplitRuntime:
     def backward(self, client: int, template: Message | None = None) -> None:
         """After `loss.backward()` on the tail's logits: dL/dh_B → server → dL/dh_A → client head."""
         c = self.clients[client]
-        grad_b = c.send_grad(template)
-        grad_a = self.server_of(client).backward(self.wire.transmit(grad_b))
-        c.receive_grad(self.wire.transmit(grad_a))
+        [grad_a] = self._exchange("backward", [c.send_grad(template)])
+        c.receive_grad(grad_a)
 
     def train_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, client: int = 0) -> tuple[torch.Tensor, Message]:
         c = self.clients[client]
@@ -120,22 +134,23 @@ class SplitRuntime:
     def train_forward_batch(self, batches: list[tuple[int, torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
         """`batches` = [(client, input_ids, attention_mask)]: each client's HIDDEN_A crosses the wire on its own
         link; the server concatenates them along the batch (one trunk forward) and answers each client."""
-        if len(self.servers) != 1:
+        if len(self.servers) > 1:
             raise ValueError("a client batch needs one server holding one trunk")
-        sent = [self.wire.transmit(self.clients[c].send_prompt(ids, mask, Phase.TRAIN)) for c, ids, mask in batches]
-        replies = self.server.forward_batch(sent)
-        return [self.clients[c].receive_hidden(self.wire.transmit(r)) for (c, _, _), r in zip(batches, replies)]
+        replies = self._exchange("forward_batch", [self.clients[c].send_prompt(ids, mask, Phase.TRAIN)
+                                                   for c, ids, mask in batches])
+        return [self.clients[c].receive_hidden(r) for (c, _, _), r in zip(batches, replies)]
 
     def backward_batch(self, clients: list[int]) -> None:
         """After each client's `loss.backward()`: their dL/dh_B, one trunk backward, each its dL/dh_A."""
-        sent = [self.wire.transmit(self.clients[c].send_grad()) for c in clients]
-        for c, r in zip(clients, self.server.backward_batch(sent)):
-            self.clients[c].receive_grad(self.wire.transmit(r))
+        for c, r in zip(clients, self._exchange("backward_batch", [self.clients[c].send_grad() for c in clients])):
+            self.clients[c].receive_grad(r)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         """Every part by name: "trunk" (or "server{c}.trunk" per sub-server) and "client{i}.head/tail"."""
-        if len(self.servers) == 1:
-            out: dict[str, torch.nn.Module] = {"trunk": self.server.trunk}
+        if not self.servers:  # a client process of the distributed transport: the trunk is elsewhere
+            out: dict[str, torch.nn.Module] = {}
+        elif len(self.servers) == 1:
+            out = {"trunk": self.server.trunk}
         else:
             out = {f"server{c}.trunk": s.trunk for c, s in enumerate(self.servers)}
         for i, c in enumerate(self.clients):
@@ -146,6 +161,6 @@ class SplitRuntime:
     def checkpoint_modules(self) -> dict[str, torch.nn.Module]:
         """The parts a checkpoint holds: "trunk" (sub-server 0's after the final FedAvg sync, when all are
         equal) and every client's head and tail."""
-        out: dict[str, torch.nn.Module] = {"trunk": self.server.trunk}
+        out: dict[str, torch.nn.Module] = {"trunk": self.server.trunk} if self.servers else {}
         out.update({n: m for n, m in self.modules().items() if n.startswith("client")})
         return out

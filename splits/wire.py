@@ -298,6 +298,13 @@ class Wire:
             raise FlbenchError(f"max_message_bytes {self.max_message_bytes}: must be at least {HEADER_BYTES}")
 
     def transmit(self, msg: Message) -> Message:
+        """In process: serialize, count, deserialize + validate, taps."""
+        data = self.send_bytes(msg)
+        self.count(msg, len(data))
+        return self.receive_bytes(data, msg.kind)
+
+    def send_bytes(self, msg: Message) -> bytes:
+        """The sender's half: refuse NaN/Inf and oversized messages, then encode (nothing counted)."""
         t = msg.tensor.detach()
         where = f"{DIRECTION[msg.kind]} {msg.kind.name} message #{msg.seq} ({msg.phase.name.lower()})"
         bad = int((~torch.isfinite(t)).sum())
@@ -312,17 +319,24 @@ class Wire:
                 f"{where}: {msg.batch} sequences of up to {msg.seqlen} tokens ({max(total, padded)} bytes) exceed "
                 f"the wire's limit of {self.max_message_bytes} bytes per message (and {MAX_BATCH} sequences); "
                 "use a smaller batch or shorter sequences")
-        data = encode(msg, self.dtype)
+        return encode(msg, self.dtype)
+
+    def count(self, msg: Message, nbytes: int) -> None:
+        """Count one message (bytes and messages by direction, kind and phase; what masks would have cost)."""
         key = (DIRECTION[msg.kind], msg.kind.name, msg.phase.name)
-        self.bytes_by[key] += len(data)
+        self.bytes_by[key] += nbytes
         self.messages_by[key] += 1
         # what full masks would cost: a bool (B, new, past+new) mask plus int64 (B, new) position ids
         self.mask_bytes_sent += 4 * msg.batch
         self.mask_bytes_full += msg.batch * msg.seqlen * (msg.past + msg.seqlen) + 8 * msg.batch * msg.seqlen
-        received = decode(data, self.hidden_size, expect_kind=msg.kind, max_message_bytes=self.max_message_bytes,
+
+    def receive_bytes(self, data: bytes, expect_kind: Kind | None = None, tap: bool = True) -> Message:
+        """The receiver's half: decode + validate (header and cap first, CRC, fields, finiteness), then taps."""
+        received = decode(data, self.hidden_size, expect_kind=expect_kind, max_message_bytes=self.max_message_bytes,
                           expect_dtype=self.dtype)
-        for tap in self.taps:
-            tap(DIRECTION[msg.kind], received)
+        if tap:
+            for t in self.taps:
+                t(DIRECTION[received.kind], received)
         return received
 
     def total(self, phase: str | None = None, direction: str | None = None) -> int:

@@ -8,6 +8,7 @@ import click
 
 from flbench.cli.attack import attack
 from flbench.cli.bench import bench
+from flbench.cli.client import client_cmd
 from flbench.cli.eval import eval_cmd
 from flbench.cli.generate import generate
 from flbench.cli.leaderboard import leaderboard_cmd
@@ -16,6 +17,7 @@ from flbench.cli.plan import plan_cmd
 from flbench.cli.plot import plot_cmd
 from flbench.cli.repartition import repartition_cmd
 from flbench.cli.run import run_cmd
+from flbench.cli.serve import serve_cmd
 from flbench.cli.sweep import sweep_cmd
 from flbench.cli.train import train
 from flbench.core.errors import FlbenchError, WireError
@@ -35,7 +37,7 @@ def cli() -> None:
 
 
 for _command in (ls_cmd, generate, train, attack, eval_cmd, bench, run_cmd, sweep_cmd, leaderboard_cmd, plot_cmd,
-                 repartition_cmd, plan_cmd):
+                 repartition_cmd, plan_cmd, serve_cmd, client_cmd):
     cli.add_command(_command)
 
 

@@ -7,6 +7,7 @@ from flbench.cli.common import (
     DEFAULT_MODEL,
     DEFAULT_SPLIT,
     POSITIVE_INT,
+    FiniteFloatRange,
     compute_options,
     defense_options,
     emit,
@@ -31,9 +32,13 @@ from flbench.core.errors import FlbenchError
 @wire_options
 @compute_options()
 @defense_options
+@click.option("--transport", type=click.Choice(["inprocess", "distributed"]), default="inprocess", show_default=True,
+              help="distributed: the server and the client in their own processes (torch.distributed, loopback)")
+@click.option("--timeout", type=FiniteFloatRange(min=0, min_open=True), default=None,
+              help="--transport distributed: seconds a party waits for a peer [default: 300]")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 def generate(model, split_text, prompts, max_new_tokens, centralized, no_kv_cache, chat, wire_dtype, dtype, device,
-             client_device, server_device, as_json, **defense_opts) -> None:
+             client_device, server_device, transport, timeout, as_json, **defense_opts) -> None:
     """Greedy generation through the split (KV-cached by default)."""
     from flbench.models import load_model
     from flbench.pipeline.generation import (
@@ -56,10 +61,18 @@ def generate(model, split_text, prompts, max_new_tokens, centralized, no_kv_cach
     ids, mask = encode_prompts(loaded.tokenizer, list(prompts), chat)
     check_context(loaded, mask, max_new_tokens)  # before generating: a huge --max-new-tokens never starts
     mode = "centralized" if centralized else "naive" if no_kv_cache else "kv-cache"
+    refuse_with("--transport inprocess", transport == "inprocess", "timeout", why="only peers in other processes time out")
     rt = None if centralized else SplitRuntime(loaded, spec, wire_dtype=wire_dtype, defense=defense, generator=gen,
                                                  client_device=devices["client_device"],
                                                  server_device=devices["server_device"])
-    res = run_generation(loaded, ids, mask, max_new_tokens, mode, spec, rt)
+    if transport == "distributed":
+        from flbench.pipeline.distributed import generate_distributed
+
+        res = generate_distributed(model=model, spec=spec, prompts=list(prompts), max_new_tokens=max_new_tokens,
+                                   mode=mode, chat=chat, wire_dtype=wire_dtype, timeout=timeout, defense=defense,
+                                   dtype=dtype, devices=devices)
+    else:
+        res = run_generation(loaded, ids, mask, max_new_tokens, mode, spec, rt)
     texts = [loaded.tokenizer.decode(t, skip_special_tokens=True) for t in res.token_ids]
     out = {
         "model": loaded.name,

@@ -58,10 +58,15 @@ STRATEGY_HELP = "; ".join(f"{name}: {s.summary}" for name, s in strategies.items
 @wire_options
 @compute_options()
 @defense_options
+@click.option("--transport", type=click.Choice(["inprocess", "distributed"]), default="inprocess", show_default=True,
+              help="inprocess: every party in this process; distributed: the server and each client in their own "
+                   "process on this machine, over torch.distributed (gloo, loopback); see flbench serve / client")
+@click.option("--timeout", type=FiniteFloatRange(min=0, min_open=True), default=None,
+              help="--transport distributed: seconds a party waits for a peer [default: 300]")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 def train(model, split_text, data_file, task_name, data_dir, centralized, strategy, clients, sync_every, non_iid, steps,
           batch_size, max_length, lr, lora_rank, lora_alpha, train_parts, out, overwrite, wire_dtype, dtype, device,
-          client_device, server_device, as_json, **defense_opts) -> None:
+          client_device, server_device, transport, timeout, as_json, **defense_opts) -> None:
     """Split LoRA fine-tuning with the defense active on the wire."""
     from flbench.data.files import load_data_file
     from flbench.models import load_model
@@ -95,6 +100,7 @@ def train(model, split_text, data_file, task_name, data_dir, centralized, strate
     if centralized and (defense.name != "none" or clients != 1):
         raise FlbenchError("--centralized trains the unsplit model: no wire for a --defense, one client (--clients 1)")
     out_dir = check_train_out(out, overwrite)
+    refuse_with("--transport inprocess", transport == "inprocess", "timeout", why="only peers in other processes time out")
     task = None
     if task_name is not None:
         from flbench.tasks import get_task
@@ -110,6 +116,15 @@ def train(model, split_text, data_file, task_name, data_dir, centralized, strate
         texts = [r.text for r in load_data_file(data_file)]
         client_shards(len(texts), clients, cfg.seed)  # enough texts for every client (checked again after tokenizing)
         shards = None
+    if transport == "distributed":
+        from flbench.pipeline.distributed import train_distributed
+
+        summary = train_distributed(model=model, spec=spec, clients=clients, cfg=cfg, lora=lora, wire_dtype=wire_dtype,
+                                    data_file=data_file, task=task_name, data_dir=data_dir, out_dir=out_dir,
+                                    overwrite=overwrite, timeout=timeout, centralized=centralized,
+                                    defense=defense, dtype=dtype, devices=devices)
+        emit(summary, as_json, _human)
+        return
     loaded = load_model(model, dtype=dtype, device=devices["device"])
     spec.validate(len(loaded.model.model.layers))
     check_max_length(loaded, max_length)
@@ -122,11 +137,11 @@ def train(model, split_text, data_file, task_name, data_dir, centralized, strate
     summary = run_train(rt, samples, cfg, lora, out_dir, meta, progress=True, centralized=centralized,
                         overwrite=overwrite, shards=shards)
     summary["defense_stats"] = defense.stats()
+    emit(summary, as_json, _human)
 
-    def human(o):
-        where = "centralized (unsplit)" if o["mode"] == "centralized" else f"--split {o['split']}"
-        click.echo(f"trained {o['clients']} client(s) × {o['train']['steps']} steps ({o['strategy']}), {where}: loss "
-                   f"{o['first_loss']:.3f} → {o['final_loss']:.3f} in {o['seconds']:.1f} s; wire "
-                   f"{o['wire']['bytes_total']} B; adapters in {o['out']}")
 
-    emit(summary, as_json, human)
+def _human(o):
+    where = "centralized (unsplit)" if o["mode"] == "centralized" else f"--split {o['split']}"
+    click.echo(f"trained {o['clients']} client(s) × {o['train']['steps']} steps ({o['strategy']}), {where}: loss "
+               f"{o['first_loss']:.3f} → {o['final_loss']:.3f} in {o['seconds']:.1f} s; wire "
+               f"{o['wire']['bytes_total']} B; adapters in {o['out']}")

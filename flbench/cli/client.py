@@ -1,0 +1,38 @@
+"""`flbench client --rank I`: one client party (rank I = client I-1) of a distributed split training run."""
+from __future__ import annotations
+
+import click
+
+from flbench.cli.common import emit
+from flbench.cli.serve import build_job, job_options
+from flbench.core.errors import FlbenchError
+
+
+@click.command("client")
+@click.option("--rank", type=click.IntRange(min=1), required=True, help="this client's rank (client c is rank c+1)")
+@job_options
+@click.option("--data-file", type=click.Path(dir_okay=False), default=None,
+              help="this client's training text (one per line, or JSONL with 'text'); it keeps its shard only")
+@click.option("--data-dir", default=None, help="local data directory for --task")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+def client_cmd(rank, model, split_text, clients, strategy, steps, batch_size, max_length, lr, lora_rank, lora_alpha,
+               train_parts, task_name, seed, timeout, out, wire_dtype, data_file, data_dir, as_json) -> None:
+    """Run one client party of a distributed training run; MASTER_ADDR/MASTER_PORT from the environment."""
+    from flbench.pipeline.distributed import run_party
+
+    if rank > clients:
+        raise FlbenchError(f"--rank {rank}: with --clients {clients} the client ranks are 1..{clients} (0 is the server)")
+    if (data_file is None) == (task_name is None):
+        raise FlbenchError("give exactly one of --data-file FILE (plain text) or --task NAME (flbench ls tasks)")
+    job = build_job(model, split_text, clients, strategy, steps, batch_size, max_length, lr, lora_rank, lora_alpha,
+                    train_parts, task_name, seed, wire_dtype, data_file=data_file, data_dir=data_dir)
+    report = run_party(rank, clients + 1, job, out, timeout)
+    if report["error"]:
+        raise FlbenchError(report["error"])
+
+    def human(o):
+        ls = [r["loss"] for r in o["losses"]]
+        click.echo(f"client {o['client']}: {len(ls)} step(s), loss {ls[0]:.3f} → {ls[-1]:.3f}; wire "
+                   f"{o['wire']['bytes_total']} B; adapters in {out}")
+
+    emit(report, as_json, human)

@@ -1,0 +1,59 @@
+"""`flbench serve` + `flbench client --rank I` as separate processes (what one runs on separate hosts, here
+on loopback with MASTER_ADDR/MASTER_PORT), and the `flbench train --transport` refusals."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from splits.distributed import free_port
+
+COMMON = ["--model", "tiny-llama", "--split", "1,1", "--clients", "1", "--steps", "2", "--batch-size", "2",
+          "--max-length", "16", "--seed", "1", "--timeout", "120"]
+
+
+def test_serve_and_client_processes_train_like_in_process(tmp_path, cli):
+    data = tmp_path / "train.txt"
+    data.write_text("".join(f"a short training line number {i} for the split\n" for i in range(6)))
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1"}
+    flbench = [sys.executable, "-m", "flbench.cli"]
+    server = subprocess.Popen(flbench + ["serve", *COMMON, "--out", str(tmp_path / "srv"), "--json"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = subprocess.run(flbench + ["client", "--rank", "1", *COMMON, "--data-file", str(data), "--out",
+                                       str(tmp_path / "cli"), "--json"], env=env, capture_output=True, text=True,
+                            timeout=240)
+    s_out, s_err = server.communicate(timeout=120)
+    assert client.returncode == 0, client.stderr[-2000:]
+    assert server.returncode == 0, s_err[-2000:]
+    got_c, got_s = json.loads(client.stdout), json.loads(s_out)
+    assert got_s["report"] == {"rounds": 2, "dropped": {}}
+    assert got_s["wire"]["bytes_total"] == got_c["wire"]["bytes_total"] > 0
+
+    code, out, err = cli("train", *[a for a in COMMON if a not in ("--timeout", "120")], "--data-file", str(data),
+                         "--out", str(tmp_path / "ref"), "--json")
+    assert code == 0, err
+    ref = json.loads(out)
+    want = [json.loads(x)["loss"] for x in (tmp_path / "ref" / "losses.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in got_c["losses"]] == pytest.approx(want, abs=1e-5)
+    assert ref["wire"]["bytes_total"] == got_s["wire"]["bytes_total"]
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--timeout", "5"], "--timeout"),
+    (["--transport", "distributed", "--strategy", "server-hierarchical", "--clients", "2"], "server-hierarchical"),
+    (["--transport", "distributed", "--defense", "gaussian", "--noise-sigma", "0.1"], "--defense"),
+])
+def test_train_transport_refusals(tmp_path, cli, extra, match):
+    data = tmp_path / "t.txt"
+    data.write_text("one line of text\nanother line of text\n")
+    code, out, err = cli("train", "--model", "tiny-llama", "--split", "1,1", "--data-file", str(data), "--out",
+                         str(tmp_path / "o"), *extra)
+    assert code == 2 and match in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_client_rank_beyond_clients(cli, tmp_path):
+    code, _, err = cli("client", "--rank", "3", "--clients", "2", "--data-file", "x.txt", "--out", str(tmp_path))
+    assert code == 2 and "--rank 3" in err
