@@ -284,6 +284,12 @@ class Attack:
     def _invert(self, obs: Observations) -> list[list[int]]:
         raise NotImplementedError
 
+    def diagnostics(self, true_ids: list[list[int]]) -> dict[str, Any]:
+        """Scorer-side diagnostics of the last `invert`, computed with the victims' true ids after it returned
+        (the attack never sees them while inverting); e.g. the candidate recall of a pruned search, so a
+        reader sees when pruning, not the defense, limited the attack. Default: none ({})."""
+        return {}
+
     def params(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in param_fields(self)}
 

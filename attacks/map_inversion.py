@@ -5,23 +5,30 @@ Sources: SipIt ("Language Models are Injective and Hence Invertible", arXiv 2510
 decoder determines its hidden states, so the input is recovered position by position by running the public
 layers on the recovered prefix plus each candidate token and accepting the one that reproduces the observed
 hidden state (candidates ordered by a gradient step on the input embedding). "Hidden No More" (arXiv
-2505.18332) does the same per-position search on split-learning activations. BiSR (CCS 2024) combines
-learned and optimisation-based inversion in split learning of LLMs; this is its exact forward taken to
-the end. Under noise, scoring each candidate by the defense's own log-likelihood (Kerckhoffs: its law and
-parameters are public) plus the public model's next-token log-prior is the MAP decision per position;
-`beam` keeps the K best prefixes by cumulative score.
+2505.18332) applies such per-position search to split-learning activations; BiSR (CCS 2024) combines learned
+and optimisation-based inversion for split learning of LLMs. Under noise, scoring each candidate by the
+defense's own log-likelihood (Kerckhoffs: its law and parameters are public) plus the public model's
+next-token log-prior is the MAP decision per position; `beam` keeps the K best prefixes by cumulative score.
 
-Search (per group of `batch_size` victims, all decoded in lockstep: every active victim has exactly t
-recovered tokens at step t, so no padding):
+Search (per group of `batch_size` victims, decoded in lockstep: every active victim has exactly t recovered
+tokens at step t, so no padding):
   1. each prefix row keeps a KV cache of the public head (and one of the full public model, for the prior);
   2. candidates for position t: the whole vocabulary ("all") or a pruned set (see `candidates`);
-  3. the head runs one decode step on every (row, candidate) pair — the prefix cache repeated over the
-     candidate batch — and the defense scores log p(o_t | h_A(x_<t, c)); the prior adds log p(c | x_<t);
+  3. the head runs one decode step on every (row, candidate) pair — the prefix cache repeated over the pairs —
+     and the defense scores log p(o_t | h_A(x_<t, c)); the prior adds log p(c | x_<t);
   4. the best `beam` (row, candidate) pairs per victim become the new prefixes; the caches advance.
 Position 0 has no prefix (the default tokenizer adds no BOS), so h_A(c) at position 0 depends on c alone:
-`_fit` runs the head once on the whole vocabulary at position 0 and every victim's first token is scored
+`fit` runs the head once on the whole vocabulary at position 0 and every victim's first token is scored
 exactly over all of it, whatever the candidate policy. The prior at position 0 is uniform (the public model
 has no context to predict a text's first token from).
+
+The proxy (candidates "proxy", "prior+proxy"): `fit` also runs the head once on the whole vocabulary after a
+short public context (`proxy_context`), a table P(c) of each token's h_A "in some context". At step t the
+exact h_A of the first candidates (the prior's top_k) gives the mean context shift s = mean(h − P); every
+vocabulary token is then ranked by log p(o_t − s | P(c)) + log-prior(c) — one matrix product — and its top_k
+are scored exactly. Measured on tuning text (not the victims): the true token is in the proxy's top 32 at
+≥ 0.99 of positions undefended, where the prior's top 64 holds it at ~0.7 and a gradient-guided linear
+ranking (SipIt-style, candidates="gradient") at ~0.5.
 """
 from __future__ import annotations
 
@@ -37,6 +44,8 @@ from flbench.core.errors import FlbenchError
 from flbench.core.params import PositiveInt
 from splits.parts import Part
 
+POLICIES = ("all", "prior", "gradient", "proxy", "prior+proxy")
+
 
 @register("map-inversion")
 @dataclass
@@ -45,22 +54,25 @@ class MAPInversion(Attack):
     prior (SipIt, arXiv 2510.15511; Hidden No More, arXiv 2505.18332).
 
     Assumes: the server sees h_A (after the defense and the wire's rounding) and knows the public head and
-    full-model weights, the split, and the defense's law and parameters (it must state its likelihood,
-    `BaseDefense.observation_log_likelihood`); no training, no auxiliary text.
-    candidates: "all" (the whole vocabulary: the reference, slow), "prior" (the prior's top_k),
-      "posterior" (top_k of a linearised posterior: the log-prior plus the first-order change of the
-      log-likelihood when the input embedding at t moves from the prior's favourite token to candidate c,
-      computed from one gradient through the head — SipIt's gradient guidance under the defense's law),
-      "prior+posterior" (the union of both top_k lists; the default).
-    top_k: candidates per source for the pruned policies. prior: add the public model's next-token
-      log-prior (MAP) or not (maximum likelihood). beam: prefixes kept per victim (1 = greedy).
-    batch_size: victims decoded in lockstep. chunk: (row, candidate) pairs per head forward (memory bound).
+    full-model weights, the split, and the defense's law and parameters (the defense must state its
+    likelihood, `BaseDefense.observation_log_likelihood`); no training and no auxiliary text.
+    candidates: which tokens are scored exactly at positions ≥ 1 (position 0 always scores the whole
+      vocabulary): "all" (the reference; slow), "prior" (the prior's top_k), "gradient" (top_k of the
+      log-prior plus the first-order change of the log-likelihood when the input embedding moves from the
+      prior's favourite to each token: SipIt's gradient guidance), "proxy" (top_k of the context-free proxy
+      table, see the module doc), "prior+proxy" (the prior's top_k, then the proxy's top_k with the context
+      shift measured on them; the default).
+    top_k: candidates per source. prior: add the public model's next-token log-prior (MAP) or not (maximum
+      likelihood). beam: prefixes kept per victim (1 = greedy). proxy_context: the public text the proxy
+      table is computed after. batch_size: victims decoded in lockstep. chunk: (row, candidate) pairs per
+      head forward (memory bound only).
     """
 
-    candidates: Literal["all", "prior", "posterior", "prior+posterior"] = "prior+posterior"
-    top_k: PositiveInt = 64
+    candidates: Literal["all", "prior", "gradient", "proxy", "prior+proxy"] = "prior+proxy"
+    top_k: PositiveInt = 32
     prior: bool = True
     beam: PositiveInt = 1
+    proxy_context: str = "This is a short text:"
     batch_size: PositiveInt = 8
     chunk: PositiveInt = 2048
     fit_log: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -68,9 +80,12 @@ class MAPInversion(Attack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.prior and self.candidates in ("prior", "prior+posterior"):
+        if not self.prior and self.candidates in ("prior", "prior+proxy"):
             raise FlbenchError(f"attack {self.name!r}: candidates={self.candidates!r} ranks by the prior, which "
-                               "prior=false turns off; use candidates='posterior' or 'all', or prior=true")
+                               "prior=false turns off; use candidates 'proxy', 'gradient' or 'all', or prior=true")
+        if not self.proxy_context.strip():
+            raise FlbenchError(f"attack {self.name!r}: proxy_context={self.proxy_context!r} is empty; expected a "
+                               "short public text (e.g. 'This is a short text:')")
 
     def check(self, knowledge: Knowledge) -> None:
         super().check(knowledge)
@@ -87,36 +102,47 @@ class MAPInversion(Attack):
         t0 = time.perf_counter()
         head = build_head(knowledge.model, knowledge.spec).eval().requires_grad_(False)
         self._embed = head.embed_tokens.weight.detach()
-        # The head's blocks without the embedding, so candidates enter as embedding rows (and gradients can
+        # The head's blocks without the embedding, so candidates enter as embedding rows (and a gradient can
         # reach the input embedding); the attacker's own copy of the public blocks.
         self._body = Part("head", knowledge.model.config, list(head.layers), 0, head.rotary_emb).eval()
         self._full = knowledge.model.eval() if self.prior else None
         self._defense = knowledge.fresh_defense()
-        self._table0 = self._first_position_table()
+        with torch.no_grad():
+            self._table0 = self._vocab_table([])
+            self._proxy = None
+            if "proxy" in self.candidates:
+                ctx = list(knowledge.tokenizer(self.proxy_context)["input_ids"])
+                if not ctx:
+                    raise FlbenchError(f"attack {self.name!r}: proxy_context={self.proxy_context!r} has no tokens")
+                self._proxy = self._vocab_table(ctx)
         self.fit_log = {"seconds": round(time.perf_counter() - t0, 3), "vocab": int(self._embed.shape[0]),
                         "head_blocks": self._body.n_blocks}
 
-    @torch.no_grad()
-    def _first_position_table(self) -> torch.Tensor:
-        """h_A of every vocabulary token alone at position 0 (V, d): no prefix, so it depends on the token only."""
-        v = self._embed.shape[0]
+    def _vocab_table(self, context: list[int]) -> torch.Tensor:
+        """h_A of every vocabulary token right after `context` (V, d); with no context (position 0) it depends
+        on the token alone."""
+        cache = self._body.new_cache()
+        if context:
+            ids = torch.tensor([context])
+            self._body(self._embed[ids], torch.ones_like(ids), torch.arange(len(context))[None], cache)
         out = []
+        v = self._embed.shape[0]
         for start in range(0, v, self.chunk):
             e = self._embed[start : start + self.chunk].unsqueeze(1)
-            out.append(self._head_step(e, None, 0)[:, 0])
+            rows = torch.zeros(len(e), dtype=torch.long)
+            out.append(self._head_step(e, self._repeat(cache, rows), len(context))[:, 0])
         return torch.cat(out)
 
     # ------------------------------------------------------------------ the public head, one step
 
     def _head_step(self, emb: torch.Tensor, cache: DynamicCache | None, t: int) -> torch.Tensor:
-        """h_A at position t for input embeddings emb (R, 1, d) after the cached prefix (R rows, length t)."""
+        """h_A at position t (R, 1, d) for input embeddings emb (R, 1, d) after the cached prefix (R rows of t)."""
         r = emb.shape[0]
-        mask = torch.ones(r, t + 1, dtype=torch.long)
-        pos = torch.full((r, 1), t, dtype=torch.long)
-        return self._body(emb, mask, pos, cache)
+        return self._body(emb, torch.ones(r, t + 1, dtype=torch.long), torch.full((r, 1), t, dtype=torch.long),
+                          cache)
 
     def _repeat(self, cache: DynamicCache | None, index: torch.Tensor) -> DynamicCache | None:
-        """A new cache whose rows are `cache`'s rows `index` (the prefix repeated over candidates/beams)."""
+        """A new cache whose rows are `cache`'s rows `index` (the prefix repeated over candidates or beams)."""
         if self._body.n_blocks == 0:
             return None
         out = self._body.new_cache()
@@ -128,86 +154,71 @@ class MAPInversion(Attack):
     # ------------------------------------------------------------------ invert
 
     def _invert(self, obs: Observations) -> list[list[int]]:
-        self._ref_rms = self._defense.reference_rms_from_observed(torch.cat(obs.h_a)) if len(obs) else None
-        self._trace = []
-        self._timing = {"seconds": 0.0, "positions": 0, "scored": 0}
+        self._ref_rms = self._defense.reference_rms_from_observed(torch.cat(obs.h_a).float())
+        self._trace = [None] * len(obs)
+        self._scored = 0
         out: list[list[int]] = [[] for _ in range(len(obs))]
         order = sorted(range(len(obs)), key=lambda i: -obs.lengths[i])  # similar lengths share a group
         t0 = time.perf_counter()
         for start in range(0, len(order), self.batch_size):
             group = order[start : start + self.batch_size]
             for i, ids, cands in zip(group, *self._decode_group([obs.h_a[i].float() for i in group])):
-                out[i] = ids
-                self._trace.append((i, cands))
-        self._timing["seconds"] = time.perf_counter() - t0
-        self._timing["positions"] = sum(obs.lengths)
-        self._trace.sort(key=lambda x: x[0])
+                out[i], self._trace[i] = ids, cands
+        self._seconds = time.perf_counter() - t0
         return out
 
-    def _log_lik(self, obs_rows: torch.Tensor, hid: torch.Tensor) -> torch.Tensor:
-        """(R, K) log-likelihoods: observation row r (R, d) against its K candidates' h_A (R, K, d)."""
-        return self._defense.observation_log_likelihood(obs_rows.unsqueeze(1), hid, reference_rms=self._ref_rms)
-
-    def _decode_group(self, h_obs: list[torch.Tensor]):
-        """Beam search over a group of victims in lockstep. Returns per victim the recovered ids and the
-        candidate sets scored on the returned path (for the candidate-recall diagnostic)."""
+    def _decode_group(self, h_obs: list[torch.Tensor]) -> tuple[list[list[int]], list[list[Any]]]:
+        """Beam search over a group of victims in lockstep. Returns per victim the recovered ids and, per
+        position, the candidate ids scored on the returned path (None: the whole vocabulary)."""
         n = len(h_obs)
         lengths = [len(h) for h in h_obs]
-        # Rows: (victim, beam) prefixes. Per row: victim index, cumulative score, tokens, candidate sets.
-        victim = torch.arange(n)
+        victim = torch.arange(n)  # rows are (victim, beam) prefixes
         score = torch.zeros(n, dtype=torch.float64)
         tokens: list[list[int]] = [[] for _ in range(n)]
-        cand_hist: list[list[torch.Tensor]] = [[] for _ in range(n)]
+        hist: list[list[Any]] = [[] for _ in range(n)]
         head_cache = self._body.new_cache()
         prior_cache = DynamicCache(config=self._full.config) if self._full is not None else None
-        log_prior = None  # (R, V) log p(· | prefix) of every row, from the full model
-        done: dict[int, tuple[list[int], list[torch.Tensor]]] = {}
+        log_prior = None  # (R, V) log p(· | prefix of each row)
+        done: dict[int, tuple[list[int], list[Any]]] = {}
         for t in range(max(lengths)):
             obs_rows = torch.stack([h_obs[int(v)][t] for v in victim])  # (R, d)
-            if t == 0:  # no prefix: every token's h_A is in the table; score the whole vocabulary exactly
-                cand = torch.arange(self._embed.shape[0]).expand(len(victim), -1)
-                ll = torch.stack([self._defense.observation_log_likelihood(o, self._table0, reference_rms=self._ref_rms)
-                                  for o in obs_rows])
+            if t == 0:
+                cand, ll = self._first_position(obs_rows)
             else:
-                cand = self._candidate_ids(obs_rows, head_cache, log_prior, t)
-                ll = self._score(obs_rows, cand, head_cache, t)
-            total = ll.double()
+                cand, ll = self._step_candidates(obs_rows, head_cache, log_prior, t)
+            total = ll.double() + score.unsqueeze(1)
             if log_prior is not None:
                 total = total + log_prior.gather(1, cand).double()
-            total = total + score.unsqueeze(1)
-            total = _mask_duplicates(cand, total)
-            parents, picks, new_score = self._select(victim, cand, total)
-            self._timing["scored"] += cand.numel()
-            # advance every kept row
-            victim, score = victim[parents], new_score
+            parents, picks, score = self._select(victim, cand, _mask_duplicates(cand, total))
+            victim = victim[parents]
+            whole = t == 0 or self.candidates == "all"
             tokens = [tokens[p] + [int(c)] for p, c in zip(parents.tolist(), picks.tolist())]
-            cand_hist = [cand_hist[p] + [cand[p]] for p in parents.tolist()]
-            head_cache = self._advance(head_cache, parents, picks, t)
+            hist = [hist[p] + [None if whole else cand[p]] for p in parents.tolist()]
+            head_cache = self._repeat(head_cache, parents)
+            self._head_step(self._embed[picks].unsqueeze(1), head_cache, t)
             if self._full is not None:
-                log_prior, prior_cache = self._prior_step(prior_cache, parents, picks, t)
-            # retire victims whose observation ends here: their best row is the answer
-            finished = [v for v in set(victim.tolist()) if lengths[v] == t + 1]
-            if finished:
+                log_prior = self._prior_step(prior_cache, parents, picks, t)
+            finished = sorted({v for v in victim.tolist() if lengths[v] == t + 1})
+            if finished:  # retire victims whose observation ends here: their best row is the answer
                 keep = torch.ones(len(victim), dtype=torch.bool)
                 for v in finished:
                     rows = (victim == v).nonzero().flatten()
                     best = int(rows[score[rows].argmax()])
-                    done[v] = (tokens[best], cand_hist[best])
+                    done[v] = (tokens[best], hist[best])
                     keep[rows] = False
                 idx = keep.nonzero().flatten()
+                if not len(idx):
+                    break
                 victim, score = victim[idx], score[idx]
-                tokens = [tokens[i] for i in idx.tolist()]
-                cand_hist = [cand_hist[i] for i in idx.tolist()]
+                tokens, hist = [tokens[i] for i in idx.tolist()], [hist[i] for i in idx.tolist()]
                 head_cache = self._repeat(head_cache, idx)
                 if self._full is not None:
                     log_prior = log_prior[idx]
                     prior_cache.batch_select_indices(idx)
-                if not len(victim):
-                    break
         return [done[v][0] for v in range(n)], [done[v][1] for v in range(n)]
 
     def _select(self, victim: torch.Tensor, cand: torch.Tensor, total: torch.Tensor):
-        """The best `beam` (row, candidate) pairs of every victim: parent rows, tokens, scores."""
+        """The best `beam` (row, candidate) pairs of every victim: parent rows, tokens, cumulative scores."""
         parents, picks, scores = [], [], []
         k = cand.shape[1]
         for v in torch.unique(victim, sorted=True).tolist():
@@ -219,96 +230,120 @@ class MAPInversion(Attack):
             scores.append(flat[top])
         return torch.cat(parents), torch.cat(picks), torch.cat(scores)
 
-    def _score(self, obs_rows: torch.Tensor, cand: torch.Tensor, cache: DynamicCache | None, t: int) -> torch.Tensor:
-        """Exact log-likelihood (R, K) of each row's K candidates: one head decode step over (row, candidate)
-        pairs, the prefix cache repeated over the pairs, `chunk` pairs per forward."""
+    # ------------------------------------------------------------------ candidates and their exact scores
+
+    def _log_lik(self, obs_rows: torch.Tensor, hid: torch.Tensor) -> torch.Tensor:
+        """(R, K) log-likelihoods of observation rows (R, d) against candidate h_A: (R, K, d) per row, or
+        (K, d) shared by every row."""
+        return self._defense.observation_log_likelihood(obs_rows.unsqueeze(1), hid, reference_rms=self._ref_rms)
+
+    def _first_position(self, obs_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Position 0: every token's exact h_A is in the position-0 table; score the whole vocabulary (per row,
+        by differences: exact acceptance needs no cancellation)."""
+        v = self._table0.shape[0]
+        ll = torch.stack([self._defense.observation_log_likelihood(o, self._table0, reference_rms=self._ref_rms)
+                          for o in obs_rows])
+        self._scored += ll.numel()
+        return torch.arange(v).expand(len(obs_rows), -1), ll
+
+    def _exact(self, obs_rows: torch.Tensor, cand: torch.Tensor, cache, t: int,
+               keep: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Exact log-likelihood (R, K) of each row's K candidates (and their h_A (R, K, d) if `keep`): one head
+        decode step over the (row, candidate) pairs, the prefix cache repeated over the pairs, `chunk` pairs
+        per forward."""
         r, k = cand.shape
         flat = cand.flatten()
         rows = torch.arange(r).repeat_interleave(k)
-        out = torch.empty(r * k)
+        hid = torch.empty(r * k, self._embed.shape[1]) if keep else None
+        ll = torch.empty(r * k)
         for s in range(0, r * k, self.chunk):
             sl = slice(s, s + self.chunk)
-            hid = self._head_step(self._embed[flat[sl]].unsqueeze(1), self._repeat(cache, rows[sl]), t)[:, 0]
-            # rows of this chunk, each against its own observation
-            out[sl] = -_row_dist(self._defense, obs_rows[rows[sl]], hid, self._ref_rms)
-        return out.view(r, k)
+            h = self._head_step(self._embed[flat[sl]].unsqueeze(1), self._repeat(cache, rows[sl]), t)
+            if keep:
+                hid[sl] = h[:, 0]
+            ll[sl] = self._log_lik(obs_rows[rows[sl]], h)[:, 0]  # each pair against its own row
+        self._scored += r * k
+        return ll.view(r, k), hid.view(r, k, -1) if keep else None
 
-    def _candidate_ids(self, obs_rows: torch.Tensor, cache, log_prior: torch.Tensor | None, t: int) -> torch.Tensor:
+    def _step_candidates(self, obs_rows: torch.Tensor, cache, log_prior, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Candidate ids (R, K) for position t and their exact log-likelihoods (R, K)."""
         v = self._embed.shape[0]
-        r = obs_rows.shape[0]
-        if self.candidates == "all" or self.top_k >= v:
-            return torch.arange(v).expand(r, -1)
-        parts = []
-        if self.candidates in ("prior", "prior+posterior"):
-            parts.append(log_prior.topk(self.top_k, dim=1).indices)
-        if self.candidates in ("posterior", "prior+posterior"):
-            parts.append(self._linearised(obs_rows, cache, log_prior, t).topk(self.top_k, dim=1).indices)
-        return torch.cat(parts, dim=1)
+        r = len(obs_rows)
+        policy = self.candidates
+        if policy == "all" or self.top_k >= v:
+            return torch.arange(v).expand(r, -1), self._exact(obs_rows, torch.arange(v).expand(r, -1), cache, t)[0]
+        prior = log_prior if log_prior is not None else torch.zeros(r, v)
+        if policy == "gradient":
+            cand = (self._linearised(obs_rows, cache, log_prior, t) + prior).topk(self.top_k, dim=1).indices
+            return cand, self._exact(obs_rows, cand, cache, t)[0]
+        if policy == "proxy":
+            cand = (self._log_lik(obs_rows, self._proxy) + prior).topk(self.top_k, dim=1).indices
+            return cand, self._exact(obs_rows, cand, cache, t)[0]
+        first = prior.topk(self.top_k, dim=1).indices
+        ll_first, hid = self._exact(obs_rows, first, cache, t, keep=self.candidates == "prior+proxy")
+        if policy == "prior":
+            return first, ll_first
+        # prior+proxy: the context shift measured on the prior's candidates, then the proxy's new top_k
+        shift = (hid - self._proxy[first]).mean(1)  # (R, d)
+        rank = self._log_lik(obs_rows - shift, self._proxy) + prior
+        rank.scatter_(1, first, float("-inf"))
+        second = rank.topk(self.top_k, dim=1).indices
+        ll_second = self._exact(obs_rows, second, cache, t)[0]
+        return torch.cat([first, second], 1), torch.cat([ll_first, ll_second], 1)
 
-    def _linearised(self, obs_rows: torch.Tensor, cache, log_prior: torch.Tensor | None, t: int) -> torch.Tensor:
-        """(R, V) first-order posterior: log-prior(c) + ∇_e log p(o_t | h_A(x_<t, e)) · (E_c − e0) at e0 = the
-        embedding of the prior's favourite token (or the mean embedding without a prior)."""
+    def _linearised(self, obs_rows: torch.Tensor, cache, log_prior, t: int) -> torch.Tensor:
+        """(R, V) first-order change of the log-likelihood when the input embedding at t moves from e0 (the
+        prior's favourite token, or the mean embedding) to each vocabulary row: ∇_e log p(o | h_A(e)) · (E_c − e0)."""
         r = obs_rows.shape[0]
-        if log_prior is not None:
-            e0 = self._embed[log_prior.argmax(1)]
-        else:
-            e0 = self._embed.mean(0).expand(r, -1)
+        e0 = self._embed[log_prior.argmax(1)] if log_prior is not None else self._embed.mean(0).expand(r, -1)
         e0 = e0.clone().unsqueeze(1).requires_grad_(True)
         with torch.enable_grad():
-            hid = self._head_step(e0, self._repeat(cache, torch.arange(r)), t)[:, 0]
-            ll = self._log_lik(obs_rows, hid.unsqueeze(1)).sum()
-            (g,) = torch.autograd.grad(ll, e0)
+            hid = self._head_step(e0, self._repeat(cache, torch.arange(r)), t)
+            (g,) = torch.autograd.grad(self._log_lik(obs_rows, hid).sum(), e0)
         g = g[:, 0]
-        lin = g @ self._embed.T - (g * e0[:, 0].detach()).sum(-1, keepdim=True)
-        return lin + log_prior if log_prior is not None else lin
+        return g @ self._embed.T - (g * e0[:, 0].detach()).sum(-1, keepdim=True)
 
-    # ------------------------------------------------------------------ caches
-
-    def _advance(self, cache, parents: torch.Tensor, picks: torch.Tensor, t: int):
-        cache = self._repeat(cache, parents)
-        self._head_step(self._embed[picks].unsqueeze(1), cache, t)
-        return cache
-
-    def _prior_step(self, cache: DynamicCache, parents: torch.Tensor, picks: torch.Tensor, t: int):
+    def _prior_step(self, cache: DynamicCache, parents: torch.Tensor, picks: torch.Tensor, t: int) -> torch.Tensor:
+        """Advance the full public model's cache with the kept rows' new tokens; (R, V) next-token log-prior."""
         if cache.get_seq_length() > 0:
             cache.batch_select_indices(parents)
         r = len(picks)
         logits = self._full(input_ids=picks.view(r, 1), attention_mask=torch.ones(r, t + 1, dtype=torch.long),
                             position_ids=torch.full((r, 1), t, dtype=torch.long), past_key_values=cache,
                             use_cache=True).logits[:, -1].float()
-        return torch.log_softmax(logits, -1), cache
+        return torch.log_softmax(logits, -1)
 
     # ------------------------------------------------------------------ diagnostics (scorer side)
 
     def diagnostics(self, true_ids: list[list[int]]) -> dict[str, Any]:
-        """Candidate recall of the last `invert`: how often the true token was among the candidates scored at
-        its position (on the returned path); computed by the scorer, who holds the truth."""
+        """Candidate recall of the last `invert`: the fraction of positions whose true token was among the
+        candidates scored there (on the returned path; position 0 and candidates="all" score the whole
+        vocabulary, so recall 1 there), so a reader sees when pruning, not the defense, limited the attack.
+        Computed by the scorer, who holds the truth; the attack never sees it."""
         if not self._trace:
             return {}
-        hits = total = 0
-        sizes = 0
-        for (i, cands), truth in zip(self._trace, true_ids):
-            for t, (c, y) in enumerate(zip(cands, truth)):
-                hits += bool((c == y).any())
+        hits = total = pruned = sizes = 0
+        for cands, truth in zip(self._trace, true_ids):
+            for c, y in zip(cands, truth):
                 total += 1
+                if c is None:
+                    hits += 1
+                    continue
+                hits += bool((c == y).any())
+                pruned += 1
                 sizes += int(torch.unique(c).numel())
-        secs = self._timing["seconds"]
-        return {"candidate_recall": hits / max(total, 1), "candidates_per_position": sizes / max(total, 1),
-                "positions": total, "seconds_per_position": secs / max(total, 1),
-                "candidate_forwards": self._timing["scored"]}
-
-
-def _row_dist(defense, obs: torch.Tensor, hid: torch.Tensor, ref_rms: float | None) -> torch.Tensor:
-    """−log-likelihood of each candidate row hid[j] (N, d) against its own observation obs[j] (N, d)."""
-    return -defense.observation_log_likelihood(obs.unsqueeze(1), hid.unsqueeze(1), reference_rms=ref_rms)[:, 0]
+        v = int(self._embed.shape[0])
+        return {"candidate_recall": hits / max(total, 1),
+                "candidates_per_position": sizes / pruned if pruned else v,
+                "positions": total, "pruned_positions": pruned,
+                "seconds_per_position": self._seconds / max(total, 1), "candidate_forwards": self._scored}
 
 
 def _mask_duplicates(cand: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-    """-inf for every repeat of a candidate within its row (pruned policies merge lists), so beams differ."""
+    """-inf for every repeat of a candidate within its row (merged lists may repeat a token), so beams differ."""
     if cand.shape[1] < 2:
         return total
     srt, order = cand.sort(dim=1)
     dup_sorted = torch.zeros_like(srt, dtype=torch.bool)
     dup_sorted[:, 1:] = srt[:, 1:] == srt[:, :-1]
-    dup = torch.zeros_like(dup_sorted).scatter(1, order, dup_sorted)
-    return total.masked_fill(dup, float("-inf"))
+    return total.masked_fill(torch.zeros_like(dup_sorted).scatter(1, order, dup_sorted), float("-inf"))

@@ -85,41 +85,65 @@ def draw_noise(like: torch.Tensor, std: float | torch.Tensor, generator: torch.G
     return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype) * std
 
 
-def _batched(observed: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """(observed, candidates) as (B, n, d) and (B, K, d) in at least fp32; and whether the input was unbatched."""
+def _work_dtype(*ts: torch.Tensor) -> torch.dtype:
     import torch
 
-    if candidates.ndim == 2 and observed.ndim in (1, 2):
-        o = observed.reshape(1, -1, observed.shape[-1])
-        c, single = candidates.unsqueeze(0), True
-    elif candidates.ndim == 3 and observed.ndim == 3 and observed.shape[0] == candidates.shape[0]:
-        o, c, single = observed, candidates, False
-    else:
-        raise FlbenchError(f"observation likelihood: observed {tuple(observed.shape)} and candidates "
-                           f"{tuple(candidates.shape)}: expected (d,) or (n, d) with (K, d), or (B, n, d) with (B, K, d)")
-    if o.shape[-1] != c.shape[-1]:
-        raise FlbenchError(f"observation likelihood: observed width {o.shape[-1]} != candidate width {c.shape[-1]}")
-    work = torch.promote_types(torch.promote_types(o.dtype, c.dtype), torch.float32)
-    return o.to(work), c.to(work), single
+    out = torch.float32
+    for t in ts:
+        out = torch.promote_types(out, t.dtype)
+    return out
 
 
 def squared_distance_sum(observed: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """Σ_i ||o_i − c||² over the n releases o_i, for each candidate c; shapes as in
-    `BaseDefense.observation_log_likelihood`. Uses Σ||o_i − c||² = Σ||o_i − ō||² + n||ō − c||² (exact, and no
-    cancellation when an observation equals a candidate)."""
-    o, c, single = _batched(observed, candidates)
+    """Σ_i ||o_i − c||² over the n releases o_i of a position, for each candidate c.
+
+    observed (d,) or (n, d) with candidates (K, d) → (K,); batched: observed (B, n, d) with candidates
+    (B, K, d) → (B, K) (row b against its own K candidates) or with shared candidates (K, d) → (B, K) (every
+    row against the same K, e.g. a whole vocabulary). Uses Σ||o_i − c||² = Σ||o_i − ō||² + n||ō − c||²; the
+    per-row forms take differences (exact: no cancellation when an observation equals a candidate); the
+    shared form expands ||ō − c||² = ||ō||² − 2ō·c + ||c||² into one matrix product (fp32 rounding
+    ~1e-7·||ō||², fine for ranking a vocabulary, not for exact-match acceptance).
+    """
+    if not ((observed.ndim in (1, 2) and candidates.ndim == 2) or (observed.ndim == 3 and candidates.ndim in (2, 3))):
+        raise FlbenchError(f"observation likelihood: observed {tuple(observed.shape)} and candidates "
+                           f"{tuple(candidates.shape)}: expected (d,) or (n, d) with (K, d), or (B, n, d) with "
+                           "(B, K, d) or (K, d)")
+    if observed.shape[-1] != candidates.shape[-1] or (candidates.ndim == 3 and observed.shape[0] != candidates.shape[0]):
+        raise FlbenchError(f"observation likelihood: observed {tuple(observed.shape)} does not match candidates "
+                           f"{tuple(candidates.shape)}")
+    work = _work_dtype(observed, candidates)
+    single = observed.ndim < 3
+    o = observed.reshape(1, -1, observed.shape[-1]).to(work) if single else observed.to(work)
+    c = candidates.to(work)
     n = o.shape[1]
     mean = o.mean(1, keepdim=True)  # (B, 1, d)
-    spread = (o - mean).square().sum((1, 2))  # (B,)
-    out = spread.unsqueeze(1) + n * (c - mean).square().sum(-1)  # (B, K)
+    spread = (o - mean).square().sum((1, 2)).unsqueeze(1)  # (B, 1)
+    if c.ndim == 3 or single:
+        out = spread + n * (c - mean).square().sum(-1)  # (B, K) by differences
+    else:  # shared candidates: one matrix product
+        m = mean[:, 0]
+        gram = m.square().sum(-1, keepdim=True) - 2.0 * m @ c.T + c.square().sum(-1)
+        out = spread + n * gram.clamp_min(0.0)
     return out[0] if single else out
 
 
+# An exact observation (no noise) is a point mass at the clean row; the attacker's recomputation of that row
+# differs from the client's only by float rounding (and the wire dtype's: bf16 keeps ~3 significant digits), so
+# it is scored as a Gaussian of this relative width: the true row scores ≈ 0 and any other row
+# −||o − c||² / (2τ²), far below any difference of log-priors — SipIt's exact acceptance (arXiv 2510.15511).
+EXACT_RELATIVE_TOLERANCE = 1e-3
+
+
 def gaussian_log_likelihood(observed: torch.Tensor, candidates: torch.Tensor, sigma: float) -> torch.Tensor:
-    """−Σ_i ||o_i − c||² / (2σ²): i.i.d. N(0, σ²) noise on every coordinate, up to a constant. σ = 0 (no
-    noise) gives −Σ||o_i − c||², the exact-match distance (SipIt's acceptance, arXiv 2510.15511)."""
+    """−Σ_i ||o_i − c||² / (2σ²): i.i.d. N(0, σ²) noise on every coordinate, up to a constant (shapes as in
+    `squared_distance_sum`). σ = 0 (no noise) is the exact law: σ is replaced by τ = EXACT_RELATIVE_TOLERANCE ×
+    RMS of the observed row(s), the numerical width of "equal"."""
     dist = squared_distance_sum(observed, candidates)
-    return -dist / (2.0 * sigma * sigma) if sigma > 0 else -dist
+    if sigma > 0:
+        return -dist / (2.0 * sigma * sigma)
+    o = observed.reshape(1, -1, observed.shape[-1]) if observed.ndim < 3 else observed
+    tau_sq = (EXACT_RELATIVE_TOLERANCE**2) * o.to(dist.dtype).square().mean((1, 2)).clamp_min(1e-30)  # (B,)
+    return -dist / (2.0 * (tau_sq[0] if observed.ndim < 3 else tau_sq.unsqueeze(1)))
 
 
 @dataclass
@@ -307,8 +331,8 @@ class BaseDefense:
         mechanism and parameters, unknown draws). Attacks that decode by likelihood ask this, never a name.
 
         observed: (d,) one release of a position, or (n, d) n independent releases of it (their
-        log-likelihoods add); batched: (B, n, d) with candidates (B, K, d) → (B, K).
-        candidates: (K, d) clean hidden states the client may have computed → (K,).
+        log-likelihoods add); batched: (B, n, d) with candidates (B, K, d) (each row its own) or (K, d)
+        (shared by all rows) → (B, K). candidates: (K, d) clean hidden states the client may have computed.
         reference_rms: the clean hidden states' RMS, for laws whose scale is relative to it (the attacker
         estimates it with `reference_rms_from_observed`). Computed in at least fp32.
         A defense that does not state its law keeps this default, which raises (see `states_likelihood`).

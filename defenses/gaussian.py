@@ -62,7 +62,8 @@ class GaussianNoise(BaseDefense):
     def observation_log_likelihood(self, observed: torch.Tensor, candidates: torch.Tensor, *,
                                    reference_rms: float | None = None) -> torch.Tensor:
         """−Σ_i ||o_i − c||² / (2 σ_eff²); σ_eff = sigma, or sigma × reference_rms when relative (the
-        attacker's estimate, see `reference_rms_from_observed`). sigma = 0: −Σ||o_i − c||² (exact match)."""
+        attacker's estimate, see `reference_rms_from_observed`). sigma = 0: the exact law (see
+        `defenses.base.gaussian_log_likelihood`)."""
         sigma = self.sigma
         if self.relative and sigma > 0:
             if reference_rms is None or not reference_rms > 0:

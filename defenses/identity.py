@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from defenses.base import ABSOLUTE, BaseDefense, NoiseScale, register, squared_distance_sum
+from defenses.base import ABSOLUTE, BaseDefense, NoiseScale, gaussian_log_likelihood, register
 
 if TYPE_CHECKING:
     import torch
@@ -27,9 +27,10 @@ class NoDefense(BaseDefense):
 
     def observation_log_likelihood(self, observed: torch.Tensor, candidates: torch.Tensor, *,
                                    reference_rms: float | None = None) -> torch.Tensor:
-        """−Σ_i ||o_i − c||²: the law is a point mass (o = c up to wire rounding), so the score is the exact-match
-        distance; the true row scores ≈ 0 (SipIt's acceptance, arXiv 2510.15511)."""
-        return -squared_distance_sum(observed, candidates)
+        """The law is a point mass (o = c up to float and wire rounding): −Σ_i ||o_i − c||² / (2τ²) with
+        τ = EXACT_RELATIVE_TOLERANCE × RMS(o), so the true row scores ≈ 0 and every other row far below any
+        log-prior difference (SipIt's exact acceptance, arXiv 2510.15511)."""
+        return gaussian_log_likelihood(observed, candidates, 0.0)
 
     def noise_scale(self) -> NoiseScale:
         return NoiseScale(0.0, ABSOLUTE)

@@ -169,6 +169,9 @@ def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, d
         "metrics": {k: {m: v[m] for m in ("mean", "ci_low", "ci_high")} for k, v in metrics.items()},
         "seconds": {"fit": round(fa.fit_seconds, 3), "invert": round(invert_s, 3)},
         "fit_log": getattr(fa.attack, "fit_log", {}),
+        # scorer-side diagnostics of this inversion (e.g. candidate recall), computed with the true ids after
+        # `invert` returned: the attack never saw them
+        "diagnostics": fa.attack.diagnostics(true_ids),
         "examples": [{"original": o, "recovered": r} for o, r in list(zip(originals, recovered))[:3]],
         "config": cfg.model_dump(mode="json"),
     }

@@ -28,6 +28,7 @@ EXAMPLES = {
     "learned-inversion": {"steps": 40, "batch_size": 8, "max_aux": 64, "max_length": 64, "lr": 3e-3},
     "output-inversion": {"decoder": "mlp", "target": "current", "steps": 40, "batch_size": 8, "max_aux": 64,
                          "max_length": 64, "lr": 3e-3},
+    "map-inversion": {"top_k": 16},
     "relaxation": {"steps": 100, "top_k": 64},
 }
 SPLIT = SplitSpec(1, 1)
@@ -51,8 +52,9 @@ def _run(tiny, name, aux, victims, sigma):
 
 
 def test_registry_names():
-    assert attacks.names() == ["embedding-nn", "learned-inversion", "output-inversion", "relaxation"]
-    with pytest.raises(FlbenchError, match="known: embedding-nn, learned-inversion, output-inversion, relaxation"):
+    assert attacks.names() == ["embedding-nn", "learned-inversion", "map-inversion", "output-inversion", "relaxation"]
+    with pytest.raises(FlbenchError, match="known: embedding-nn, learned-inversion, map-inversion, output-inversion, "
+                                           "relaxation"):
         make_attack("no-such-attack")
 
 
