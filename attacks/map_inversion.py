@@ -41,10 +41,14 @@ from transformers import DynamicCache
 
 from attacks.base import Attack, Knowledge, Observations, register
 from flbench.core.errors import FlbenchError
-from flbench.core.params import PositiveInt
+from flbench.core.params import NonNegativeInt, PositiveInt
 from splits.parts import Part
 
-POLICIES = ("all", "prior", "gradient", "proxy", "prior+proxy")
+# `expand`: a row's candidates "explain" the observation when the best log-likelihood reaches the level the
+# true row reaches under the Gaussian laws the defenses state (−log p = ||noise||²/2σ² ~ χ²_d / 2, mean d/2,
+# sd sqrt(d/2); the exact law is a far narrower Gaussian): more than PLAUSIBLE_Z sd below means none of them
+# is the true token, so the next top_k of the ranking are scored.
+PLAUSIBLE_Z = 6.0
 
 
 @register("map-inversion")
@@ -63,7 +67,10 @@ class MAPInversion(Attack):
       table, see the module doc), "prior+proxy" (the prior's top_k, then the proxy's top_k with the context
       shift measured on them; the default).
     top_k: candidates per source. prior: add the public model's next-token log-prior (MAP) or not (maximum
-      likelihood). beam: prefixes kept per victim (1 = greedy). proxy_context: the public text the proxy
+      likelihood). beam: prefixes kept per victim (1 = greedy). expand: at most this many more rounds of
+      top_k candidates (next in the policy's ranking) for a row whose candidates do not explain the
+      observation (best log-likelihood more than 6 sd below what the true token reaches under the Gaussian
+      laws; SipIt's "continue until accepted"), 0 = never. proxy_context: the public text the proxy
       table is computed after. batch_size: victims decoded in lockstep. chunk: (row, candidate) pairs per
       head forward (memory bound only).
     """
@@ -72,6 +79,7 @@ class MAPInversion(Attack):
     top_k: PositiveInt = 32
     prior: bool = True
     beam: PositiveInt = 1
+    expand: NonNegativeInt = 4
     proxy_context: str = "This is a short text:"
     batch_size: PositiveInt = 8
     chunk: PositiveInt = 2048
@@ -155,6 +163,8 @@ class MAPInversion(Attack):
 
     def _invert(self, obs: Observations) -> list[list[int]]:
         self._ref_rms = self._defense.reference_rms_from_observed(torch.cat(obs.h_a).float())
+        d = obs.h_a[0].shape[-1] if len(obs) else 1
+        self._plausible = -(d + PLAUSIBLE_Z * (2 * d) ** 0.5) / 2  # see `expand`
         self._trace = [None] * len(obs)
         self._scored = 0
         out: list[list[int]] = [[] for _ in range(len(obs))]
@@ -246,50 +256,60 @@ class MAPInversion(Attack):
         self._scored += ll.numel()
         return torch.arange(v).expand(len(obs_rows), -1), ll
 
-    def _exact(self, obs_rows: torch.Tensor, cand: torch.Tensor, cache, t: int,
-               keep: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Exact log-likelihood (R, K) of each row's K candidates (and their h_A (R, K, d) if `keep`): one head
-        decode step over the (row, candidate) pairs, the prefix cache repeated over the pairs, `chunk` pairs
-        per forward."""
-        r, k = cand.shape
+    def _exact(self, obs_rows: torch.Tensor, cand: torch.Tensor, cache, t: int, keep: bool = False,
+               rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Exact log-likelihood (F, K) of K candidates for each of F rows (all rows, or the rows `rows` of the
+        cache and of obs_rows),
+        and their h_A (F, K, d) if `keep`: one head decode step over the (row, candidate) pairs, the prefix
+        cache repeated over the pairs, `chunk` pairs per forward."""
+        f, k = cand.shape
+        rows = torch.arange(f) if rows is None else rows
         flat = cand.flatten()
-        rows = torch.arange(r).repeat_interleave(k)
-        hid = torch.empty(r * k, self._embed.shape[1]) if keep else None
-        ll = torch.empty(r * k)
-        for s in range(0, r * k, self.chunk):
+        pair_rows = rows.repeat_interleave(k)  # cache / observation row of every pair
+        hid = torch.empty(f * k, self._embed.shape[1]) if keep else None
+        ll = torch.empty(f * k)
+        for s in range(0, f * k, self.chunk):
             sl = slice(s, s + self.chunk)
-            h = self._head_step(self._embed[flat[sl]].unsqueeze(1), self._repeat(cache, rows[sl]), t)
+            h = self._head_step(self._embed[flat[sl]].unsqueeze(1), self._repeat(cache, pair_rows[sl]), t)
             if keep:
                 hid[sl] = h[:, 0]
-            ll[sl] = self._log_lik(obs_rows[rows[sl]], h)[:, 0]  # each pair against its own row
-        self._scored += r * k
-        return ll.view(r, k), hid.view(r, k, -1) if keep else None
+            ll[sl] = self._log_lik(obs_rows[pair_rows[sl]], h)[:, 0]  # each pair against its own row
+        self._scored += f * k
+        return ll.view(f, k), hid.view(f, k, -1) if keep else None
 
     def _step_candidates(self, obs_rows: torch.Tensor, cache, log_prior, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Candidate ids (R, K) for position t and their exact log-likelihoods (R, K)."""
+        """Candidate ids (R, K) for position t and their exact log-likelihoods (R, K) (-inf: padding)."""
         v = self._embed.shape[0]
         r = len(obs_rows)
         policy = self.candidates
         if policy == "all" or self.top_k >= v:
-            return torch.arange(v).expand(r, -1), self._exact(obs_rows, torch.arange(v).expand(r, -1), cache, t)[0]
+            every = torch.arange(v).expand(r, -1)
+            return every, self._exact(obs_rows, every, cache, t)[0]
         prior = log_prior if log_prior is not None else torch.zeros(r, v)
-        if policy == "gradient":
-            cand = (self._linearised(obs_rows, cache, log_prior, t) + prior).topk(self.top_k, dim=1).indices
-            return cand, self._exact(obs_rows, cand, cache, t)[0]
-        if policy == "proxy":
-            cand = (self._log_lik(obs_rows, self._proxy) + prior).topk(self.top_k, dim=1).indices
-            return cand, self._exact(obs_rows, cand, cache, t)[0]
-        first = prior.topk(self.top_k, dim=1).indices
-        ll_first, hid = self._exact(obs_rows, first, cache, t, keep=self.candidates == "prior+proxy")
-        if policy == "prior":
-            return first, ll_first
-        # prior+proxy: the context shift measured on the prior's candidates, then the proxy's new top_k
-        shift = (hid - self._proxy[first]).mean(1)  # (R, d)
-        rank = self._log_lik(obs_rows - shift, self._proxy) + prior
-        rank.scatter_(1, first, float("-inf"))
-        second = rank.topk(self.top_k, dim=1).indices
-        ll_second = self._exact(obs_rows, second, cache, t)[0]
-        return torch.cat([first, second], 1), torch.cat([ll_first, ll_second], 1)
+        if policy == "prior+proxy":  # the context shift measured on the prior's candidates ranks the proxy
+            cand = prior.topk(self.top_k, dim=1).indices
+            ll, hid = self._exact(obs_rows, cand, cache, t, keep=True)
+            shift = (hid - self._proxy[cand]).mean(1)  # (R, d)
+            ranking = self._log_lik(obs_rows - shift, self._proxy) + prior
+        else:
+            ranking = {"prior": lambda: prior.clone(),
+                       "proxy": lambda: self._log_lik(obs_rows, self._proxy) + prior,
+                       "gradient": lambda: self._linearised(obs_rows, cache, log_prior, t) + prior}[policy]()
+            cand, ll = torch.empty(r, 0, dtype=torch.long), torch.empty(r, 0)
+        need = torch.arange(r)  # rows that get the next top_k of their ranking: all, then the unexplained
+        for _ in range(1 + self.expand):
+            ranking.scatter_(1, cand, float("-inf"))  # never score a token twice
+            new = ranking[need].topk(self.top_k, dim=1).indices
+            new_ll = self._exact(obs_rows, new, cache, t, rows=need)[0]
+            if len(need) < r:  # rows that were not expanded repeat their first candidate (masked as duplicates)
+                pad_c, pad_l = cand[:, :1].repeat(1, self.top_k), torch.full((r, self.top_k), float("-inf"))
+                pad_c[need], pad_l[need] = new, new_ll
+                new, new_ll = pad_c, pad_l
+            cand, ll = torch.cat([cand, new], 1), torch.cat([ll, new_ll], 1)
+            need = (ll.max(1).values < self._plausible).nonzero().flatten()
+            if not len(need):
+                break
+        return cand, ll
 
     def _linearised(self, obs_rows: torch.Tensor, cache, log_prior, t: int) -> torch.Tensor:
         """(R, V) first-order change of the log-likelihood when the input embedding at t moves from e0 (the
@@ -309,7 +329,7 @@ class MAPInversion(Attack):
             cache.batch_select_indices(parents)
         r = len(picks)
         logits = self._full(input_ids=picks.view(r, 1), attention_mask=torch.ones(r, t + 1, dtype=torch.long),
-                            position_ids=torch.full((r, 1), t, dtype=torch.long), past_key_values=cache,
+                            position_ids=torch.full((r, 1), t, dtype=torch.long), cache=cache,
                             use_cache=True).logits[:, -1].float()
         return torch.log_softmax(logits, -1)
 
@@ -340,10 +360,15 @@ class MAPInversion(Attack):
 
 
 def _mask_duplicates(cand: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-    """-inf for every repeat of a candidate within its row (merged lists may repeat a token), so beams differ."""
+    """-inf for every repeat of a candidate within its row but its best-scored one (merged or padded lists may
+    repeat a token), so beams differ."""
     if cand.shape[1] < 2:
         return total
-    srt, order = cand.sort(dim=1)
-    dup_sorted = torch.zeros_like(srt, dtype=torch.bool)
-    dup_sorted[:, 1:] = srt[:, 1:] == srt[:, :-1]
-    return total.masked_fill(torch.zeros_like(dup_sorted).scatter(1, order, dup_sorted), float("-inf"))
+    by_score = total.argsort(dim=1, descending=True)
+    c = cand.gather(1, by_score)
+    by_id = c.argsort(dim=1, stable=True)  # ties keep the score order: the best of each id comes first
+    srt = c.gather(1, by_id)
+    dup = torch.zeros_like(srt, dtype=torch.bool)
+    dup[:, 1:] = srt[:, 1:] == srt[:, :-1]
+    order = by_score.gather(1, by_id)  # column of `cand` behind each sorted entry
+    return total.masked_fill(torch.zeros_like(dup).scatter(1, order, dup), float("-inf"))

@@ -44,7 +44,7 @@ def test_exact_recovery_undefended_over_the_whole_vocabulary(tiny, victims, spli
 def test_pruned_policies_report_candidate_recall(tiny, victims):
     knowledge, obs, ids = _setup(tiny, victims[:2], make_defense("none"))
     for policy in ("prior", "gradient", "proxy", "prior+proxy"):
-        attack = make_attack("map-inversion", knowledge, candidates=policy, top_k=4).fit([], knowledge)
+        attack = make_attack("map-inversion", knowledge, candidates=policy, top_k=4, expand=0).fit([], knowledge)
         rec = attack.invert(obs)
         assert [len(r) for r in rec] == [len(i) for i in ids]
         diag = attack.diagnostics(ids)
@@ -54,6 +54,16 @@ def test_pruned_policies_report_candidate_recall(tiny, victims):
         assert diag["pruned_positions"] == diag["positions"] - len(ids)  # position 0: whole vocabulary
         # the recall counts exactly the positions whose true token was scored; recovered ⊆ scored
         assert _acc(ids, rec) <= diag["candidate_recall"] + 1e-9
+
+
+def test_expanding_until_the_observation_is_explained_recovers_exactly(tiny, victims):
+    # SipIt's "continue until accepted": undefended, a row whose best candidate does not reproduce h_A gets
+    # the next top_k of its ranking; with enough rounds the true token is always reached
+    knowledge, obs, ids = _setup(tiny, victims[:2], make_defense("none"))
+    attack = make_attack("map-inversion", knowledge, candidates="proxy", top_k=8, expand=40).fit([], knowledge)
+    assert attack.invert(obs) == ids
+    diag = attack.diagnostics(ids)
+    assert diag["candidate_recall"] == 1.0 and 8 < diag["candidates_per_position"] < 264
 
 
 def test_beam_is_at_least_greedy(tiny, victims):
@@ -93,6 +103,7 @@ def test_a_defense_without_a_likelihood_is_refused_at_construction(tiny):
     ({"candidates": "vocab"}, "candidates='vocab'"),
     ({"top_k": 0}, "top_k=0"),
     ({"beam": 0}, "beam=0"),
+    ({"expand": -1}, "expand=-1"),
     ({"prior": "yes"}, "prior='yes'"),
     ({"batch_size": -1}, "batch_size=-1"),
     ({"prior": False}, "candidates='prior\\+proxy' ranks by the prior"),
@@ -103,3 +114,14 @@ def test_a_defense_without_a_likelihood_is_refused_at_construction(tiny):
 def test_bad_params(params, message):
     with pytest.raises(FlbenchError, match=message):
         make_attack("map-inversion", **params)
+
+
+def test_duplicate_candidates_keep_their_best_score():
+    import torch
+
+    from attacks.map_inversion import _mask_duplicates
+
+    cand = torch.tensor([[5, 7, 5, 5], [1, 2, 3, 1]])
+    total = torch.tensor([[float("-inf"), 0.0, 3.0, 1.0], [2.0, 0.0, 1.0, 4.0]], dtype=torch.float64)
+    out = _mask_duplicates(cand, total)
+    assert out.tolist() == [[float("-inf"), 0.0, 3.0, float("-inf")], [float("-inf"), 0.0, 1.0, 4.0]]
