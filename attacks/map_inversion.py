@@ -70,7 +70,9 @@ class MAPInversion(Attack):
       likelihood). beam: prefixes kept per victim (1 = greedy). expand: at most this many more rounds of
       top_k candidates (next in the policy's ranking) for a row whose candidates do not explain the
       observation (best log-likelihood more than 6 sd below what the true token reaches under the Gaussian
-      laws; SipIt's "continue until accepted"), 0 = never. proxy_context: the public text the proxy
+      laws; SipIt's "continue until accepted"), 0 = never. fallback: a row still unexplained after them
+      scores the whole vocabulary (undefended, the true token is then always found: SipIt's guarantee; each
+      costs one full-vocabulary step, counted in diagnostics). proxy_context: the public text the proxy
       table is computed after. batch_size: victims decoded in lockstep. chunk: (row, candidate) pairs per
       head forward (memory bound only).
     """
@@ -80,6 +82,7 @@ class MAPInversion(Attack):
     prior: bool = True
     beam: PositiveInt = 1
     expand: NonNegativeInt = 4
+    fallback: bool = True
     proxy_context: str = "This is a short text:"
     batch_size: PositiveInt = 8
     chunk: PositiveInt = 2048
@@ -166,7 +169,7 @@ class MAPInversion(Attack):
         d = obs.h_a[0].shape[-1] if len(obs) else 1
         self._plausible = -(d + PLAUSIBLE_Z * (2 * d) ** 0.5) / 2  # see `expand`
         self._trace = [None] * len(obs)
-        self._scored = 0
+        self._scored = self._fallbacks = 0
         out: list[list[int]] = [[] for _ in range(len(obs))]
         order = sorted(range(len(obs)), key=lambda i: -obs.lengths[i])  # similar lengths share a group
         t0 = time.perf_counter()
@@ -309,6 +312,12 @@ class MAPInversion(Attack):
             need = (ll.max(1).values < self._plausible).nonzero().flatten()
             if not len(need):
                 break
+        if len(need) and self.fallback:  # still unexplained: the whole vocabulary for those rows
+            every = torch.arange(v).expand(len(need), -1)
+            pad_c, pad_l = cand[:, :1].repeat(1, v), torch.full((r, v), float("-inf"))
+            pad_c[need], pad_l[need] = every, self._exact(obs_rows, every, cache, t, rows=need)[0]
+            cand, ll = torch.cat([cand, pad_c], 1), torch.cat([ll, pad_l], 1)
+            self._fallbacks += len(need)
         return cand, ll
 
     def _linearised(self, obs_rows: torch.Tensor, cache, log_prior, t: int) -> torch.Tensor:
@@ -356,7 +365,8 @@ class MAPInversion(Attack):
         return {"candidate_recall": hits / max(total, 1),
                 "candidates_per_position": sizes / pruned if pruned else v,
                 "positions": total, "pruned_positions": pruned,
-                "seconds_per_position": self._seconds / max(total, 1), "candidate_forwards": self._scored}
+                "seconds_per_position": self._seconds / max(total, 1), "candidate_forwards": self._scored,
+                "full_vocabulary_fallbacks": self._fallbacks}
 
 
 def _mask_duplicates(cand: torch.Tensor, total: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,8 @@ def test_exact_recovery_undefended_over_the_whole_vocabulary(tiny, victims, spli
 def test_pruned_policies_report_candidate_recall(tiny, victims):
     knowledge, obs, ids = _setup(tiny, victims[:2], make_defense("none"))
     for policy in ("prior", "gradient", "proxy", "prior+proxy"):
-        attack = make_attack("map-inversion", knowledge, candidates=policy, top_k=4, expand=0).fit([], knowledge)
+        attack = make_attack("map-inversion", knowledge, candidates=policy, top_k=4, expand=0,
+                             fallback=False).fit([], knowledge)
         rec = attack.invert(obs)
         assert [len(r) for r in rec] == [len(i) for i in ids]
         diag = attack.diagnostics(ids)
@@ -60,10 +61,28 @@ def test_expanding_until_the_observation_is_explained_recovers_exactly(tiny, vic
     # SipIt's "continue until accepted": undefended, a row whose best candidate does not reproduce h_A gets
     # the next top_k of its ranking; with enough rounds the true token is always reached
     knowledge, obs, ids = _setup(tiny, victims[:2], make_defense("none"))
-    attack = make_attack("map-inversion", knowledge, candidates="proxy", top_k=8, expand=40).fit([], knowledge)
+    attack = make_attack("map-inversion", knowledge, candidates="proxy", top_k=8, expand=40,
+                         fallback=False).fit([], knowledge)
     assert attack.invert(obs) == ids
     diag = attack.diagnostics(ids)
     assert diag["candidate_recall"] == 1.0 and 8 < diag["candidates_per_position"] < 264
+    assert diag["full_vocabulary_fallbacks"] == 0
+    # no expansion, but the whole vocabulary for unexplained rows: exact as well
+    attack = make_attack("map-inversion", knowledge, candidates="proxy", top_k=8, expand=0).fit([], knowledge)
+    assert attack.invert(obs) == ids
+    assert attack.diagnostics(ids)["full_vocabulary_fallbacks"] > 0
+
+
+def test_a_bf16_wire_still_counts_as_exact(tiny, victims):
+    fallbacks = {}
+    for wire in ("fp32", "bf16"):
+        rt = SplitRuntime(tiny, SplitSpec(2, 1), wire_dtype=wire)
+        knowledge = Knowledge.from_runtime(rt)
+        obs, ids = capture(rt, victims[:2], batch_size=2)
+        attack = make_attack("map-inversion", knowledge, top_k=8).fit([], knowledge)
+        assert attack.invert(obs) == ids
+        fallbacks[wire] = attack.diagnostics(ids)["full_vocabulary_fallbacks"]
+    assert fallbacks["bf16"] == fallbacks["fp32"]  # the wire's rounding alone never makes the truth implausible
 
 
 def test_beam_is_at_least_greedy(tiny, victims):
@@ -104,6 +123,7 @@ def test_a_defense_without_a_likelihood_is_refused_at_construction(tiny):
     ({"top_k": 0}, "top_k=0"),
     ({"beam": 0}, "beam=0"),
     ({"expand": -1}, "expand=-1"),
+    ({"fallback": 1}, "fallback=1"),
     ({"prior": "yes"}, "prior='yes'"),
     ({"batch_size": -1}, "batch_size=-1"),
     ({"prior": False}, "candidates='prior\\+proxy' ranks by the prior"),
