@@ -49,6 +49,9 @@ from splits.parts import Part
 # sd sqrt(d/2); the exact law is a far narrower Gaussian): more than PLAUSIBLE_Z sd below means none of them
 # is the true token, so the next top_k of the ranking are scored.
 PLAUSIBLE_Z = 6.0
+# Beam pruning: a prefix whose cumulative log-score trails its victim's best by more than this many nats (a
+# posterior ratio of e^-50) is dropped, so undefended searches do not carry wrong prefixes along.
+BEAM_MARGIN = 50.0
 
 
 @register("map-inversion")
@@ -165,8 +168,10 @@ class MAPInversion(Attack):
     # ------------------------------------------------------------------ invert
 
     def _invert(self, obs: Observations) -> list[list[int]]:
+        if not len(obs):
+            return []
         self._ref_rms = self._defense.reference_rms_from_observed(torch.cat(obs.h_a).float())
-        d = obs.h_a[0].shape[-1] if len(obs) else 1
+        d = obs.h_a[0].shape[-1]
         self._plausible = -(d + PLAUSIBLE_Z * (2 * d) ** 0.5) / 2  # see `expand`
         self._trace = [None] * len(obs)
         self._scored = self._fallbacks = 0
@@ -197,8 +202,10 @@ class MAPInversion(Attack):
             obs_rows = torch.stack([h_obs[int(v)][t] for v in victim])  # (R, d)
             if t == 0:
                 cand, ll = self._first_position(obs_rows)
-            else:
-                cand, ll = self._step_candidates(obs_rows, head_cache, log_prior, t)
+            else:  # only each victim's leading prefix may expand its candidates (bounded cost with beams)
+                lead = score == torch.full((n,), float("-inf"), dtype=score.dtype).scatter_reduce(
+                    0, victim, score, "amax")[victim]
+                cand, ll = self._step_candidates(obs_rows, head_cache, log_prior, t, lead)
             total = ll.double() + score.unsqueeze(1)
             if log_prior is not None:
                 total = total + log_prior.gather(1, cand).double()
@@ -237,6 +244,7 @@ class MAPInversion(Attack):
         for v in torch.unique(victim, sorted=True).tolist():
             rows = (victim == v).nonzero().flatten()
             flat = total[rows].flatten()
+            flat = flat.masked_fill(flat < flat.max() - BEAM_MARGIN, float("-inf"))
             top = flat.topk(min(self.beam, int(torch.isfinite(flat).sum()))).indices
             parents.append(rows[top // k])
             picks.append(cand[rows[top // k], top % k])
@@ -280,8 +288,10 @@ class MAPInversion(Attack):
         self._scored += f * k
         return ll.view(f, k), hid.view(f, k, -1) if keep else None
 
-    def _step_candidates(self, obs_rows: torch.Tensor, cache, log_prior, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Candidate ids (R, K) for position t and their exact log-likelihoods (R, K) (-inf: padding)."""
+    def _step_candidates(self, obs_rows: torch.Tensor, cache, log_prior, t: int,
+                         lead: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Candidate ids (R, K) for position t and their exact log-likelihoods (R, K) (-inf: padding). Rows
+        marked in `lead` (R,) may get expansion rounds and the fallback."""
         v = self._embed.shape[0]
         r = len(obs_rows)
         policy = self.candidates
@@ -309,7 +319,7 @@ class MAPInversion(Attack):
                 pad_c[need], pad_l[need] = new, new_ll
                 new, new_ll = pad_c, pad_l
             cand, ll = torch.cat([cand, new], 1), torch.cat([ll, new_ll], 1)
-            need = (ll.max(1).values < self._plausible).nonzero().flatten()
+            need = ((ll.max(1).values < self._plausible) & lead).nonzero().flatten()
             if not len(need):
                 break
         if len(need) and self.fallback:  # still unexplained: the whole vocabulary for those rows

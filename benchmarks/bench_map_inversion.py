@@ -33,13 +33,17 @@ def _acc(row: dict) -> float:
     return row["metrics"]["token_accuracy"]["mean"]
 
 
-def _learned_inversion(split: str, sigma: float, relative: bool, data: str, n: int) -> dict | None:
-    """learned-inversion's committed row for the same victims, if bench_attacks.py measured it."""
+def _learned_inversion(split: str, sigma: float, relative: bool, data: str, n: int, max_length: int) -> dict | None:
+    """learned-inversion's committed row for the same victims (corpus, n, truncation, seed 0), if bench_attacks.py
+    measured it."""
     if not LEARNED.is_file():
         return None
     for row in json.loads(LEARNED.read_text())["rows"]:
+        cfg = row.get("config", {})
+        victims = cfg.get("victims", cfg)  # AttackConfig dumps: nested (now) or flat (older files)
         if (row["attack"] == "learned-inversion" and row["split"] == split and row["data"] == data
-                and row["n"] == n and row["defense_params"] == {"sigma": sigma, "relative": relative}):
+                and row["n"] == n and victims.get("max_length") == max_length and cfg.get("seed") == 0
+                and row["defense_params"] == {"sigma": sigma, "relative": relative}):
             return {"token_accuracy": row["metrics"]["token_accuracy"], "source": str(LEARNED),
                     "fit_s": row["seconds"]["fit"], "invert_s": row["seconds"]["invert"]}
     return None
@@ -105,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
             captured = capture_victims(fa.rt, defense, records, args.max_length)
             row = evaluate_attack(fa, records, notes, data_name=args.data, captured=captured)
             row["relative_sigma"] = args.relative
-            row["learned_inversion"] = _learned_inversion(split, sigma, args.relative, args.data, len(records))
+            row["learned_inversion"] = _learned_inversion(split, sigma, args.relative, args.data, len(records),
+                                                          args.max_length)
             say(tag, row)
             row["variants"] = []
             for params in args.variants:

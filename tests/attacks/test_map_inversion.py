@@ -145,3 +145,14 @@ def test_duplicate_candidates_keep_their_best_score():
     total = torch.tensor([[float("-inf"), 0.0, 3.0, 1.0], [2.0, 0.0, 1.0, 4.0]], dtype=torch.float64)
     out = _mask_duplicates(cand, total)
     assert out.tolist() == [[float("-inf"), 0.0, 3.0, float("-inf")], [float("-inf"), 0.0, 1.0, 4.0]]
+
+
+def test_flbench_attack_json_carries_the_candidate_recall(cli):
+    import json
+
+    code, out, err = cli("attack", "--model", "tiny-llama", "--split", "1,1", "--attack", "map-inversion",
+                         "--attack-param", "top_k=8", "--limit", "2", "--aux-limit", "2", "--json")
+    assert code == 0, err
+    diag = json.loads(out)["diagnostics"]
+    assert 0.0 < diag["candidate_recall"] <= 1.0 and diag["positions"] > 0
+    assert {"candidates_per_position", "seconds_per_position", "full_vocabulary_fallbacks"} <= set(diag)
