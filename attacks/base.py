@@ -7,7 +7,8 @@
     recovered_ids = attack.fit(aux_texts, knowledge).invert(obs)
 
 Threat model (../shared/DESIGN.md): the attacker is the honest-but-curious server. It sees the head's output
-h_A after the defense, the lengths/positions in the message headers, and its own output h_B. It knows the
+h_A after the defense, the lengths/positions in the message headers, its own output h_B and, in training,
+the gradient dL/dh_B the client's tail sends back (after the gradient defense, if any). It knows the
 architecture, the partition points, the public pretrained weights, the defense and its parameters, and has
 public auxiliary text; it does not know the private data, the clients' adapters or the noise draws.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -28,8 +29,9 @@ from splits.sequence import pad_rows
 
 attacks: Registry[type[Attack]] = Registry("attack")
 
-# What a vantage point on the wire can record (names used in `Attack.requires`).
-OBSERVABLES = ("h_a", "h_b")
+# What a vantage point on the wire can record (names used in `Attack.requires`): h_A (received), h_B (sent),
+# dL/dh_B (received during training). The server records all three.
+OBSERVABLES = ("h_a", "h_b", "grad_b")
 SERVER_VIEW = frozenset(OBSERVABLES)
 
 
@@ -48,9 +50,12 @@ class Knowledge:
     """What the threat model grants the attacker (Kerckhoffs): public weights, split, defense, wire format.
 
     `defense` is the defense object the client runs (its class and parameters are public; the attacker never
-    uses its generator or draws, see `fresh_defense`); `NoDefense()` when the client sends h_A as it is. `observes` says which messages the vantage point
-    records: the server sees both h_A (received) and h_B (its own output); an eavesdropper on one link only
-    one of them.
+    uses its generator or draws, see `fresh_defense`); `NoDefense()` when the client sends h_A as it is.
+    `grad_defense` likewise for the defense on the client's gradient edge (dL/dh_B). `observes` says which
+    messages the vantage point records: the server sees h_A (received), h_B (its own output) and, in
+    training, dL/dh_B (received); an eavesdropper on one link only some of them. `answers`: the token ids of
+    the training task's verbalised answers when the task is public and has them (e.g. sst2's " negative",
+    " positive"), else None; gradient attacks may restrict their label candidates to them.
     """
 
     loaded: Any  # flbench.models.LoadedModel with the public pretrained weights
@@ -58,10 +63,14 @@ class Knowledge:
     defense: BaseDefense = field(default_factory=NoDefense)
     wire_dtype: str = "fp32"
     observes: frozenset[str] = SERVER_VIEW
+    grad_defense: BaseDefense = field(default_factory=NoDefense)
+    answers: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.defense is None:  # a runtime without a defense on the edge
             self.defense = NoDefense()
+        if self.grad_defense is None:
+            self.grad_defense = NoDefense()
         self.observes = frozenset(self.observes)
         bad = sorted(self.observes - set(OBSERVABLES))
         if bad:
@@ -69,7 +78,9 @@ class Knowledge:
 
     @classmethod
     def from_runtime(cls, rt: Any, observes: frozenset[str] | set[str] = SERVER_VIEW) -> Knowledge:
-        return cls(rt.loaded, rt.spec, rt.clients[0].defense or NoDefense(), rt.wire.dtype, frozenset(observes))
+        client = rt.clients[0]
+        return cls(rt.loaded, rt.spec, client.defense or NoDefense(), rt.wire.dtype, frozenset(observes),
+                   getattr(client, "grad_defense", None) or NoDefense())
 
     @property
     def model(self) -> Any:
@@ -88,6 +99,7 @@ class Knowledge:
             "model": getattr(self.loaded, "name", "?"),
             "split": str(self.spec),
             "defense": self.defense.describe(),
+            "grad_defense": self.grad_defense.describe(),
             "wire_dtype": self.wire_dtype,
             "observes": sorted(self.observes),
         }
@@ -99,17 +111,47 @@ class Observations:
 
     h_a[i]: (T_i, d) hidden states the server received for example i (after the defense), or None when
     the vantage point did not record them; h_b[i] likewise for the server's own outputs. `lengths[i]` = T_i.
+    Training traffic (entries from TRAIN forwards): grad_b[i] is the (T_i, d) gradient dL/dh_B the client
+    sent back for entry i (after the gradient defense), None for an entry of other traffic (eval, generation);
+    `steps[i]` the training step it came from (the client's k-th training forward, from 0; -1: not
+    training), `epochs[i]` the epoch (when the capture knows the examples per epoch, else None), `clients[i]`
+    the client it came from. An entry of training traffic is one training sequence as one step sent it: an
+    example trained on in several steps has one entry per step.
     """
 
     lengths: list[int]
     h_a: list[torch.Tensor] | None = None
     h_b: list[torch.Tensor] | None = None
+    grad_b: list[torch.Tensor | None] | None = None
+    steps: list[int] | None = None
+    epochs: list[int] | None = None
+    clients: list[int] | None = None
+    # Repeated releases (the same text sent k times, fresh noise each time: retries, regenerations): h_a_releases[i]
+    # is (k, T_i, d), release 0 being h_a[i]; None when each text crossed the wire once.
+    h_a_releases: list[torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.lengths)
 
+    @property
+    def releases(self) -> int:
+        """How many times each example's h_A was recorded (1 without repeated releases)."""
+        return 1 if not self.h_a_releases else int(self.h_a_releases[0].shape[0])
+
+    def pooled(self) -> Observations:
+        """One h_A per example for attacks that read a single release: the mean of the k releases (for the
+        Gaussian laws the sufficient statistic: Σ_j ||o_j − c||² = k ||ō − c||² + const, i.e. one release
+        with σ/√k; for other laws a pooled estimate). Unchanged when there is one release."""
+        if self.releases == 1:
+            return self
+        return replace(self, h_a=[r.mean(0) for r in self.h_a_releases], h_a_releases=None)
+
     def available(self) -> frozenset[str]:
         return frozenset(n for n in OBSERVABLES if getattr(self, n) is not None)
+
+    def trained(self) -> list[int]:
+        """Indices of the entries that carry a gradient (training traffic)."""
+        return [i for i, g in enumerate(self.grad_b or []) if g is not None]
 
 
 def _per_sample(messages: list[Any]) -> list[torch.Tensor]:
@@ -131,8 +173,51 @@ def _per_sample(messages: list[Any]) -> list[torch.Tensor]:
     return [torch.cat(parts) if len(parts) > 1 else parts[0] for parts in samples]
 
 
-def observe(tap: Any, observes: frozenset[str] | set[str] = SERVER_VIEW) -> Observations:
-    """Observations from a `splits.wire.RecordingTap`: HIDDEN_A messages it received, HIDDEN_B it sent."""
+def _gradients(received: list[Any], examples_per_epoch: int | None
+               ) -> tuple[list[torch.Tensor | None], list[int], list[int] | None, list[int]]:
+    """Per entry (one per sample of each prompt HIDDEN_A received): its GRAD_B rows (None without), its
+    training step, epoch and client. A GRAD_B continues its client's latest training forward (the parties
+    enforce that), so it is matched by client, whatever the interleaving of several clients' messages."""
+    from splits.wire import Kind, Phase
+
+    grads: list[torch.Tensor | None] = []
+    steps: list[int] = []
+    clients: list[int] = []
+    seen: dict[int, int] = {}  # client -> training sequences before this one (for epochs)
+    epochs: list[int] = []
+    forwards: dict[int, int] = {}  # client -> training forwards so far
+    open_: dict[int, list[int]] = {}  # client -> entries of its training forward awaiting a GRAD_B
+    for msg in received:
+        if msg.kind == Kind.HIDDEN_A and msg.phase != Phase.DECODE:
+            idx = list(range(len(grads), len(grads) + msg.batch))
+            grads.extend([None] * msg.batch)
+            clients.extend([msg.client] * msg.batch)
+            if msg.phase == Phase.TRAIN:
+                step = forwards.get(msg.client, 0)
+                forwards[msg.client] = step + 1
+                open_[msg.client] = idx
+                steps.extend([step] * msg.batch)
+                k = seen.get(msg.client, 0)
+                epochs.extend((k + j) // examples_per_epoch if examples_per_epoch else -1 for j in range(msg.batch))
+                seen[msg.client] = k + msg.batch
+            else:
+                steps.extend([-1] * msg.batch)
+                epochs.extend([-1] * msg.batch)
+        elif msg.kind == Kind.GRAD_B:
+            idx = open_.pop(msg.client, None)
+            if idx is None or len(idx) != msg.batch:
+                raise FlbenchError(f"observe: GRAD_B message #{msg.seq} of client {msg.client} matches no training "
+                                   "forward recorded by this tap")
+            for i, g in zip(idx, torch.split(msg.tensor, [int(n) for n in msg.ints])):
+                grads[i] = g
+    return grads, steps, (epochs if examples_per_epoch else None), clients
+
+
+def observe(tap: Any, observes: frozenset[str] | set[str] = SERVER_VIEW,
+            examples_per_epoch: int | None = None) -> Observations:
+    """Observations from a `splits.wire.RecordingTap`: HIDDEN_A messages it received, HIDDEN_B it sent and,
+    for training traffic, the GRAD_B it received (matched to their forwards). `examples_per_epoch`: the size
+    of each client's training set, when the vantage point knows it, so each entry's epoch can be told."""
     from splits.wire import Kind
 
     h_a = _per_sample([m for m in tap.received if m.kind == Kind.HIDDEN_A])
@@ -140,21 +225,34 @@ def observe(tap: Any, observes: frozenset[str] | set[str] = SERVER_VIEW) -> Obse
     if h_a and h_b and [len(t) for t in h_a] != [len(t) for t in h_b]:
         raise FlbenchError("observe: the tapped h_A and h_B messages describe different sequences")
     lengths = [len(t) for t in (h_a or h_b)]
-    return Observations(lengths, h_a if "h_a" in observes else None, h_b if "h_b" in observes else None)
+    grads, steps, epochs, clients = _gradients(tap.received, examples_per_epoch)
+    has_grad = any(g is not None for g in grads)
+    if has_grad and len(grads) != len(lengths):
+        raise FlbenchError("observe: the tapped GRAD_B messages describe other sequences than h_A / h_B")
+    if not (has_grad and "grad_b" in observes):
+        grads = None
+    return Observations(lengths, h_a if "h_a" in observes else None, h_b if "h_b" in observes else None,
+                        grads, steps if has_grad else None, epochs if has_grad else None,
+                        clients if has_grad else None)
 
 
 @torch.no_grad()
 def capture(rt: Any, texts: Sequence[str], batch_size: int = 8, max_length: int = 128,
-            observes: frozenset[str] | set[str] = SERVER_VIEW) -> tuple[Observations, list[list[int]]]:
+            observes: frozenset[str] | set[str] = SERVER_VIEW, releases: int = 1) -> tuple[Observations, list[list[int]]]:
     """Run victim `texts` through the split runtime (EVAL forward) with a wire tap; return what the server
-    recorded and the true token ids (the victim's, for scoring only; the attacker never sees them)."""
+    recorded and the true token ids (the victim's, for scoring only; the attacker never sees them).
+
+    `releases` k > 1: every batch is sent k times in a row (a retry or regeneration without a KV cache; an
+    epoch), each time through the defense with fresh noise; the observations then hold all k releases of
+    each example (`Observations.h_a_releases`), release 0 as `h_a`."""
     from splits.wire import RecordingTap
 
     if not texts:
         raise FlbenchError("capture: no victim texts")
+    if releases < 1:
+        raise FlbenchError(f"capture: releases={releases!r}; expected a positive integer")
     tok = rt.loaded.tokenizer
-    tap = RecordingTap()
-    rt.wire.taps.append(tap)
+    taps = [RecordingTap() for _ in range(releases)]
     true_ids: list[list[int]] = []
     try:
         for start in range(0, len(texts), batch_size):
@@ -163,13 +261,23 @@ def capture(rt: Any, texts: Sequence[str], batch_size: int = 8, max_length: int 
             mask = enc["attention_mask"]
             if int(mask.sum(-1).min()) == 0:
                 raise FlbenchError(f"capture: a victim text in batch starting at {start} has no tokens")
-            rt.forward(enc["input_ids"], mask)
+            for tap in taps:
+                rt.wire.taps.append(tap)
+                try:
+                    rt.forward(enc["input_ids"], mask)
+                finally:
+                    rt.wire.taps.remove(tap)
             true_ids.extend(row[m.bool()].tolist() for row, m in zip(enc["input_ids"], mask))
     finally:
-        rt.wire.taps.remove(tap)
-    obs = observe(tap, observes)
+        for tap in taps:
+            if tap in rt.wire.taps:
+                rt.wire.taps.remove(tap)
+    each = [observe(tap, observes) for tap in taps]
+    obs = each[0]
     if obs.lengths != [len(t) for t in true_ids]:
         raise FlbenchError("capture: tapped lengths do not match the tokenized victim texts")
+    if releases > 1 and obs.h_a is not None:
+        obs.h_a_releases = [torch.stack([o.h_a[i] for o in each]) for i in range(len(obs))]
     return obs, true_ids
 
 
@@ -230,7 +338,8 @@ class Attack:
 
     Self-description (class attributes the runner, records and leaderboard ask, never naming an attack):
     `requires`: what it observes on the wire (names from OBSERVABLES: "h_a", "h_b"); `primary_metric`: the
-    recovery metric that ranks it (the leaderboard's AP, higher = more leakage). Parameters are annotated
+    recovery metric that ranks it (the leaderboard's AP, higher = more leakage); `combines_releases`: whether
+    it combines repeated releases itself (else it is given their mean, `Observations.pooled`). Parameters are annotated
     dataclass fields validated by `flbench.core.params` (types, ranges, choices); rules that tie several
     parameters together go in `__post_init__` after `super().__post_init__()`.
     """
@@ -238,6 +347,8 @@ class Attack:
     name: ClassVar[str] = "?"
     requires: ClassVar[frozenset[str]] = frozenset({"h_a"})
     primary_metric: ClassVar[str] = "token_accuracy"
+    # True: `_invert` reads every release (Observations.h_a_releases) itself; False: it gets the pooled mean.
+    combines_releases: ClassVar[bool] = False
     seed: NonNegativeInt = 0
     _knowledge: Knowledge | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -279,7 +390,7 @@ class Attack:
             raise FlbenchError(f"attack {self.name!r} needs observations {', '.join(missing)}, "
                                f"which were not recorded")
         with torch.no_grad():
-            return self._invert(obs)
+            return self._invert(obs if self.combines_releases else obs.pooled())
 
     def _invert(self, obs: Observations) -> list[list[int]]:
         raise NotImplementedError

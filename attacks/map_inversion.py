@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from transformers import DynamicCache
@@ -90,6 +90,7 @@ class MAPInversion(Attack):
     batch_size: PositiveInt = 8
     chunk: PositiveInt = 2048
     fit_log: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    combines_releases: ClassVar[bool] = True  # k releases of a position: their log-likelihoods add
     _trace: list = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -171,8 +172,8 @@ class MAPInversion(Attack):
         if not len(obs):
             return []
         self._ref_rms = self._defense.reference_rms_from_observed(torch.cat(obs.h_a).float())
-        d = obs.h_a[0].shape[-1]
-        self._plausible = -(d + PLAUSIBLE_Z * (2 * d) ** 0.5) / 2  # see `expand`
+        d, k = obs.h_a[0].shape[-1], obs.releases
+        self._plausible = -(k * d + PLAUSIBLE_Z * (2 * k * d) ** 0.5) / 2  # see `expand` (χ² with k·d degrees)
         self._trace = [None] * len(obs)
         self._scored = self._fallbacks = 0
         out: list[list[int]] = [[] for _ in range(len(obs))]
@@ -180,7 +181,9 @@ class MAPInversion(Attack):
         t0 = time.perf_counter()
         for start in range(0, len(order), self.batch_size):
             group = order[start : start + self.batch_size]
-            for i, ids, cands in zip(group, *self._decode_group([obs.h_a[i].float() for i in group])):
+            rows = [obs.h_a_releases[i].transpose(0, 1).float() if obs.releases > 1 else obs.h_a[i].float().unsqueeze(1)
+                    for i in group]  # (T_i, k, d): the k releases of every position
+            for i, ids, cands in zip(group, *self._decode_group(rows)):
                 out[i], self._trace[i] = ids, cands
         self._seconds = time.perf_counter() - t0
         return out
@@ -199,7 +202,7 @@ class MAPInversion(Attack):
         log_prior = None  # (R, V) log p(· | prefix of each row)
         done: dict[int, tuple[list[int], list[Any]]] = {}
         for t in range(max(lengths)):
-            obs_rows = torch.stack([h_obs[int(v)][t] for v in victim])  # (R, d)
+            obs_rows = torch.stack([h_obs[int(v)][t] for v in victim])  # (R, k, d): k releases per row
             if t == 0:
                 cand, ll = self._first_position(obs_rows)
             else:  # only each victim's leading prefix may expand its candidates (bounded cost with beams)
@@ -254,9 +257,9 @@ class MAPInversion(Attack):
     # ------------------------------------------------------------------ candidates and their exact scores
 
     def _log_lik(self, obs_rows: torch.Tensor, hid: torch.Tensor) -> torch.Tensor:
-        """(R, K) log-likelihoods of observation rows (R, d) against candidate h_A: (R, K, d) per row, or
-        (K, d) shared by every row."""
-        return self._defense.observation_log_likelihood(obs_rows.unsqueeze(1), hid, reference_rms=self._ref_rms)
+        """(R, K) log-likelihoods of observation rows (R, k, d) (k releases each, their log-likelihoods add)
+        against candidate h_A: (R, K, d) per row, or (K, d) shared by every row."""
+        return self._defense.observation_log_likelihood(obs_rows, hid, reference_rms=self._ref_rms)
 
     def _first_position(self, obs_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Position 0: every token's exact h_A is in the position-0 table; score the whole vocabulary (per row,
@@ -303,7 +306,7 @@ class MAPInversion(Attack):
             cand = prior.topk(self.top_k, dim=1).indices
             ll, hid = self._exact(obs_rows, cand, cache, t, keep=True)
             shift = (hid - self._proxy[cand]).mean(1)  # (R, d)
-            ranking = self._log_lik(obs_rows - shift, self._proxy) + prior
+            ranking = self._log_lik(obs_rows - shift.unsqueeze(1), self._proxy) + prior
         else:
             ranking = {"prior": lambda: prior.clone(),
                        "proxy": lambda: self._log_lik(obs_rows, self._proxy) + prior,

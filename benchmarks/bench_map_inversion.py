@@ -49,6 +49,23 @@ def _learned_inversion(split: str, sigma: float, relative: bool, data: str, n: i
     return None
 
 
+def _resumable_rows(args: argparse.Namespace) -> list[dict]:
+    """Rows of an earlier run of the same measurement (model, victims, truncation, σ unit, parameters,
+    variants, reference settings) in --out; anything else there is not comparable and is refused."""
+    path = Path(args.out)
+    if not path.is_file():
+        return []
+    rows = json.loads(path.read_text())["rows"]
+    want = {"model": args.model, "data": args.data, "limit": args.limit, "relative_sigma": args.relative,
+            "requested_params": args.attack_params}
+    for r in rows:
+        got = {"model": r["model"], "data": r["data"], "limit": r["config"]["victims"]["limit"], "relative_sigma": r["relative_sigma"],
+               "requested_params": r.get("requested_params")}
+        if got != want or r["config"]["victims"]["max_length"] != args.max_length:
+            raise SystemExit(f"--resume: {args.out} holds a different measurement ({got}); use another --out")
+    return rows
+
+
 def _brief(row: dict) -> dict:
     keep = ("attack_params", "n", "metrics", "seconds", "diagnostics", "snr", "examples")
     return {k: row[k] for k in keep if k in row}
@@ -70,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reference-sigmas", nargs="*", type=float, default=None,
                     help="σ values that get the full-vocabulary reference (default: all of --sigmas)")
     ap.add_argument("--out", default="results/bench/attacks_map_inversion.json")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows --out already holds for the same victims and parameters; measure the rest")
     args = ap.parse_args(argv)
     if not isinstance(args.attack_params, dict) or not isinstance(args.variants, list):
         ap.error("--attack-params takes a JSON object and --variants a JSON list of objects")
@@ -82,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         records, notes = load_victims(VictimsConfig(**victims_cfg), 0)
-    rows = []
+    rows = _resumable_rows(args) if args.resume else []
 
     def fit(split, sigma, params, defense, gen, rt=None):
         cfg = AttackConfig(model=args.model, split=split, attack="map-inversion", params=params,
@@ -104,11 +123,15 @@ def main(argv: list[str] | None = None) -> None:
     for split in args.splits:
         for sigma in args.sigmas:
             tag = f"{split} σ={sigma:g}{'×RMS' if args.relative else ''}"
+            if any(r["split"] == split and r["defense_params"]["sigma"] == sigma for r in rows):
+                print(f"[bench] {tag}: kept from {args.out}", file=sys.stderr, flush=True)
+                continue
             defense = make_defense("gaussian", sigma=sigma, relative=args.relative)
             fa = fit(split, sigma, args.attack_params, defense, make_generator(seed=0))
             captured = capture_victims(fa.rt, defense, records, args.max_length)
             row = evaluate_attack(fa, records, notes, data_name=args.data, captured=captured)
             row["relative_sigma"] = args.relative
+            row["requested_params"] = args.attack_params
             row["learned_inversion"] = _learned_inversion(split, sigma, args.relative, args.data, len(records),
                                                           args.max_length)
             say(tag, row)

@@ -29,7 +29,7 @@ OPTIONS = {
     "model": "--model", "split": "--split", "attack": "--attack", "params": "--attack-param",
     "defense": "--defense", "defense.params": None, "victims.data": "--data", "victims.data_file": "--data-file",
     "victims.limit": "--limit", "victims.max_length": "--max-length", "victims.aux_data": "--aux-data",
-    "victims.aux_limit": "--aux-limit", "wire_dtype": "--wire-dtype", "dtype": "--dtype", "seed": "--seed",
+    "victims.aux_limit": "--aux-limit", "victims.releases": "--releases", "wire_dtype": "--wire-dtype", "dtype": "--dtype", "seed": "--seed",
 }
 
 
@@ -51,6 +51,8 @@ OPTIONS = {
 @click.option("--limit", type=int, default=default(VictimsConfig, "limit"), show_default=True, help="victim examples")
 @click.option("--max-length", type=int, default=default(VictimsConfig, "max_length"), show_default=True,
               help="victim tokens per example")
+@click.option("--releases", type=int, default=default(VictimsConfig, "releases"), show_default=True,
+              help="times each victim text crosses the wire (fresh noise each time); attacks combine them")
 @click.option("--task", "task_name", default=None,
               help="also score this task's utility through the same split and defense (flbench ls tasks)")
 @click.option("--task-limit", type=int, default=default(TaskConfig, "limit"), show_default=True,
@@ -60,7 +62,7 @@ OPTIONS = {
 @defense_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 def attack(model, split_text, attack_name, attack_params, data, data_file, aux_data, aux_limit, limit, max_length,
-           task_name, task_limit, wire_dtype, dtype, device, client_device, server_device, as_json,
+           releases, task_name, task_limit, wire_dtype, dtype, device, client_device, server_device, as_json,
            **defense_opts) -> None:
     """Attack the traffic the server saw on victim data; score recovery with 95% bootstrap CIs.
 
@@ -68,7 +70,7 @@ def attack(model, split_text, attack_name, attack_params, data, data_file, aux_d
     from flbench.pipeline.attack import run_attack
     from flbench.pipeline.config import validate
 
-    victims = {"limit": limit, "max_length": max_length, "aux_limit": aux_limit,
+    victims = {"limit": limit, "max_length": max_length, "aux_limit": aux_limit, "releases": releases,
                "aux_data": [a.strip() for a in aux_data.split(",") if a.strip()]}
     if data_file is None or given("data"):  # only a --data given explicitly conflicts with --data-file
         victims["data"] = data
@@ -96,9 +98,12 @@ def attack(model, split_text, attack_name, attack_params, data, data_file, aux_d
         params = ", ".join(f"{k}={v}" for k, v in o["defense_params"].items())
         click.echo(f"{o['attack']} on {o['model']} --split {o['split']}; defense {o['defense']}"
                    f"{f' ({params})' if params else ''}; SNR {'∞' if snr is None else f'{snr:.3g}'} "
-                   f"(RMS of h_A / σ, measured on the victim traffic); {o['n']} victims ({o['data']})")
+                   f"(RMS of h_A / σ, measured on the victim traffic); {o['n']} victims ({o['data']})"
+                   + (f", each sent {o['releases']} times" if o.get("releases", 1) > 1 else ""))
         if o.get("epsilon") is not None:
-            click.echo(f"privacy accounting: ε = {o['epsilon']:.4g}, δ = {o['delta']:g}")
+            unit = (o.get("accounting") or {}).get("unit")
+            click.echo(f"privacy accounting: ε = {o['epsilon']:.4g}, δ = {o['delta']:g} over {o.get('releases', 1)} "
+                       f"release(s)" + (f"; unit: {unit}" if unit else ""))
         click.echo(f"{'metric':16s} {'mean':>7s} {'95% CI':>17s}")
         for k, v in o["metrics"].items():
             if v["mean"] is None:

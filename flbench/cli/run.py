@@ -24,12 +24,12 @@ OPTIONS = {
     "finetune.lora_alpha": "--finetune-lora-alpha", "attacks": "--attack", "attack_params": "--attack-param",
     "victims": "--victims", "victims.data": "--victims", "victims.limit": "--victim-limit",
     "victims.max_length": "--victim-max-length", "victims.aux_data": "--aux-data",
-    "victims.aux_limit": "--aux-limit", "dtype": "--dtype", "seed": "--seed",
+    "victims.aux_limit": "--aux-limit", "victims.releases": "--releases", "dtype": "--dtype", "seed": "--seed",
 }
 FINETUNE = {"finetune_batch_size": "batch_size", "finetune_lr": "lr", "finetune_max_length": "max_length",
             "finetune_lora_rank": "lora_rank", "finetune_lora_alpha": "lora_alpha"}
 VICTIMS = {"victims": "data", "victim_limit": "limit", "victim_max_length": "max_length", "aux_data": "aux_data",
-           "aux_limit": "aux_limit"}
+           "aux_limit": "aux_limit", "releases": "releases"}
 
 
 def _attack_params(items: tuple[str, ...], attacks: list[str]) -> dict:
@@ -79,6 +79,8 @@ def _explicit(names) -> list[str]:
               help="victim tokens per example")
 @click.option("--aux-data", default=",".join(default(VictimsConfig, "aux_data")), show_default=True,
               help="public auxiliary corpora for learned attacks (comma-separated)")
+@click.option("--releases", type=int, default=default(VictimsConfig, "releases"), show_default=True,
+              help="times each victim text crosses the wire (fresh noise each time); attacks combine them")
 @click.option("--aux-limit", type=int, default=default(VictimsConfig, "aux_limit"), show_default=True,
               help="auxiliary texts per corpus")
 @defense_options

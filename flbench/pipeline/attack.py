@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass
 
 from flbench.core.canonical import finite_or_null
+from flbench.core.errors import FlbenchError
 from flbench.pipeline.config import AttackConfig, VictimsConfig
 
 __all__ = ["AttackConfig", "FittedAttack", "capture_victims", "evaluate_attack", "fit_attack", "load_aux",
@@ -52,12 +53,12 @@ def load_aux(victims: VictimsConfig, seed: int) -> list[str]:
 
 
 def _privacy(defense, crossings: int) -> dict:
+    """SNR of the captured traffic and the defense's own accounting over `crossings` releases of each text
+    (`accounting(releases)`: its unit, ε, δ; None for defenses without accounting)."""
     stats = defense.stats()
-    out = {"snr": {"rms": stats.get("snr_rms"), "mean_abs": stats.get("snr_mean_abs")}, "epsilon": None, "delta": None}
-    if hasattr(defense, "epsilon"):
-        out["epsilon"] = defense.epsilon(crossings)
-        out["delta"] = defense.delta
-    return out
+    acc = defense.accounting(crossings) or {}
+    return {"snr": {"rms": stats.get("snr_rms"), "mean_abs": stats.get("snr_mean_abs")},
+            "epsilon": acc.get("epsilon"), "delta": acc.get("delta"), "accounting": acc or None}
 
 
 @dataclass
@@ -120,12 +121,13 @@ def victim_runtime(cfg: AttackConfig, loaded, defense, generator, checkpoint=Non
     return rt
 
 
-def capture_victims(rt, defense, records, max_length: int):
-    """What the server saw of the victim texts; the defense's statistics then describe this traffic only."""
+def capture_victims(rt, defense, records, max_length: int, releases: int = 1):
+    """What the server saw of the victim texts, each sent `releases` times (fresh noise each time); the
+    defense's statistics then describe this traffic only."""
     from attacks import capture
 
     defense.reset_stats()
-    return capture(rt, [r.text for r in records], max_length=max_length)
+    return capture(rt, [r.text for r in records], max_length=max_length, releases=releases)
 
 
 def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, data_name: str | None = None,
@@ -135,8 +137,12 @@ def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, d
     from flbench.metrics import score_reconstructions
 
     cfg, defense = fa.cfg, fa.defense
+    releases = cfg.victims.releases
     obs, true_ids = (captured if captured is not None
-                     else capture_victims(fa.rt, defense, records, cfg.victims.max_length))
+                     else capture_victims(fa.rt, defense, records, cfg.victims.max_length, releases))
+    if obs.releases != releases:
+        raise FlbenchError(f"evaluate_attack: the capture holds {obs.releases} release(s) of each victim, the "
+                           f"config says victims.releases={releases}")
     t1 = time.perf_counter()
     rec_ids = fa.attack.invert(obs)
     invert_s = time.perf_counter() - t1
@@ -148,7 +154,7 @@ def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, d
     pii = [[v for v in r.pii_values() if v in o] for r, o in zip(records, originals)]
     metrics = score_reconstructions(originals, recovered, original_ids=true_ids, recovered_ids=rec_ids, pii=pii,
                                     seed=cfg.seed)
-    privacy = _privacy(defense, crossings=1)
+    privacy = _privacy(defense, crossings=releases)
     result = {
         "model": fa.loaded.name,
         "model_identity": fa.loaded.identity,
@@ -162,9 +168,11 @@ def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, d
         "snr": privacy["snr"],
         "epsilon": privacy["epsilon"],
         "delta": privacy["delta"],
+        "accounting": privacy["accounting"],
         "data": data_name or cfg.victims.data_file or cfg.victims.data,
         "aux_data": list(cfg.victims.aux_data),
         "n": len(records),
+        "releases": releases,
         "notes": notes or [],
         "metrics": {k: {m: v[m] for m in ("mean", "ci_low", "ci_high")} for k, v in metrics.items()},
         "seconds": {"fit": round(fa.fit_seconds, 3), "invert": round(invert_s, 3)},

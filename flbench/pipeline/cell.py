@@ -173,7 +173,7 @@ def _attacks(cfg: RunConfig, loaded, checkpoint, victims, progress: bool, device
         defense, gen = cell_defense(cfg)
         first = cfg.attack_config(todo[0])
         rt = victim_runtime(first, loaded, defense, gen, checkpoint, devices)
-        captured = capture_victims(rt, defense, records, cfg.victims.max_length)
+        captured = capture_victims(rt, defense, records, cfg.victims.max_length, cfg.victims.releases)
         aux = load_aux(cfg.victims, cfg.seed)
         shared_s = (time.perf_counter() - t0) / len(todo)
         for name in todo:
@@ -259,8 +259,12 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
                "relative": bool(params.get("relative", False)), "snr": snr,
                "snr_utility_traffic": uinfo.get("utility_snr"),
                "epsilon": (res or {}).get("epsilon"), "delta": (res or {}).get("delta")}
-        if out["epsilon"] is None and hasattr(defense_obj, "epsilon"):
-            out["epsilon"], out["delta"] = defense_obj.epsilon(1), defense_obj.delta
+        releases = cfg.victims.releases if (res is not None and cfg.victims is not None) else 1
+        acc = (res or {}).get("accounting") or defense_obj.accounting(releases)
+        if acc:
+            out["accounting"] = acc  # unit, releases composed, (ε, δ), accountant: the defense's own statement
+            if out["epsilon"] is None:
+                out["epsilon"], out["delta"] = acc.get("epsilon"), acc.get("delta")
         return out
 
     records = []
@@ -270,6 +274,10 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
             attack = {"name": name, "params": res["attack_params"], "data": res["data"], "n": res["n"],
                       "metrics": res["metrics"], "primary": attack_primary(name),
                       "fit_s": res["seconds"]["fit"], "examples": res["examples"][:2]}
+            if res.get("releases", 1) > 1:
+                attack["releases"] = res["releases"]
+            if res.get("diagnostics"):  # e.g. candidate recall: whether pruning, not the defense, limited it
+                attack["diagnostics"] = res["diagnostics"]
             if res.get("reused_from"):
                 attack["reused_from"] = res["reused_from"]
         records.append({

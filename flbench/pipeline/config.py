@@ -139,6 +139,8 @@ class VictimsConfig(_Section):
     data_file: str | None = Field(None, description="victim texts: one per line, or JSONL with a 'text' field")
     limit: PosInt = Field(50, description="victim examples")
     max_length: PosInt = Field(64, description="victim tokens per example (truncation)")
+    releases: PosInt = Field(1, description="times each victim text crosses the wire, each time with fresh noise "
+                                            "(retries, regenerations, epochs); attacks combine the releases")
     aux_data: tuple[Name, ...] = Field(("xsum", "sst2"), description="public auxiliary corpora the attacks fit on")
     aux_limit: PosInt = Field(2000, description="auxiliary texts per corpus")
 
@@ -322,11 +324,13 @@ class RunConfig(_Section):
 
         The compute dtype changes results, so it is part of the cell's identity (its hash), except at fp32:
         there it is left out, so the records committed before `dtype` existed (all fp32) keep their hashes and
-        a resumed sweep still finds them. The devices are not part of the config (results agree across devices
+        a resumed sweep still finds them; the same for `victims.releases` at 1. The devices are not part of the config (results agree across devices
         within float tolerance): records state them beside it (`compute`)."""
         out = self.model_dump(mode="json")
         if out.get("dtype") == "fp32":
             del out["dtype"]
+        if (out.get("victims") or {}).get("releases") == 1:  # likewise: records before `releases` were single releases
+            del out["victims"]["releases"]
         return normalize_numbers(out)
 
     @property

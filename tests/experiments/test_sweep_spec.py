@@ -120,7 +120,7 @@ def test_shard_partitions_the_grid(tmp_path):
     ("model: m\nsplits: ['1,1']\nattacks: [a]\nattack_params: {b: {x: 1}}\n", r"attack_params.b: not one of the sweep's attacks; accepted: a"),
     ("model: m\nsplits: ['1,1']\ntasks: [{name: sst2, limt: 3}]\n", r"tasks\[0\].limt: unknown key; accepted: name, limit, batch_size"),
     ("model: m\nsplits: ['1,1']\ntasks: [{name: sst2, limit: 0}]\n", r"tasks\[0\].limit: 0 is not accepted; expected an integer >= 1"),
-    ("model: m\nsplits: ['1,1']\nattacks: [a]\nvictims: {data: x, size: 3}\n", r"victims.size: unknown key; accepted: data, data_file, limit, max_length, aux_data, aux_limit"),
+    ("model: m\nsplits: ['1,1']\nattacks: [a]\nvictims: {data: x, size: 3}\n", r"victims.size: unknown key; accepted: data, data_file, limit, max_length, releases, aux_data, aux_limit"),
     ("model: m\nsplits: ['1,1']\nattacks: [a]\nseed: -1\n", r"seed\[0\]: -1 is not accepted"),
     ("model: m\nsplits: ['1,1']\nattacks: [a]\ncentralized_reference: yes please\n", r"centralized_reference: 'yes please' is not accepted; expected true or false"),
     ("model: m\nsplits: ['1,1']\nattacks: [a]\nfinetune: 50\n", r"finetune: 50 is not accepted; expected a mapping with keys steps, batch_size"),
