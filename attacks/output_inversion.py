@@ -35,8 +35,8 @@ from attacks.base import (
 from attacks.decoders import Decoder, build_decoder, sample_batch, train_decoder
 from flbench.core.errors import FlbenchError
 from flbench.core.params import NonNegativeInt, PositiveFloat, PositiveInt
-from splits.partition import build_trunk
-from splits.sequence import positions_from_mask
+from splits.partition import build_tail, build_trunk
+from splits.sequence import pad_rows, positions_from_mask
 
 
 @register("output-inversion")
@@ -46,12 +46,15 @@ class OutputInversion(Attack):
 
     Assumes: the attacker is the server (it holds h_B) and knows the public final norm + LM head; the
     trained variant also runs the public head and trunk on auxiliary text under the known defense.
-    decoder: "logit-lens" (no training; target must be "next") or "mlp" (residual MLP, trained).
+    decoder: "logit-lens" (final norm + LM head on h_B; no training), "public-tail" (the public tail — its Q
+      blocks, final norm and LM head — run on the whole h_B sequence: exactly the victim's next-token
+      distribution when the victim's tail is not fine-tuned, so its greedy answer is recovered exactly;
+      no training) — both need target "next" — or "mlp" (residual MLP, trained).
     target: "next" (the tail's output: next token) or "current" (the input token at the same position).
     """
 
     requires = frozenset({"h_b"})
-    decoder: Literal["logit-lens", "mlp"] = "logit-lens"
+    decoder: Literal["logit-lens", "public-tail", "mlp"] = "logit-lens"
     target: Literal["next", "current"] = "next"
     steps: PositiveInt = 200
     batch_size: PositiveInt = 16
@@ -66,9 +69,9 @@ class OutputInversion(Attack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.decoder == "logit-lens" and self.target != "next":
+        if self.decoder != "mlp" and self.target != "next":
             raise FlbenchError(f"attack {self.name!r}: target={self.target!r} is not accepted with "
-                               f"decoder='logit-lens' (the logit lens predicts the next token); expected "
+                               f"decoder={self.decoder!r} (it predicts the next token); expected "
                                f"target='next', or decoder='mlp'")
 
     def _fit(self, aux_texts: list[str], knowledge: Knowledge) -> None:
@@ -78,6 +81,9 @@ class OutputInversion(Attack):
         self._first = firsts.most_common(1)[0][0] if firsts else int(tok.bos_token_id or 0)
         if self.decoder == "logit-lens":
             self._decoder = build_decoder(model, "lens").eval()
+            return
+        if self.decoder == "public-tail":
+            self._tail = build_tail(model, knowledge.spec).eval().requires_grad_(False)
             return
         if not seqs:
             raise FlbenchError(f"{self.name}: decoder='mlp' needs auxiliary texts to fit on")
@@ -103,7 +109,19 @@ class OutputInversion(Attack):
         self.fit_log["aux_texts"] = len(seqs)
 
     def _invert(self, obs: Observations) -> list[list[int]]:
-        preds = self._decoder.predict(obs.h_b, self.batch_size)
+        preds = self._public_tail(obs.h_b) if self.decoder == "public-tail" else self._decoder.predict(obs.h_b, self.batch_size)
         if self.target == "current":
             return preds
         return [[self._first] + p[:-1] for p in preds]
+
+    def _public_tail(self, hs: list[torch.Tensor]) -> list[list[int]]:
+        """Argmax of the public tail on each example's whole h_B sequence (right-padded batches; the causal
+        mask keeps padding out of the real positions)."""
+        out: list[list[int]] = []
+        for start in range(0, len(hs), self.batch_size):
+            chunk = hs[start : start + self.batch_size]
+            h, mask = pad_rows([x.float() for x in chunk], 0.0)
+            logits = self._tail(h, mask, positions_from_mask(mask))
+            ids = logits.argmax(-1)
+            out.extend(ids[i, : x.shape[0]].tolist() for i, x in enumerate(chunk))
+        return out

@@ -29,7 +29,8 @@ OPTIONS = {
     "model": "--model", "split": "--split", "attack": "--attack", "params": "--attack-param",
     "defense": "--defense", "defense.params": None, "victims.data": "--data", "victims.data_file": "--data-file",
     "victims.limit": "--limit", "victims.max_length": "--max-length", "victims.aux_data": "--aux-data",
-    "victims.aux_limit": "--aux-limit", "victims.releases": "--releases", "wire_dtype": "--wire-dtype", "dtype": "--dtype", "seed": "--seed",
+    "victims.aux_limit": "--aux-limit", "victims.releases": "--releases",
+    "victims.mode": "--victim-mode", "victims.new_tokens": "--new-tokens", "wire_dtype": "--wire-dtype", "dtype": "--dtype", "seed": "--seed",
 }
 
 
@@ -53,6 +54,11 @@ OPTIONS = {
               help="victim tokens per example")
 @click.option("--releases", type=int, default=default(VictimsConfig, "releases"), show_default=True,
               help="times each victim text crosses the wire (fresh noise each time); attacks combine them")
+@click.option("--victim-mode", type=click.Choice(["forward", "generate"]), default=default(VictimsConfig, "mode"),
+              show_default=True, help="forward: one forward per text; generate: each text is a chat prompt the "
+                                      "victim answers (prompt and answer recovery scored apart)")
+@click.option("--new-tokens", type=int, default=default(VictimsConfig, "new_tokens"), show_default=True,
+              help="tokens the victim generates per prompt (--victim-mode generate)")
 @click.option("--task", "task_name", default=None,
               help="also score this task's utility through the same split and defense (flbench ls tasks)")
 @click.option("--task-limit", type=int, default=default(TaskConfig, "limit"), show_default=True,
@@ -62,7 +68,7 @@ OPTIONS = {
 @defense_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 def attack(model, split_text, attack_name, attack_params, data, data_file, aux_data, aux_limit, limit, max_length,
-           releases, task_name, task_limit, wire_dtype, dtype, device, client_device, server_device, as_json,
+           releases, victim_mode, new_tokens, task_name, task_limit, wire_dtype, dtype, device, client_device, server_device, as_json,
            **defense_opts) -> None:
     """Attack the traffic the server saw on victim data; score recovery with 95% bootstrap CIs.
 
@@ -71,11 +77,14 @@ def attack(model, split_text, attack_name, attack_params, data, data_file, aux_d
     from flbench.pipeline.config import validate
 
     victims = {"limit": limit, "max_length": max_length, "aux_limit": aux_limit, "releases": releases,
+               "mode": victim_mode, "new_tokens": new_tokens,
                "aux_data": [a.strip() for a in aux_data.split(",") if a.strip()]}
     if data_file is None or given("data"):  # only a --data given explicitly conflicts with --data-file
         victims["data"] = data
     if data_file is not None:
         victims["data_file"] = data_file
+    if victim_mode != "generate" and given("new_tokens"):
+        raise FlbenchError("--new-tokens applies to --victim-mode generate; add it or drop --new-tokens")
     dspec = defense_spec(**defense_opts)
     cfg = validate(AttackConfig, {
         "model": model, "split": split_text, "defense": {"name": dspec.pop("name"), "params": dspec},
@@ -110,6 +119,10 @@ def attack(model, split_text, attack_name, attack_params, data, data_file, aux_d
                 click.echo(f"{k:16s} {'n/a':>7s}")
             else:
                 click.echo(f"{k:16s} {v['mean']:7.3f}   [{v['ci_low']:.3f}, {v['ci_high']:.3f}]")
+        for part, seg in (o.get("segments") or {}).items():
+            m = seg["metrics"]["token_accuracy"]
+            click.echo(f"{part + ' tokens':16s} {m['mean']:7.3f}   [{m['ci_low']:.3f}, {m['ci_high']:.3f}]  "
+                       f"(token accuracy over {seg['tokens']} {part} tokens)")
         for ex in o["examples"]:
             click.echo(f"\n  original : {ex['original']}\n  recovered: {ex['recovered']}")
         u = o.get("utility")

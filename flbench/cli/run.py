@@ -24,12 +24,14 @@ OPTIONS = {
     "finetune.lora_alpha": "--finetune-lora-alpha", "attacks": "--attack", "attack_params": "--attack-param",
     "victims": "--victims", "victims.data": "--victims", "victims.limit": "--victim-limit",
     "victims.max_length": "--victim-max-length", "victims.aux_data": "--aux-data",
-    "victims.aux_limit": "--aux-limit", "victims.releases": "--releases", "dtype": "--dtype", "seed": "--seed",
+    "victims.aux_limit": "--aux-limit", "victims.releases": "--releases",
+    "victims.mode": "--victim-mode", "victims.new_tokens": "--victim-new-tokens", "dtype": "--dtype", "seed": "--seed",
 }
 FINETUNE = {"finetune_batch_size": "batch_size", "finetune_lr": "lr", "finetune_max_length": "max_length",
             "finetune_lora_rank": "lora_rank", "finetune_lora_alpha": "lora_alpha"}
 VICTIMS = {"victims": "data", "victim_limit": "limit", "victim_max_length": "max_length", "aux_data": "aux_data",
-           "aux_limit": "aux_limit", "releases": "releases"}
+           "aux_limit": "aux_limit", "releases": "releases", "victim_mode": "mode",
+           "victim_new_tokens": "new_tokens"}
 
 
 def _attack_params(items: tuple[str, ...], attacks: list[str]) -> dict:
@@ -79,6 +81,11 @@ def _explicit(names) -> list[str]:
               help="victim tokens per example")
 @click.option("--aux-data", default=",".join(default(VictimsConfig, "aux_data")), show_default=True,
               help="public auxiliary corpora for learned attacks (comma-separated)")
+@click.option("--victim-mode", type=click.Choice(["forward", "generate"]), default=default(VictimsConfig, "mode"),
+              show_default=True, help="forward: one forward per victim text; generate: each is a chat prompt the "
+                                      "victim answers (prompt and answer recovery scored apart)")
+@click.option("--victim-new-tokens", type=int, default=default(VictimsConfig, "new_tokens"), show_default=True,
+              help="tokens the victim generates per prompt (--victim-mode generate)")
 @click.option("--releases", type=int, default=default(VictimsConfig, "releases"), show_default=True,
               help="times each victim text crosses the wire (fresh noise each time); attacks combine them")
 @click.option("--aux-limit", type=int, default=default(VictimsConfig, "aux_limit"), show_default=True,
@@ -107,6 +114,8 @@ def run_cmd(model, split_text, centralized, task_name, task_limit, task_batch_si
     stray = _explicit(VICTIMS) if not attacks else []
     if stray:
         raise FlbenchError(f"--{stray[0].replace('_', '-')} needs --attack (the victims are the attacks' data)")
+    if victim_opts["victim_mode"] != "generate" and given("victim_new_tokens"):
+        raise FlbenchError("--victim-new-tokens applies to --victim-mode generate; add it or drop --victim-new-tokens")
     if task_name is None and given("task_limit"):
         raise FlbenchError("--task-limit needs --task")
     if not task_name and not attacks:

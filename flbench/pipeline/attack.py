@@ -16,7 +16,7 @@ from flbench.core.errors import FlbenchError
 from flbench.pipeline.config import AttackConfig, VictimsConfig
 
 __all__ = ["AttackConfig", "FittedAttack", "capture_victims", "evaluate_attack", "fit_attack", "load_aux",
-           "load_victims", "run_attack", "victim_runtime"]
+           "load_victims", "run_attack", "victim_capture", "victim_runtime"]
 
 
 def load_victims(victims: VictimsConfig, seed: int) -> tuple[list, list[str]]:
@@ -121,13 +121,25 @@ def victim_runtime(cfg: AttackConfig, loaded, defense, generator, checkpoint=Non
     return rt
 
 
-def capture_victims(rt, defense, records, max_length: int, releases: int = 1):
-    """What the server saw of the victim texts, each sent `releases` times (fresh noise each time); the
-    defense's statistics then describe this traffic only."""
+def capture_victims(rt, defense, records, max_length: int, releases: int = 1, mode: str = "forward",
+                    new_tokens: int = 32):
+    """What the server saw of the victim texts: (observations, true ids) of each text sent `releases` times
+    (fresh noise each time), or with mode "generate" a `GenerationCapture` of each text as a chat prompt
+    answered with `new_tokens` greedy tokens. The defense's statistics then describe this traffic only."""
     from attacks import capture
+    from attacks.generation_traffic import capture_generation
 
     defense.reset_stats()
-    return capture(rt, [r.text for r in records], max_length=max_length, releases=releases)
+    texts = [r.text for r in records]
+    if mode == "generate":
+        return capture_generation(rt, texts, new_tokens, max_length=max_length)
+    return capture(rt, texts, max_length=max_length, releases=releases)
+
+
+def victim_capture(fa: FittedAttack, records):
+    """`capture_victims` with the victims config of `fa`."""
+    v = fa.cfg.victims
+    return capture_victims(fa.rt, fa.defense, records, v.max_length, v.releases, v.mode, v.new_tokens)
 
 
 def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, data_name: str | None = None,
@@ -137,9 +149,14 @@ def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, d
     from flbench.metrics import score_reconstructions
 
     cfg, defense = fa.cfg, fa.defense
+    from attacks.generation_traffic import GenerationCapture
+
     releases = cfg.victims.releases
-    obs, true_ids = (captured if captured is not None
-                     else capture_victims(fa.rt, defense, records, cfg.victims.max_length, releases))
+    captured = captured if captured is not None else victim_capture(fa, records)
+    chat = captured if isinstance(captured, GenerationCapture) else None
+    obs, true_ids = (chat.obs, chat.true_ids) if chat else captured
+    if (chat is not None) != (cfg.victims.mode == "generate"):
+        raise FlbenchError(f"evaluate_attack: the capture does not match victims.mode={cfg.victims.mode!r}")
     if obs.releases != releases:
         raise FlbenchError(f"evaluate_attack: the capture holds {obs.releases} release(s) of each victim, the "
                            f"config says victims.releases={releases}")
@@ -154,6 +171,17 @@ def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, d
     pii = [[v for v in r.pii_values() if v in o] for r, o in zip(records, originals)]
     metrics = score_reconstructions(originals, recovered, original_ids=true_ids, recovered_ids=rec_ids, pii=pii,
                                     seed=cfg.seed)
+    segments = None
+    if chat is not None:  # prompt and answer scored apart (the answer: up to its first stop token)
+        segments = {}
+        for part, truth in chat.segments(true_ids).items():
+            guess = chat.segments(rec_ids)[part]
+            o_txt = [tok.decode(ids, skip_special_tokens=True) for ids in truth]
+            r_txt = [tok.decode(ids, skip_special_tokens=True) for ids in guess]
+            p_pii = [[v for v in r.pii_values() if v in o] for r, o in zip(records, o_txt)] if part == "prompt" else None
+            m = score_reconstructions(o_txt, r_txt, original_ids=truth, recovered_ids=guess, pii=p_pii, seed=cfg.seed)
+            segments[part] = {"tokens": sum(len(t) for t in truth),
+                              "metrics": {k: {s: v[s] for s in ("mean", "ci_low", "ci_high")} for k, v in m.items()}}
     privacy = _privacy(defense, crossings=releases)
     result = {
         "model": fa.loaded.name,
@@ -173,6 +201,8 @@ def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, d
         "aux_data": list(cfg.victims.aux_data),
         "n": len(records),
         "releases": releases,
+        "victim_mode": cfg.victims.mode,
+        "segments": segments,
         "notes": notes or [],
         "metrics": {k: {m: v[m] for m in ("mean", "ci_low", "ci_high")} for k, v in metrics.items()},
         "seconds": {"fit": round(fa.fit_seconds, 3), "invert": round(invert_s, 3)},

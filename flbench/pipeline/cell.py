@@ -173,7 +173,8 @@ def _attacks(cfg: RunConfig, loaded, checkpoint, victims, progress: bool, device
         defense, gen = cell_defense(cfg)
         first = cfg.attack_config(todo[0])
         rt = victim_runtime(first, loaded, defense, gen, checkpoint, devices)
-        captured = capture_victims(rt, defense, records, cfg.victims.max_length, cfg.victims.releases)
+        v = cfg.victims
+        captured = capture_victims(rt, defense, records, v.max_length, v.releases, v.mode, v.new_tokens)
         aux = load_aux(cfg.victims, cfg.seed)
         shared_s = (time.perf_counter() - t0) / len(todo)
         for name in todo:
@@ -276,6 +277,8 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
                       "fit_s": res["seconds"]["fit"], "examples": res["examples"][:2]}
             if res.get("releases", 1) > 1:
                 attack["releases"] = res["releases"]
+            if res.get("segments"):  # generation traffic: prompt and answer recovery apart
+                attack["victim_mode"], attack["segments"] = res["victim_mode"], res["segments"]
             if res.get("diagnostics"):  # e.g. candidate recall: whether pruning, not the defense, limited it
                 attack["diagnostics"] = res["diagnostics"]
             if res.get("reused_from"):

@@ -141,6 +141,11 @@ class VictimsConfig(_Section):
     max_length: PosInt = Field(64, description="victim tokens per example (truncation)")
     releases: PosInt = Field(1, description="times each victim text crosses the wire, each time with fresh noise "
                                             "(retries, regenerations, epochs); attacks combine the releases")
+    mode: Literal["forward", "generate"] = Field("forward", description="forward: each victim text crosses the "
+                                                 "wire as one forward; generate: it is a chat prompt and the victim "
+                                                 "generates new_tokens greedily (KV cache); prompt and answer are "
+                                                 "scored apart")
+    new_tokens: PosInt = Field(32, description="tokens the victim generates per prompt (mode generate)")
     aux_data: tuple[Name, ...] = Field(("xsum", "sst2"), description="public auxiliary corpora the attacks fit on")
     aux_limit: PosInt = Field(2000, description="auxiliary texts per corpus")
 
@@ -152,6 +157,16 @@ class VictimsConfig(_Section):
                 raise message_error("give either a victim corpus (data) or a victim file (data_file), not both", "data_file")
             data = {**data, "data": None}
         return data
+
+    @model_validator(mode="after")
+    def _modes(self) -> VictimsConfig:
+        if self.mode == "generate" and self.releases > 1:
+            raise message_error("repeated releases of generation traffic are not supported; use releases 1 with "
+                                "mode generate, or mode forward", "releases")
+        if self.mode == "generate" and self.new_tokens < 2:
+            raise message_error("mode generate needs new_tokens ≥ 2 (the first generated token is fed back from "
+                                "the second step on)", "new_tokens")
+        return self
 
     @field_validator("data")
     @classmethod
@@ -324,13 +339,16 @@ class RunConfig(_Section):
 
         The compute dtype changes results, so it is part of the cell's identity (its hash), except at fp32:
         there it is left out, so the records committed before `dtype` existed (all fp32) keep their hashes and
-        a resumed sweep still finds them; the same for `victims.releases` at 1. The devices are not part of the config (results agree across devices
+        a resumed sweep still finds them; the same for `victims.releases` at 1 and `victims.mode` forward. The devices are not part of the config (results agree across devices
         within float tolerance): records state them beside it (`compute`)."""
         out = self.model_dump(mode="json")
         if out.get("dtype") == "fp32":
             del out["dtype"]
-        if (out.get("victims") or {}).get("releases") == 1:  # likewise: records before `releases` were single releases
-            del out["victims"]["releases"]
+        victims = out.get("victims") or {}
+        if victims.get("releases") == 1:  # likewise: records before `releases` were single releases
+            del victims["releases"]
+        if victims.get("mode") == "forward":  # and forward victims (new_tokens is meaningless there)
+            del victims["mode"], victims["new_tokens"]
         return normalize_numbers(out)
 
     @property
