@@ -1,4 +1,4 @@
-"""Defenses on the client's outgoing edge, registered by name.
+"""Defenses on the client's outgoing edges (h_A; the gradient dL/dh_B), registered by name.
 
     from defenses import defenses, make_defense, make_generator
     d = make_defense("gaussian", sigma=0.5)
@@ -13,7 +13,8 @@ leaderboard, plots or runner names a defense. The file declares:
     class MyDefense(BaseDefense):
         \"\"\"One-line summary (shown by `flbench ls defenses`), the paper it follows, what it assumes.\"\"\"
 
-        family = "additive-noise"           # "none" | "additive-noise" | "dp" | a new family name
+        family = "additive-noise"           # "none" | "additive-noise" | "dp" | "metric-dp" | a new family name
+        edges = ("h_a",)                    # the default; ("grad_b",) for a defense on the gradient dL/dh_B
         # parameters: typed, validated by flbench.core.params (pydantic, strict); a field without a default
         # is required. metadata "flag" makes it a CLI option (reuse an existing flag if it means the same
         # thing), "help" explains it, "selects": True lets the flag alone select this defense.
@@ -21,15 +22,22 @@ leaderboard, plots or runner names a defense. The file declares:
 
         def _apply(self, h, generator):     # out of place, differentiable; noise only from `generator`;
             ...                             # call self._stats.add(h, noise, sigma) for the SNR statistics
-        def noise_scale(self) -> NoiseScale:    # σ per coordinate and its unit (ABSOLUTE or RELATIVE_RMS)
+        def noise_scale(self) -> NoiseScale:    # its scale and unit (ABSOLUTE, RELATIVE_RMS or INVERSE_ETA)
             ...
         def accounting(self, releases=1):   # only with a formal guarantee: {"epsilon", "delta", "unit",
-            ...                             # "releases", "accountant"}; the default None means none
+            ...                             # "releases", "accountant"}; the default None means none. Gaussian
+                                            # mechanisms use defenses.accounting (one accountant for all)
 
-and adds one example parameter set to tests/defenses/conftest.py EXAMPLES (the shared suite then covers it).
+and adds its entries to tests/defenses/conftest.py (EXAMPLES, ZERO_STRENGTH, STRENGTHS): the shared suite then
+covers it.
 """
 from defenses.base import (
     ABSOLUTE,
+    EDGE_GRAD_B,
+    EDGE_H_A,
+    EDGES,
+    INVERSE_ETA,
+    NOISE_UNITS,
     RELATIVE_RMS,
     BaseDefense,
     CliFlag,
@@ -44,6 +52,9 @@ from defenses.base import (
 from defenses.identity import NoDefense
 from defenses.gaussian import GaussianNoise
 from defenses.dp_forward import DPForward
+from defenses.dx_privacy import DXPrivacy
+from defenses.grad_dp import GradDP
 
-__all__ = ["ABSOLUTE", "RELATIVE_RMS", "BaseDefense", "CliFlag", "DPForward", "GaussianNoise", "NoDefense",
-           "NoiseScale", "NoiseStats", "defenses", "draw_noise", "make_defense", "make_generator", "register"]
+__all__ = ["ABSOLUTE", "EDGES", "EDGE_GRAD_B", "EDGE_H_A", "INVERSE_ETA", "NOISE_UNITS", "RELATIVE_RMS",
+           "BaseDefense", "CliFlag", "DPForward", "DXPrivacy", "GaussianNoise", "GradDP", "NoDefense", "NoiseScale",
+           "NoiseStats", "defenses", "draw_noise", "make_defense", "make_generator", "register"]

@@ -1,8 +1,9 @@
 """What every defense shares: the registry, the base class and its self-description, generators, SNR statistics.
 
-A defense sits on the client's outgoing edge (see `splits.parties.Defense`): it is called as
-`defense(h, generator)` with the head's output hidden states `h` (B, T, d) and returns the tensor that is
-sent to the server. Training backpropagates through it, so a defense uses out-of-place differentiable ops
+A defense sits on an outgoing edge of a client (see `splits.parties.Defense`; `BaseDefense.edges` says which):
+it is called as `defense(x, generator)` with the tensor about to be sent — the head's output hidden states h_A
+(B, T, d), or for a gradient-edge defense the tail's dL/dh_B (B, T, d) — and returns the tensor that is sent
+to the server. Training backpropagates through it, so a defense uses out-of-place differentiable ops
 and never modifies `h` (the client's own graph keeps the clean `h`).
 
 Defenses draw noise only from an explicit `torch.Generator` (opacus' `noise_generator` / `secure_mode`
@@ -33,6 +34,14 @@ defenses: Registry[type["BaseDefense"]] = Registry("defense")
 # Units of a defense's noise scale (NoiseScale.unit).
 ABSOLUTE = "absolute"
 RELATIVE_RMS = "relative×RMS"
+# dx-privacy's 1/η: noise density ∝ exp(−η||z||) per row of d coordinates, per-coordinate std √(d+1)/η.
+INVERSE_ETA = "1/η (per-coordinate std √(d+1)/η)"
+NOISE_UNITS = (ABSOLUTE, RELATIVE_RMS, INVERSE_ETA)
+
+# The outgoing edges a defense may sit on (BaseDefense.edges).
+EDGE_H_A = "h_a"  # the client's forward hidden states h_A (head → server)
+EDGE_GRAD_B = "grad_b"  # the client tail's gradient dL/dh_B (tail → server)
+EDGES = (EDGE_H_A, EDGE_GRAD_B)
 
 
 def register(name: str):
@@ -94,6 +103,17 @@ def _work_dtype(*ts: torch.Tensor) -> torch.dtype:
     return out
 
 
+def check_observation_shapes(observed: torch.Tensor, candidates: torch.Tensor) -> None:
+    """The shapes `observation_log_likelihood` accepts (see `squared_distance_sum`), else a one-line error."""
+    if not ((observed.ndim in (1, 2) and candidates.ndim == 2) or (observed.ndim == 3 and candidates.ndim in (2, 3))):
+        raise FlbenchError(f"observation likelihood: observed {tuple(observed.shape)} and candidates "
+                           f"{tuple(candidates.shape)}: expected (d,) or (n, d) with (K, d), or (B, n, d) with "
+                           "(B, K, d) or (K, d)")
+    if observed.shape[-1] != candidates.shape[-1] or (candidates.ndim == 3 and observed.shape[0] != candidates.shape[0]):
+        raise FlbenchError(f"observation likelihood: observed {tuple(observed.shape)} does not match candidates "
+                           f"{tuple(candidates.shape)}")
+
+
 def squared_distance_sum(observed: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     """Σ_i ||o_i − c||² over the n releases o_i of a position, for each candidate c.
 
@@ -104,13 +124,7 @@ def squared_distance_sum(observed: torch.Tensor, candidates: torch.Tensor) -> to
     shared form expands ||ō − c||² = ||ō||² − 2ō·c + ||c||² into one matrix product (fp32 rounding
     ~1e-7·||ō||², fine for ranking a vocabulary, not for exact-match acceptance).
     """
-    if not ((observed.ndim in (1, 2) and candidates.ndim == 2) or (observed.ndim == 3 and candidates.ndim in (2, 3))):
-        raise FlbenchError(f"observation likelihood: observed {tuple(observed.shape)} and candidates "
-                           f"{tuple(candidates.shape)}: expected (d,) or (n, d) with (K, d), or (B, n, d) with "
-                           "(B, K, d) or (K, d)")
-    if observed.shape[-1] != candidates.shape[-1] or (candidates.ndim == 3 and observed.shape[0] != candidates.shape[0]):
-        raise FlbenchError(f"observation likelihood: observed {tuple(observed.shape)} does not match candidates "
-                           f"{tuple(candidates.shape)}")
+    check_observation_shapes(observed, candidates)
     work = _work_dtype(observed, candidates)
     single = observed.ndim < 3
     o = observed.reshape(1, -1, observed.shape[-1]).to(work) if single else observed.to(work)
@@ -151,9 +165,11 @@ def gaussian_log_likelihood(observed: torch.Tensor, candidates: torch.Tensor, si
 class NoiseStats:
     """Running sums over every coordinate a defense has released, for SNR in both conventions.
 
-    - `snr_rms` = RMS(clean h) / RMS(sigma_effective): flbench's convention (std-based).
-    - `snr_mean_abs` = mean|h| / mean|noise|: the FL-LLaMA paper's convention (arXiv 2505.15683 counts the
-      noise "scale" as mean|noise|, i.e. sigma * sqrt(2/pi) for Gaussian noise).
+    - `snr_rms` = RMS(signal) / RMS(sigma_effective): flbench's convention (std-based).
+    - `snr_mean_abs` = mean|signal| / mean|noise|: the FL-LLaMA paper's convention (arXiv 2505.15683 counts
+      the noise "scale" as mean|noise|, i.e. sigma * sqrt(2/pi) for Gaussian noise).
+    The signal is what the noise is added to: the clean h, or for clipping defenses the CLIPPED h (the
+    unclipped norm is not what the receiver could recover; using it overstated dp-forward's SNR).
     Zero noise gives infinite SNR (`math.inf`). Padded positions are included (they are noised too).
     """
 
@@ -206,10 +222,12 @@ def _ratio(a: float, b: float) -> float:
 
 @dataclass(frozen=True)
 class NoiseScale:
-    """How much noise a defense adds to each coordinate of h_A, for plots and tables.
+    """How much noise a defense adds to each coordinate of what it sends, for plots and tables.
 
-    `value`: σ, the standard deviation of the added noise (0 = none; dp-forward: z·C). `unit`: "absolute"
-    (the units of h_A) or "relative×RMS" (a multiple of the clean hidden states' RMS, measured per call).
+    `value`: the scale in `unit` (0 = none). `unit`: ABSOLUTE (σ, the standard deviation per coordinate, in the
+    units of the tensor sent; dp-forward: z·C), RELATIVE_RMS (σ as a multiple of the clean tensor's RMS,
+    measured per call) or INVERSE_ETA (dx-privacy's 1/η; the per-coordinate std is √(d+1)/η, which depends on
+    the row width d: see `per_coordinate_std`).
     """
 
     value: float
@@ -218,6 +236,16 @@ class NoiseScale:
     @property
     def relative(self) -> bool:
         return self.unit == RELATIVE_RMS
+
+    def per_coordinate_std(self, dim: int, signal_rms: float = 1.0) -> float:
+        """The noise std per coordinate for rows of `dim` coordinates whose clean RMS is `signal_rms`."""
+        if self.unit == ABSOLUTE:
+            return self.value
+        if self.unit == RELATIVE_RMS:
+            return self.value * signal_rms
+        if self.unit == INVERSE_ETA:
+            return self.value * math.sqrt(dim + 1)
+        raise FlbenchError(f"noise scale unit {self.unit!r} is not known; expected one of {', '.join(NOISE_UNITS)}")
 
     def as_dict(self) -> dict[str, Any]:
         return {"value": self.value, "unit": self.unit}
@@ -252,6 +280,7 @@ class BaseDefense:
 
     - `family` (class attribute): "none", "additive-noise", "dp", ...; the leaderboard's undefended reference
       is the "none" family.
+    - `edges` (class attribute): the outgoing edges it may sit on ("h_a" by default, "grad_b").
     - `noise_scale() -> NoiseScale`: σ and its unit, for plots and tables.
     - `accounting(releases) -> dict | None`: (ε, δ) and the privacy unit after `releases` releases of each
       unit, or None when the defense gives no formal guarantee.
@@ -261,6 +290,9 @@ class BaseDefense:
 
     name: ClassVar[str] = "?"
     family: ClassVar[str] = "?"
+    # Which outgoing edges this defense may sit on: EDGE_H_A ("h_a", the client's forward hidden states) and/or
+    # EDGE_GRAD_B ("grad_b", the tail's dL/dh_B). The runtime places a defense only on an edge listed here.
+    edges: ClassVar[tuple[str, ...]] = (EDGE_H_A,)
     _stats: NoiseStats = field(default_factory=NoiseStats, init=False, repr=False, compare=False)
     _fallback: Any = field(default=None, init=False, repr=False, compare=False)  # torch.Generator | None
     _unseeded_calls: int = field(default=0, init=False, repr=False, compare=False)
@@ -284,7 +316,7 @@ class BaseDefense:
     # ------------------------------------------------------------------ self-description
 
     def noise_scale(self) -> NoiseScale:
-        """σ of the noise this defense adds per coordinate, with its unit."""
+        """The scale of the noise this defense adds (σ per coordinate, or 1/η), with its unit (NOISE_UNITS)."""
         raise NotImplementedError(f"defense {self.name!r} does not say its noise scale")
 
     def accounting(self, releases: int = 1) -> dict[str, Any] | None:
@@ -295,13 +327,14 @@ class BaseDefense:
 
     def record_block(self, releases: int = 1) -> dict[str, Any]:
         """The defense block of a run record, before measurements (the runner adds "snr" & co.):
-        name, params, family, noise_sigma, noise_unit, relative, epsilon, delta, privacy_unit."""
+        name, params, family, edges, noise_sigma, noise_unit, relative, and the accounting after `releases`
+        releases of each privacy unit: epsilon, delta, privacy_unit, releases, accountant (None without one)."""
         scale = self.noise_scale()
-        acc = self.accounting(releases)
-        return {"name": self.name, "params": self.params(), "family": self.family,
+        acc = self.accounting(releases) or {}
+        return {"name": self.name, "params": self.params(), "family": self.family, "edges": list(self.edges),
                 "noise_sigma": scale.value, "noise_unit": scale.unit, "relative": scale.relative,
-                "epsilon": acc["epsilon"] if acc else None, "delta": acc["delta"] if acc else None,
-                "privacy_unit": acc["unit"] if acc else None}
+                "epsilon": acc.get("epsilon"), "delta": acc.get("delta"), "privacy_unit": acc.get("unit"),
+                "releases": acc.get("releases"), "accountant": acc.get("accountant")}
 
     @classmethod
     def summary(cls) -> str:
@@ -358,7 +391,7 @@ class BaseDefense:
         """What a run record stores about this defense: name, parameters, family, noise scale, accounting
         (for one release), what it protects."""
         return {"name": self.name, "class": type(self).__name__, "params": self.params(), "repr": repr(self),
-                "family": self.family, "noise_scale": self.noise_scale().as_dict(),
+                "family": self.family, "edges": list(self.edges), "noise_scale": self.noise_scale().as_dict(),
                 "accounting": self.accounting(1)}
 
     def stats(self) -> dict[str, Any]:

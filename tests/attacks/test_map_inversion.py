@@ -97,7 +97,7 @@ def test_noise_and_prior_change_the_decision_and_dp_forward_runs(tiny, victims):
     knowledge, obs, ids = _setup(tiny, victims[:2], make_defense("gaussian", sigma=0.5, relative=True))
     ml = make_attack("map-inversion", knowledge, candidates="all", prior=False).fit([], knowledge).invert(obs)
     assert _acc(ids, ml) >= 0.9  # σ = 0.5×RMS leaves the tiny head's states far apart
-    knowledge, obs, ids = _setup(tiny, victims[:2], make_defense("dp-forward", clip=1.0, noise_multiplier=0.05))
+    knowledge, obs, ids = _setup(tiny, victims[:2], make_defense("dp-forward", clip=1.0, noise_multiplier=0.05, unit="token"))
     rec = make_attack("map-inversion", knowledge, candidates="all").fit([], knowledge).invert(obs)
     assert _acc(ids, rec) >= 0.9  # the clip is applied to the candidates, as the defense does
 
@@ -156,3 +156,39 @@ def test_flbench_attack_json_carries_the_candidate_recall(cli):
     diag = json.loads(out)["diagnostics"]
     assert 0.0 < diag["candidate_recall"] <= 1.0 and diag["positions"] > 0
     assert {"candidates_per_position", "seconds_per_position", "full_vocabulary_fallbacks"} <= set(diag)
+
+
+def test_a_fine_tuned_victim_head_is_detected_and_scored_with_the_residual_variance(tiny, victims):
+    # the victim's head carries adapters the attacker does not know: no public candidate reproduces h_A, so
+    # the exact law would reject everything; `mismatch` measures the residual at position 0 and scores with it
+    import torch
+
+    from splits.training import LoraSpec, apply_lora
+
+    rt = SplitRuntime(tiny, SplitSpec(1, 1), defense=make_defense("none"))
+    apply_lora(rt, LoraSpec(parts=("head",)), seed=0)
+    gen = torch.Generator().manual_seed(0)
+    for n, p in rt.clients[0].head.named_parameters():
+        if "lora_B" in n:
+            p.data = torch.randn(p.shape, generator=gen) * 0.02
+    knowledge = Knowledge.from_runtime(rt)
+    obs, ids = capture(rt, victims[:3], batch_size=3)
+    attack = make_attack("map-inversion", knowledge, candidates="all").fit([], knowledge)
+    rec = attack.invert(obs)
+    diag = attack.diagnostics(ids)
+    assert diag["model_mismatch"] is not None and diag["model_mismatch"]["residual_sd"] > 0
+    assert _acc(ids, rec) > 0.5, _acc(ids, rec)
+    # pruned: under the exact law every position looks unexplained and falls back to the whole vocabulary;
+    # with the measured residual variance only the truly unexplained ones do
+    fallbacks = {}
+    for mm in (True, False):
+        a = make_attack("map-inversion", knowledge, top_k=8, mismatch=mm).fit([], knowledge)
+        a.invert(obs)
+        fallbacks[mm] = a.diagnostics(ids)["full_vocabulary_fallbacks"]
+    assert fallbacks[False] == sum(len(i) - 1 for i in ids) and fallbacks[True] < fallbacks[False] / 2, fallbacks
+    # a public-weights victim never triggers it (undefended and noisy)
+    for defense in (make_defense("none"), make_defense("gaussian", sigma=1.0, relative=True)):
+        knowledge, obs, ids = _setup(tiny, victims[:2], defense)
+        attack = make_attack("map-inversion", knowledge, top_k=8).fit([], knowledge)
+        attack.invert(obs)
+        assert attack.diagnostics(ids)["model_mismatch"] is None

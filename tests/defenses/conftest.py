@@ -7,15 +7,28 @@ EXAMPLES = {
     "none": {},
     "gaussian": {"sigma": 0.3},
     "dp-forward": {"clip": 2.0, "noise_multiplier": 0.5},
+    "dx-privacy": {"eta": 5.0},
+    "grad-dp": {"clip": 2.0, "noise_multiplier": 0.5},
 }
 
 
-# Each defense at zero strength, where it has one (it must then send h unchanged); None: no zero strength
-# (dp-forward always clips and needs z > 0).
+# Each defense at zero strength, where it has one (it must then send h unchanged); a string: why it has none.
 ZERO_STRENGTH = {
     "none": {},
     "gaussian": {"sigma": 0.0},
-    "dp-forward": None,
+    "dp-forward": "always clips, and its noise multiplier z must be > 0 (a DP mechanism)",
+    "dx-privacy": "eta must be > 0 (no noise would be eta = inf: no finite zero strength)",
+    "grad-dp": "always clips, and its noise multiplier z must be > 0 (a DP mechanism)",
+}
+
+
+# Parameter sets of increasing strength (more noise), weakest first; a string: why there is no ladder.
+STRENGTHS = {
+    "none": "no strength parameter: the identity",
+    "gaussian": [{"sigma": 0.1}, {"sigma": 0.5}, {"sigma": 2.0}],
+    "dp-forward": [{"clip": 2.0, "noise_multiplier": z} for z in (0.1, 1.0, 4.0)],
+    "dx-privacy": [{"eta": e} for e in (100.0, 10.0, 1.0)],
+    "grad-dp": [{"clip": 2.0, "noise_multiplier": z} for z in (0.1, 1.0, 4.0)],
 }
 
 
@@ -33,6 +46,11 @@ def examples():
 @pytest.fixture
 def zero_strength():
     return ZERO_STRENGTH
+
+
+@pytest.fixture
+def strengths():
+    return STRENGTHS
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from flbench.core.errors import FlbenchError
 
 
 def test_registry_lists_the_builtin_defenses():
-    assert {"none", "gaussian", "dp-forward"} <= set(defenses.names())
+    assert {"none", "gaussian", "dp-forward", "dx-privacy", "grad-dp"} <= set(defenses.names())
 
 
 def test_every_defense_has_an_example(examples):
@@ -27,7 +27,7 @@ def test_unknown_name_and_unknown_param_are_user_errors():
         make_defense("laplace")
     with pytest.raises(FlbenchError, match="'none' takes no parameter 'sigma'"):
         make_defense("none", sigma=0.1)
-    with pytest.raises(FlbenchError, match="accepted: clip, noise_multiplier, delta"):
+    with pytest.raises(FlbenchError, match="accepted: clip, noise_multiplier, delta, unit$"):
         make_defense("dp-forward", sigma=0.1)
 
 
@@ -82,9 +82,14 @@ def test_missing_generator_falls_back_to_os_seed_and_is_counted():
     ("dp-forward", {"delta": 1.0}, "delta=1.0"),
     ("dp-forward", {"delta": 1.5}, "delta=1.5"),
     ("dp-forward", {"delta": float("nan")}, "delta=nan"),
+    ("dp-forward", {"unit": "word"}, "unit='word'"),
+    ("dx-privacy", {"eta": 0.0}, "eta=0.0"),
+    ("dx-privacy", {"eta": float("inf")}, "eta=inf"),
+    ("grad-dp", {"clip": -1.0}, "clip=-1.0"),
+    ("grad-dp", {"noise_multiplier": 0}, "noise_multiplier=0"),
 ])
-def test_invalid_params_raise_a_user_error_naming_value_and_range(name, params, bad):
+def test_invalid_params_raise_a_user_error_naming_value_and_range(name, params, bad, examples):
     with pytest.raises(FlbenchError) as exc:
-        make_defense(name, **params)
+        make_defense(name, **{**examples[name], **params})
     msg = str(exc.value)
     assert bad in msg and "accepted" in msg and "\n" not in msg

@@ -54,12 +54,20 @@ def test_sigma_zero_changes_nothing(b, t, d, relative, seed):
     assert torch.equal(g.get_state(), state)  # no draw either
 
 
-@pytest.mark.parametrize("name,params", [("gaussian", {"sigma": 0.7}),
-                                         ("gaussian", {"sigma": 0.7, "relative": True}),
-                                         ("dp-forward", {"clip": 2.0, "noise_multiplier": 0.3})])
+@pytest.mark.parametrize("name,params", [("gaussian", {"sigma": 0.7, "relative": True}),
+                                         ("dp-forward", {"clip": 2.0, "noise_multiplier": 0.3, "unit": "token"})])
 def test_noise_differs_between_calls_and_repeats_with_the_seed(name, params):
+    _differs_and_repeats(make_defense(name, **params))
+
+
+def test_every_noisy_defense_differs_between_calls_and_repeats_with_the_seed(defense_name, example_defense):
+    if example_defense.family == "none":
+        pytest.skip(f"{defense_name} draws no noise")
+    _differs_and_repeats(example_defense)
+
+
+def _differs_and_repeats(d):
     h = _h()
-    d = make_defense(name, **params)
     g = make_generator(99, secure=False)
     a, b = d(h, g), d(h, g)
     assert not torch.equal(a, b)

@@ -93,6 +93,7 @@ def test_a_new_defense_needs_no_edit_elsewhere(tmp_path):
     assert "laplace-ish" in out["help"] and "--test-scale" in out["help"] and "laplace-ish: noise std" in out["help"]
     block = json.loads(out["probe"])
     assert block["name"] == "laplace-ish" and block["family"] == "test-noise" and block["noise_sigma"] == 0.5
+    assert block["edges"] == ["h_a"] and block["epsilon"] is None and block["accountant"] is None  # defaults
     assert out["bad"].startswith("--test-scale 0.5 does not apply to --defense gaussian (it is a flag of laplace-ish)")
     assert out["bad_value"].startswith("--test-scale -1.0 is not accepted (scale of --defense laplace-ish")
     assert out["rows"] == [["none", 0.0, False], ["laplace-ish", 0.5, False], ["laplace-ish", 2.0, False]]

@@ -29,6 +29,8 @@ def rows():
 
 
 def test_every_registered_defense_states_its_likelihood():
+    """Likelihood attacks decode h_A: every defense that may sit on h_A states its law (the gradient-edge
+    ones do too, for attacks on dL/dh_B)."""
     assert all(defenses.get(n).states_likelihood() for n in defenses.names())
     assert not BaseDefense.states_likelihood()
 
@@ -59,7 +61,7 @@ def test_gaussian_relative_uses_the_reference_rms_and_the_attacker_can_estimate_
 
 def test_dp_forward_clips_the_candidate_first(rows):
     o, _ = rows
-    d = make_defense("dp-forward", clip=1.0, noise_multiplier=0.5)
+    d = make_defense("dp-forward", clip=1.0, noise_multiplier=0.5, unit="token")
     direction = torch.nn.functional.normalize(torch.randn(16, generator=torch.Generator().manual_seed(3)), dim=0)
     c = torch.stack([direction * 0.5, direction * 3.0, direction * 30.0])  # inside, above, far above C
     ll = d.observation_log_likelihood(o[0], c)
@@ -82,7 +84,10 @@ def test_none_is_exact_acceptance(rows):
 
 
 @pytest.mark.parametrize("name,params", [("gaussian", {"sigma": 0.7}), ("none", {}),
-                                         ("dp-forward", {"clip": 5.0, "noise_multiplier": 0.5})])
+                                         ("dp-forward", {"clip": 5.0, "noise_multiplier": 0.5, "unit": "token"}),
+                                         ("dp-forward", {"clip": 5.0, "noise_multiplier": 0.5}),
+                                         ("grad-dp", {"clip": 5.0, "noise_multiplier": 0.5}),
+                                         ("dx-privacy", {"eta": 2.0})])
 def test_batched_forms_agree_with_one_row_at_a_time(rows, name, params):
     o, c = rows
     d = make_defense(name, **params)
