@@ -1,0 +1,99 @@
+"""Recovery against the victim's fine-tuning: the victim's head carries LoRA adapters from `flbench train` that
+the attacker does not know (it holds only the public weights).
+
+    python benchmarks/bench_finetuned_victims.py --split 2,2 --task sst2 --steps 0 50 200 \
+        --attacks map-inversion embedding-nn --limit 50 --out results/bench/attacks_finetuned_victims.json
+
+Per number of fine-tuning steps N: `flbench train --task T --steps N --split P,Q --out <workdir>/ftN` (skipped
+when N = 0: the public weights; reused when the checkpoint is already there), then every attack against the
+victims' traffic through a runtime carrying that checkpoint — exactly `flbench attack --checkpoint
+<workdir>/ftN --attack A --split P,Q [defense] --json`. `--resume` keeps the (N, attack) rows already in --out.
+Defense: none, or Gaussian noise (`--sigma`, `--relative`) on the wire both in training and under attack.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+from flbench.pipeline.attack import AttackConfig, evaluate_attack, fit_attack, load_victims
+from flbench.pipeline.bench import machine, write_result
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--split", default="2,2")
+    ap.add_argument("--task", default="sst2", help="the victim's fine-tuning task (flbench ls tasks)")
+    ap.add_argument("--steps", nargs="+", type=int, default=[0, 50, 200])
+    ap.add_argument("--train-batch-size", type=int, default=8)
+    ap.add_argument("--attacks", nargs="+", default=["map-inversion", "embedding-nn"])
+    ap.add_argument("--sigma", type=float, default=0.0)
+    ap.add_argument("--relative", action="store_true")
+    ap.add_argument("--data", default="private-records")
+    ap.add_argument("--limit", type=int, default=50)
+    ap.add_argument("--max-length", type=int, default=32)
+    ap.add_argument("--workdir", default="benchmarks/.work/finetuned_victims", help="checkpoints (not committed)")
+    ap.add_argument("--out", default="results/bench/attacks_finetuned_victims.json")
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args(argv)
+    if any(n < 0 for n in args.steps):
+        ap.error(f"--steps {args.steps}: every N must be ≥ 0")
+
+    from defenses import make_defense, make_generator
+    from flbench.pipeline.config import VictimsConfig
+
+    setting = {k: getattr(args, k) for k in ("model", "split", "task", "train_batch_size", "sigma", "relative",
+                                            "data", "limit", "max_length")}
+    rows: list[dict] = []
+    if args.resume and Path(args.out).is_file():
+        old = json.loads(Path(args.out).read_text())
+        if old.get("setting") != setting:
+            raise SystemExit(f"--resume: {args.out} holds another measurement ({old.get('setting')}); use another --out")
+        rows = old["rows"]
+    victims = {"data": args.data, "limit": args.limit, "max_length": args.max_length}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        records, notes = load_victims(VictimsConfig(**victims), 0)
+    dparams = {"sigma": args.sigma, "relative": args.relative} if args.sigma > 0 else {}
+    dname = "gaussian" if dparams else "none"
+    dflags = (["--noise-sigma", str(args.sigma)] + (["--noise-relative"] if args.relative else [])) if dparams else []
+
+    def save() -> None:
+        write_result({"benchmark": "attacks_finetuned_victims", "setting": setting, "rows": rows,
+                      "machine": machine()}, args.out, ["python", "benchmarks/bench_finetuned_victims.py", *sys.argv[1:]])
+
+    for n in args.steps:
+        ckpt = None
+        if n > 0:
+            ckpt = Path(args.workdir) / f"ft{n}"
+            if not (ckpt / "run.json").is_file():
+                cmd = [str(Path(sys.executable).parent / "flbench"), "train", "--model", args.model, "--split",
+                       args.split, "--task", args.task, "--steps", str(n), "--batch-size", str(args.train_batch_size),
+                       "--out", str(ckpt), "--overwrite", *dflags]
+                print(f"[bench] {' '.join(cmd)}", file=sys.stderr, flush=True)
+                subprocess.run(cmd, check=True)
+        for attack in args.attacks:
+            if any(r["finetune_steps"] == n and r["attack"] == attack for r in rows):
+                print(f"[bench] {n} steps, {attack}: kept from {args.out}", file=sys.stderr, flush=True)
+                continue
+            cfg = AttackConfig(model=args.model, split=args.split, attack=attack, victims=victims,
+                               defense={"name": dname, "params": dparams})
+            defense = make_defense(dname, **dparams)
+            fa = fit_attack(cfg, defense, make_generator(seed=0), progress=False, checkpoint=ckpt)
+            row = evaluate_attack(fa, records, notes)
+            acc = row["metrics"]["token_accuracy"]
+            print(f"[bench] {n} steps, {attack}: token accuracy {acc['mean']:.3f} [{acc['ci_low']:.3f}, "
+                  f"{acc['ci_high']:.3f}]", file=sys.stderr, flush=True)
+            rows.append({"finetune_steps": n, "checkpoint": str(ckpt) if ckpt else None, "attack": attack,
+                         **{k: row[k] for k in ("n", "metrics", "seconds", "diagnostics", "attack_params", "examples")}})
+            save()
+    save()
+    print(json.dumps({"rows": len(rows), "out": args.out}))
+
+
+if __name__ == "__main__":
+    main()
