@@ -127,8 +127,13 @@ def attack(model, split_text, attack_name, attack_params, data, data_file, aux_d
             click.echo(f"\n  original : {ex['original']}\n  recovered: {ex['recovered']}")
         u = o.get("utility")
         if u:
-            ms = ", ".join(f"{k} {v:.4f}" for k, v in u["metrics"].items() if isinstance(v, (int, float)))
-            click.echo(f"\nutility through the same split and defense: {u['task']} (n={u['n']}): {ms}")
+            from flbench.pipeline.utility import baselines_text, with_ci
+
+            ci = u.get("ci") or {}
+            ms = ", ".join(f"{k} {with_ci(v, ci.get(k))}" for k, v in u["metrics"].items() if isinstance(v, (int, float)))
+            base = baselines_text(u.get("baselines"), u["primary"])
+            click.echo(f"\nutility through the same split and defense: {u['task']} (n={u['n']}): {ms} (95% CI"
+                       + (f"; baselines: {base})" if base else ")"))
         click.echo(f"\nfit {o['seconds']['fit']:.1f} s, invert {o['seconds']['invert']:.1f} s")
 
     emit(res, as_json, human)

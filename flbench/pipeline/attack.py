@@ -240,5 +240,6 @@ def run_attack(cfg: AttackConfig, defense, generator, progress: bool = True, tas
                        batch_size=task.batch_size, wire_dtype=cfg.wire_dtype, progress=progress, summary=False,
                        dtype=fa.rt.dtype, client_device=fa.rt.client_device, server_device=fa.rt.server_device)
         result["utility"] = finite_or_null({"task": task_obj.name, "primary": task_obj.primary, "n": res["n"],
-                                            "metrics": res["metrics"], "seconds": res["seconds"]})
+                                            "metrics": res["metrics"], "ci": res.get("ci"),
+                                            "baselines": res.get("baselines"), "seconds": res["seconds"]})
     return result

@@ -121,8 +121,12 @@ def test_attack_with_task_reports_utility_on_the_same_defended_split(cli):
     u = obj["utility"]
     assert u["task"] == "sst2" and u["n"] == 12 and u["primary"] in u["metrics"]
     assert 0.0 <= u["metrics"][u["primary"]] <= 1.0
+    ci = u["ci"][u["primary"]]  # utility is never reported without its 95% CI and baselines
+    assert ci["ci_low"] <= u["metrics"][u["primary"]] <= ci["ci_high"]
+    assert u["baselines"]["chance"]["metrics"][u["primary"]] == 0.5
     assert obj["defense"] == "gaussian" and obj["n"] == 4 and "token_accuracy" in obj["metrics"]
     code, out, err = cli("attack", "--model", "tiny-llama", "--split", "1,1", "--attack", "embedding-nn",
                          "--limit", "4", "--aux-limit", "20", "--task", "sst2", "--task-limit", "12")
     assert code == 0 and "utility through the same split and defense: sst2 (n=12)" in out
+    assert "(95% CI; baselines: chance 0.500" in out
     assert "original :" in out and "recovered:" in out
