@@ -165,6 +165,75 @@ def sweep(runs: Path = ROOT / "results" / "runs") -> list[str]:
     return out
 
 
+def _learned_row(split: str, sigma: float) -> dict | None:
+    """learned-inversion's row in attacks.json (private-records, 100 victims of ≤ 64 tokens) at (split, σ×RMS)."""
+    f = BENCH / "attacks.json"
+    if not f.is_file():
+        return None
+    for r in json.loads(f.read_text())["rows"]:
+        if (r["attack"] == "learned-inversion" and r["split"] == split and r["data"] == "private-records"
+                and r.get("relative_sigma") and r["noise_sigma"] == sigma):
+            return r
+    return None
+
+
+def map_inversion(names: tuple[str, ...] = ("attacks_map_inversion.json", "attacks_map_inversion_deep.json")) -> list[str]:
+    """The exact-forward attack per (split, σ×RMS), candidate recall and cost beside it; learned inversion of
+    the same split and σ from attacks.json (its victims are the same corpus, seed and count, truncated at 64
+    tokens instead of 32)."""
+    out: list[str] = []
+    for name in names:
+        f = BENCH / name
+        if not f.is_file():
+            continue
+        d = json.loads(f.read_text())
+        rows = []
+        for r in sorted(d["rows"], key=lambda r: (tuple(int(x) for x in r["split"].split(",")), r["noise_sigma"])):
+            a, p = r["metrics"]["token_accuracy"], r["metrics"]["pii_recovery"]
+            dg = r.get("diagnostics", {})
+            li = _learned_row(r["split"], r["noise_sigma"])
+            ref = r.get("reference")
+            rows.append({
+                "split": r["split"], "σ×RMS": f"{r['noise_sigma']:g}",
+                "SNR": "∞" if r["snr"]["rms"] is None else f"{r['snr']['rms']:.2f}", "n": str(r["n"]),
+                "token accuracy": with_ci(a["mean"], a), "PII recovery": "n/a" if p["mean"] is None else f"{p['mean']:.2f}",
+                "candidate recall": f"{dg['candidate_recall']:.3f}" if "candidate_recall" in dg else MISSING,
+                "s / position": f"{dg['seconds_per_position']:.3f}" if "seconds_per_position" in dg else MISSING,
+                "invert s (n victims)": f"{r['seconds']['invert']:.0f}",
+                "full-vocabulary retention": (f"{ref['retention']:.3f} (n={ref['n']})" if ref and ref.get("retention")
+                                              is not None else MISSING),
+                "learned-inversion (≤ 64 tokens)": (with_ci(li["metrics"]["token_accuracy"]["mean"],
+                                                            li["metrics"]["token_accuracy"]) if li else MISSING),
+            })
+        out += [f"**map-inversion**, `{d['command']}` (token accuracy [95% CI] on private-records victims of ≤ "
+                f"{d['rows'][0]['config']['victims']['max_length']} tokens; σ in multiples of RMS(h_A) per call; "
+                "candidate recall = share of positions whose true token was scored; seconds on the shared 2-core "
+                "machine, 1 thread, other jobs running):", "", *_lines(markdown_table(rows)), ""]
+    return out
+
+
+def releases(name: str = "attacks_releases.json") -> list[str]:
+    f = BENCH / name
+    if not f.is_file():
+        return []
+    d = json.loads(f.read_text())
+    st = d["setting"]
+    rows = [{"releases k": str(r["releases"]), "n": str(r["n"]),
+             "token accuracy": with_ci(r["metrics"]["token_accuracy"]["mean"], r["metrics"]["token_accuracy"]),
+             "candidate recall": f"{r['diagnostics']['candidate_recall']:.3f}",
+             "invert s": f"{r['seconds']['invert']:.0f}"} for r in d["rows"]]
+    return [f"**Repeated releases**, `{d['command']}` ({st['attack']}, split {st['split']}, σ = {st['sigma']:g}"
+            f"{'×RMS' if st['relative'] else ''}; each victim text sent k times with fresh noise; the attack sums "
+            "the k log-likelihoods):", "", *_lines(markdown_table(rows)), ""]
+
+
+EXACT_BEGIN, EXACT_END = "<!-- report:exact-forward:begin -->", "<!-- report:exact-forward:end -->"
+
+
+def exact_forward() -> list[str]:
+    return map_inversion() + releases()
+
+
 BEGIN, END = "<!-- report:utility-and-sweep:begin -->", "<!-- report:utility-and-sweep:end -->"
 
 
@@ -183,11 +252,15 @@ def utility_and_sweep() -> list[str]:
 
 
 def update_readme() -> None:
-    """Replace the block between the markers in README.md with `utility_and_sweep()`."""
+    """Replace the blocks between the markers in README.md with `utility_and_sweep()` and `exact_forward()`."""
     readme = ROOT / "README.md"
     text = readme.read_text()
-    a, b = text.index(BEGIN) + len(BEGIN), text.index(END)
-    readme.write_text(text[:a] + "\n" + "\n".join(utility_and_sweep()) + "\n" + text[b:])
+    for begin, end, lines in ((BEGIN, END, utility_and_sweep()), (EXACT_BEGIN, EXACT_END, exact_forward())):
+        if begin not in text:
+            continue
+        a, b = text.index(begin) + len(begin), text.index(end)
+        text = text[:a] + "\n" + "\n".join(lines) + "\n" + text[b:]
+    readme.write_text(text)
 
 
 if __name__ == "__main__":
@@ -202,5 +275,5 @@ if __name__ == "__main__":
         if (BENCH / f).exists():
             attack = json.loads((BENCH / f).read_text())["rows"][0]["attack"]
             parts += [f"**{attack}**, " + attacks(f)[0], *attacks(f)[1:], ""]
-    parts += utility_and_sweep()
+    parts += exact_forward() + utility_and_sweep()
     print("\n".join(parts))
