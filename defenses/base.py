@@ -168,9 +168,16 @@ class NoiseStats:
     - `snr_rms` = RMS(signal) / RMS(sigma_effective): flbench's convention (std-based).
     - `snr_mean_abs` = mean|signal| / mean|noise|: the FL-LLaMA paper's convention (arXiv 2505.15683 counts
       the noise "scale" as mean|noise|, i.e. sigma * sqrt(2/pi) for Gaussian noise).
+    - `snr_token_median` = median over released rows t of ||h_t|| / (σ_eff·√d), i.e. each row's own RMS over
+      the noise std of its call: the SNR of the typical token, which a few outlying rows cannot move (the
+      attention-sink row at position 0 can carry most of a short sequence's energy and so dominates
+      `snr_rms`; Xiao et al., arXiv 2309.17453). Rows that are all zero (padding a caller zeroed) are left
+      out, and so are rows a caller marks as padding with `add(..., mask=)`; the split runtime applies a
+      defense to the whole padded (B, T, d) batch without a mask, so there padded rows are counted too.
+      Kept exactly: 4 bytes per row released.
     The signal is what the noise is added to: the clean h, or for clipping defenses the CLIPPED h (the
     unclipped norm is not what the receiver could recover; using it overstated dp-forward's SNR).
-    Zero noise gives infinite SNR (`math.inf`). Padded positions are included (they are noised too).
+    Zero noise gives infinite SNR (`math.inf`). The sums include padded positions (they are noised too).
     """
 
     calls: int = 0
@@ -181,9 +188,15 @@ class NoiseStats:
     sum_var_nominal: float = 0.0
     sum_sq_noise: float = 0.0
     sum_abs_noise: float = 0.0
+    row_snr: list = field(default_factory=list, repr=False, compare=False)  # float32 tensors: each real row's RMS / σ_eff
 
-    def add(self, signal: torch.Tensor, noise: torch.Tensor | None, sigma: float) -> None:
+    def add(self, signal: torch.Tensor, noise: torch.Tensor | None, sigma: float,
+            mask: torch.Tensor | None = None) -> None:
+        """One call: `signal` (..., d) the clean tensor, `noise` what was added (None: nothing), `sigma` the
+        per-coordinate noise std of this call; `mask` (the leading shape of `signal`, nonzero = a real row)
+        keeps padded rows out of `snr_token_median` (the sums above count every coordinate released)."""
         s = signal.detach().double()  # detached: no graph, so no torch.no_grad() needed
+        self._add_rows(s, sigma, mask)
         n = s.numel()
         self.calls += 1
         self.vectors += n // s.shape[-1] if s.ndim else 1
@@ -211,7 +224,28 @@ class NoiseStats:
             "noise_mean_abs_measured": self.sum_abs_noise / n,
             "snr_rms": _ratio(signal_rms, sigma),
             "snr_mean_abs": _ratio(self.sum_abs_signal, self.sum_abs_noise),
+            "snr_token_median": self.snr_token_median(),
         }
+
+    def _add_rows(self, s: torch.Tensor, sigma: float, mask: torch.Tensor | None) -> None:
+        import torch
+
+        if s.ndim == 0 or s.shape[-1] == 0:
+            return
+        rms = s.square().mean(-1)  # (...,) each row's mean square
+        keep = rms > 0
+        if mask is not None:
+            keep = keep & mask.to(device=keep.device).reshape(keep.shape).bool()
+        rms = rms[keep].sqrt()
+        ratio = rms / sigma if sigma > 0 else torch.full_like(rms, math.inf)
+        self.row_snr.append(ratio.float().cpu())
+
+    def snr_token_median(self) -> float | None:
+        """Median over the released real rows of ||h_t|| / (σ_eff·√d) (inf without noise); None before any row."""
+        import numpy as np
+
+        rows = [r.numpy() for r in self.row_snr if r.numel()]
+        return float(np.median(np.concatenate(rows).astype(np.float64))) if rows else None
 
 
 def _ratio(a: float, b: float) -> float:

@@ -8,6 +8,7 @@ import click
 
 from flbench.cli.attack import attack
 from flbench.cli.bench import bench
+from flbench.cli.calibrate import calibrate_cmd
 from flbench.cli.client import client_cmd
 from flbench.cli.eval import eval_cmd
 from flbench.cli.generate import generate
@@ -37,7 +38,7 @@ def cli() -> None:
 
 
 for _command in (ls_cmd, generate, train, attack, eval_cmd, bench, run_cmd, sweep_cmd, leaderboard_cmd, plot_cmd,
-                 repartition_cmd, plan_cmd, serve_cmd, client_cmd):
+                 repartition_cmd, plan_cmd, calibrate_cmd, serve_cmd, client_cmd):
     cli.add_command(_command)
 
 
