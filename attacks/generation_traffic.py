@@ -19,6 +19,7 @@ import torch
 
 from attacks.base import SERVER_VIEW, Observations, observe
 from flbench.core.errors import FlbenchError
+from splits.sequence import pad_rows
 
 
 @dataclass
@@ -62,15 +63,13 @@ def capture_generation(rt: Any, texts: Sequence[str], new_tokens: int, batch_siz
     answer_lengths: list[int] = []
     try:
         for start in range(0, len(texts), batch_size):
-            enc = tok(list(texts[start : start + batch_size]), return_tensors="pt", padding=True,
-                      truncation=True, max_length=max_length)
-            mask = enc["attention_mask"]
-            if int(mask.sum(-1).min()) == 0:
+            rows = tok(list(texts[start : start + batch_size]), truncation=True, max_length=max_length)["input_ids"]
+            if min(len(r) for r in rows) == 0:
                 raise FlbenchError(f"capture: a victim text in batch starting at {start} has no tokens")
-            gen = split_generate(rt, enc["input_ids"], mask, new_tokens, kv_cache=True, eos_token_id=eos,
-                                 pad_token_id=pad)
+            ids, mask = pad_rows(rows, int(pad if pad is not None else 0), left=True)  # generation pads on the left
+            gen = split_generate(rt, ids, mask, new_tokens, kv_cache=True, eos_token_id=eos, pad_token_id=pad)
             fed = gen.tokens[:, :-1]  # the last generated token is never sent back
-            for row, m, g in zip(enc["input_ids"], mask, fed):
+            for row, m, g in zip(ids, mask, fed):
                 prompt = row[m.bool()].tolist()
                 answer = g.tolist()
                 stops = [i for i, t in enumerate(answer) if eos is not None and t == eos]

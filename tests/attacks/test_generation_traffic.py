@@ -41,6 +41,14 @@ def test_capture_holds_the_prompt_and_the_fed_back_answer(tiny, victims):
     assert [len(x) for x in parts["answer"]] == gc.answer_lengths
 
 
+def test_batched_prompts_are_left_padded_like_one_at_a_time(tiny, victims):
+    # generation pads on the left: a right-padded batch would take a shorter prompt's first answer token from a
+    # pad position (the bug this guards against)
+    one = [capture_generation(_rt(tiny), [t], new_tokens=4, max_length=128).true_ids[0] for t in victims]
+    assert len({len(ids) for ids in one}) > 1  # prompts of different lengths: the batch is padded
+    assert capture_generation(_rt(tiny), victims, new_tokens=4, max_length=128, batch_size=3).true_ids == one
+
+
 def test_new_tokens_below_two_is_refused(tiny, victims):
     with pytest.raises(FlbenchError, match="new_tokens=1"):
         capture_generation(_rt(tiny), victims, new_tokens=1)
