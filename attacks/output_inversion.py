@@ -13,6 +13,9 @@ first token of the auxiliary text (position 0 is never predicted from h_B), reco
 at position t-1 for t >= 1; the prediction made at the last position (the token after the input, e.g. the
 next generated token) is dropped. With `target="current"` the decoder inverts h_B to the input token at the
 same position (learned inversion at the trunk's output) and recovered[t] comes from position t.
+
+Training budget of the "mlp" decoder: as learned-inversion's (attacks.decoders, `DecoderAttack`): to a
+validation plateau on held-out public aux text by default, exactly `steps` steps with patience=0.
 """
 from __future__ import annotations
 
@@ -23,16 +26,14 @@ from typing import Literal
 import torch
 
 from attacks.base import (
-    Attack,
     Knowledge,
     Observations,
     SimulatedClient,
-    pad_batch,
     register,
     tokenize_aux,
     wire_round,
 )
-from attacks.decoders import Decoder, build_decoder, sample_batch, train_decoder
+from attacks.decoders import Decoder, DecoderAttack, build_decoder
 from flbench.core.errors import FlbenchError
 from flbench.core.params import NonNegativeInt, PositiveFloat, PositiveInt
 from splits.partition import build_tail, build_trunk
@@ -41,7 +42,7 @@ from splits.sequence import pad_rows, positions_from_mask
 
 @register("output-inversion")
 @dataclass
-class OutputInversion(Attack):
+class OutputInversion(DecoderAttack):
     """Logit lens (or a tuned lens fitted on public text) on the server's own output h_B (logit lens, 2020).
 
     Assumes: the attacker is the server (it holds h_B) and knows the public final norm + LM head; the
@@ -51,12 +52,13 @@ class OutputInversion(Attack):
       distribution when the victim's tail is not fine-tuned, so its greedy answer is recovered exactly;
       no training) — both need target "next" — or "mlp" (residual MLP, trained).
     target: "next" (the tail's output: next token) or "current" (the input token at the same position).
+    steps, patience, eval_every, min_delta, lr_cuts, val_texts: the "mlp" decoder's training budget
+      (`DecoderAttack`); batch_size, lr, max_aux, max_length, mlp_hidden, vocab_sample: its training.
     """
 
     requires = frozenset({"h_b"})
     decoder: Literal["logit-lens", "public-tail", "mlp"] = "logit-lens"
     target: Literal["next", "current"] = "next"
-    steps: PositiveInt = 200
     batch_size: PositiveInt = 16
     lr: PositiveFloat = 1e-3
     max_aux: PositiveInt = 2000
@@ -92,8 +94,7 @@ class OutputInversion(Attack):
         trunk = build_trunk(model, knowledge.spec).eval().requires_grad_(False)
         shift = self.target == "next"
 
-        def make_batch(gen: torch.Generator):
-            ids, mask = pad_batch(sample_batch(seqs, self.batch_size, gen), client.pad_id)
+        def inputs(client: SimulatedClient, ids: torch.Tensor, mask: torch.Tensor, gen: torch.Generator):
             pos = positions_from_mask(mask)
             with torch.no_grad():
                 h = wire_round(trunk(client.h_a(ids, mask, pos), mask, pos), knowledge.wire_dtype)
@@ -104,9 +105,8 @@ class OutputInversion(Attack):
             return h, ids, mask
 
         self._decoder = build_decoder(model, "mlp", mlp_hidden=self.mlp_hidden)
-        self.fit_log = train_decoder(self._decoder, make_batch, self.steps, self.lr, 0.0, self.vocab_sample,
-                                     self.seed, desc=f"{self.name} fit")
-        self.fit_log["aux_texts"] = len(seqs)
+        self.fit_log = self._train(self._decoder, seqs, knowledge, client, inputs, batch_size=self.batch_size,
+                                   lr=self.lr, weight_decay=0.0, vocab_sample=self.vocab_sample)
 
     def _invert(self, obs: Observations) -> list[list[int]]:
         preds = self._public_tail(obs.h_b) if self.decoder == "public-tail" else self._decoder.predict(obs.h_b, self.batch_size)
