@@ -227,11 +227,33 @@ def releases(name: str = "attacks_releases.json") -> list[str]:
             "the k log-likelihoods):", "", *_lines(markdown_table(rows)), ""]
 
 
+def generation(name: str = "attacks_generation.json") -> list[str]:
+    f = BENCH / name
+    if not f.is_file():
+        return []
+    d = json.loads(f.read_text())
+    rows = []
+    for r in d["rows"]:
+        seg = r["segments"]
+        params = ", ".join(f"{k}={v}" for k, v in r["config"]["params"].items())
+        rows.append({"attack": r["attack"] + (f" ({params})" if params else ""), "σ×RMS": f"{r['sigma']:g}",
+                     "n": str(r["n"]),
+                     "prompt tokens": with_ci(seg["prompt"]["metrics"]["token_accuracy"]["mean"],
+                                              seg["prompt"]["metrics"]["token_accuracy"]),
+                     "answer tokens": with_ci(seg["answer"]["metrics"]["token_accuracy"]["mean"],
+                                              seg["answer"]["metrics"]["token_accuracy"]),
+                     "answer tokens scored": str(seg["answer"]["tokens"])})
+    st = d["setting"]
+    return [f"**Chat traffic**, `{d['command']}` (split {st['split']}; each victim record is a prompt of ≤ "
+            f"{st['max_length']} tokens answered greedily with {st['new_tokens']} tokens through the KV-cached split; "
+            "token accuracy of the prompt and of the fed-back answer, 95% CIs):", "", *_lines(markdown_table(rows)), ""]
+
+
 EXACT_BEGIN, EXACT_END = "<!-- report:exact-forward:begin -->", "<!-- report:exact-forward:end -->"
 
 
 def exact_forward() -> list[str]:
-    return map_inversion() + releases()
+    return map_inversion() + releases() + generation()
 
 
 BEGIN, END = "<!-- report:utility-and-sweep:begin -->", "<!-- report:utility-and-sweep:end -->"
