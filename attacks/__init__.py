@@ -17,6 +17,7 @@ from attacks.base import (
     register,
 )
 from attacks.embedding_nn import EmbeddingNN
+from attacks.gradient_label import GradientLabel  # noqa: F401
 from attacks.learned_inversion import LearnedInversion
 from attacks.map_inversion import MAPInversion  # noqa: F401
 from attacks.output_inversion import OutputInversion

@@ -337,7 +337,8 @@ class Attack:
     per example, aligned position by position with the example's input tokens.
 
     Self-description (class attributes the runner, records and leaderboard ask, never naming an attack):
-    `requires`: what it observes on the wire (names from OBSERVABLES: "h_a", "h_b"); `primary_metric`: the
+    `requires`: what it observes on the wire (names from OBSERVABLES: "h_a", "h_b", "grad_b"; an attack that
+    requires "grad_b" reads training traffic, see flbench.pipeline.gradient); `primary_metric`: the
     recovery metric that ranks it (the leaderboard's AP, higher = more leakage); `combines_releases`: whether
     it combines repeated releases itself (else it is given their mean, `Observations.pooled`). Parameters are annotated
     dataclass fields validated by `flbench.core.params` (types, ranges, choices); rules that tie several

@@ -249,11 +249,36 @@ def generation(name: str = "attacks_generation.json") -> list[str]:
             "token accuracy of the prompt and of the fed-back answer, 95% CIs):", "", *_lines(markdown_table(rows)), ""]
 
 
+def gradient(name: str = "attacks_gradient.json") -> list[str]:
+    f = BENCH / name
+    if not f.is_file():
+        return []
+    d = json.loads(f.read_text())
+    rows = []
+    for r in d["rows"]:
+        g = r.get("grad_defense")
+        p = r["attack_params"]
+        m = r["metrics"]
+        lm = r["row"].startswith("lm")
+        rows.append({"traffic": "LM loss, private-records" if lm else "sst2, answer-only loss",
+                     "grad defense": f"grad-dp z={g['params']['noise_multiplier']:g}" if g else "none",
+                     "ε (δ)": f"{g['epsilon']:.3g} ({g['delta']:g})" if g and g.get("epsilon") is not None else MISSING,
+                     "label candidates": p["candidates"], "positions": p["positions"], "n": str(r["n"]),
+                     "recovered": with_ci(m["token_accuracy" if lm else "label_accuracy"]["mean"],
+                                          m["token_accuracy" if lm else "label_accuracy"]),
+                     "chance": MISSING if lm or r.get("label_chance") is None else f"{r['label_chance']:.2f}"})
+    return [f"**Backward channel** (`gradient-label` on dL/dh_B, the gradient the client's tail sends during "
+            f"fine-tuning), `{d['command']}` ({d['model']}, split {d['split']}, {d['examples']} training sequences, "
+            "one epoch; sst2: share of training examples whose class word is recovered; LM loss: token accuracy "
+            "of the training text; label candidates 'answers' = the task's verbalised answers only):", "",
+            *_lines(markdown_table(rows)), ""]
+
+
 EXACT_BEGIN, EXACT_END = "<!-- report:exact-forward:begin -->", "<!-- report:exact-forward:end -->"
 
 
 def exact_forward() -> list[str]:
-    return map_inversion() + releases() + generation()
+    return map_inversion() + releases() + generation() + gradient()
 
 
 BEGIN, END = "<!-- report:utility-and-sweep:begin -->", "<!-- report:utility-and-sweep:end -->"

@@ -3,7 +3,10 @@ through `Message`s that the runtime carries over the `Wire`.
 
 Client: head (embedding + first P blocks) and tail (last Q blocks + norm + LM head). The defense sits on
 the head's outgoing edge: the server only ever receives `defense(h_A)`; the client's own graph keeps the
-clean h_A (the defense is applied to a new tensor, never in place).
+clean h_A (the defense is applied to a new tensor, never in place). A second, optional defense sits on the
+tail's outgoing edge (`grad_defense`, with its own generator): the server only receives
+`grad_defense(dL/dh_B)`, and the trunk backpropagates that. Each defense declares the edges it may sit on
+(`edges`: "h_a", "grad_b"; `check_edge`).
 Server: a trunk, with one cache / sequence state / autograd stash per client it serves.
 
 Every received message is checked against the receiver's state before anything changes (a rejected
@@ -19,12 +22,13 @@ from typing import Any, Callable
 
 import torch
 
+from splits.edges import EDGES, check_edge, defense_edges  # noqa: F401 (re-exported)
 from splits.parts import Part, part_placement
 from splits.sequence import SequenceState, lengths_and_side, pack, unpack
 from splits.wire import FIELD_MAX, Kind, Message, Phase, protocol_error
 
-# A defense on the client's outgoing edge (`defenses.BaseDefense`; splits does not import defenses).
-# None means nothing on the edge: the server receives h_A as the head computed it.
+# A defense on one of the client's outgoing edges (`defenses.BaseDefense`; splits does not import defenses).
+# None means nothing on the edge: the server receives h_A (or dL/dh_B) as the client computed it.
 Defense = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
 
 _SAME = ("phase", "batch", "seqlen", "past", "left_pad", "client")
@@ -154,6 +158,8 @@ class ClientParty:
     tail: Part
     defense: Defense | None = None
     generator: torch.Generator | None = None
+    grad_defense: Defense | None = None  # on dL/dh_B before it is sent (the tail's outgoing edge)
+    grad_generator: torch.Generator | None = None  # its own noise stream
     _head: _Slot = field(default_factory=_Slot)
     _tail: _Slot = field(default_factory=_Slot)
     _link: _Link = field(default_factory=_Link)
@@ -224,7 +230,12 @@ class ClientParty:
         grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
         self._tail.leaf = None
         self._train = None
-        msg = _reply(Kind.GRAD_B, fwd, grad, self._tail.state)
+        mask = self._tail.state.new_mask(fwd.seqlen)
+        if self.grad_defense is not None:  # on the wire's domain, padded rows zero: (B, T, d)
+            g = _edge(grad.detach()) * mask.unsqueeze(-1).to(torch.float32)
+            grad = self.grad_defense(g, self.grad_generator)
+        msg = Message(Kind.GRAD_B, fwd.phase, _pack_edge(grad.detach(), mask), fwd.ints, fwd.seqlen, fwd.past,
+                      fwd.left_pad, fwd.client)
         self._link.stamp(msg)
         self._request = msg.header_only()
         return msg

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 
-from splits.parties import ClientParty, Defense, ServerParty
+from splits.parties import ClientParty, Defense, ServerParty, check_edge
 from splits.partition import SplitSpec, build_split
 from splits.parts import COMPUTE_DTYPES, check_device, check_dtype, part_placement, place
 from splits.wire import Message, Phase, Wire
@@ -34,10 +34,16 @@ class SplitRuntime:
         dtype: str | None = None,
         client_device: str | None = None,
         server_device: str | None = None,
+        grad_defense: Defense | None = None,
+        grad_generator: torch.Generator | None = None,
     ) -> None:
         """`dtype`: the parts' compute dtype (fp32|bf16|fp16; default: the loaded model's); `client_device` /
         `server_device`: where the clients' heads and tails / the server's trunk run (default: the loaded
-        model's device). Parts are cast and moved copies; the wire carries `wire_dtype` either way."""
+        model's device). Parts are cast and moved copies; the wire carries `wire_dtype` either way.
+        `defense` sits on every client's h_A edge, `grad_defense` (own `grad_generator`) on its dL/dh_B edge;
+        each must declare that edge (`splits.parties.check_edge`)."""
+        check_edge(defense, "h_a")
+        check_edge(grad_defense, "grad_b")
         self.loaded = loaded
         self.spec = spec
         dev0, dt0 = part_placement(loaded.model)
@@ -54,7 +60,7 @@ class SplitRuntime:
         self.wire = Wire(self.hidden_size, wire_dtype, max_message_bytes=max_message_bytes, context=context)
         self.servers = [ServerParty(self.parts.trunk, tuple(range(n_clients)))]
         self.clients = [
-            ClientParty(i, h, t, defense, generator)
+            ClientParty(i, h, t, defense, generator, grad_defense, grad_generator)
             for i, (h, t) in enumerate(zip(self.parts.heads, self.parts.tails))
         ]
         self.transport: Any = None  # None: the server runs in this process (see `_exchange`)

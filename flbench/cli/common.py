@@ -118,18 +118,48 @@ def resolve_devices(device: str, client_device: str | None = None, server_device
             "server_device": check_device(server_device, "--server-device") if server_device else dev}
 
 
-def defense_options(f):
-    """--defense, the flags every registered defense declares on its parameters (field metadata "flag",
-    "help"; see defenses/__init__.py), --seed and --secure-noise. Nothing here names a defense."""
+# The client's outgoing edges a defense can be put on, and the option that puts it there. A defense declares
+# its edges (`edges`, default ("h_a",)); each option offers every registered name (so a defense on the wrong
+# edge gets a one-line refusal, not click's "invalid choice") but only the flags of the defenses that fit.
+EDGE_OPTION = {"h_a": "--defense", "grad_b": "--grad-defense"}
+
+
+def _edge_flag(flag: str, edge: str) -> str:
+    """A defense's flag as the option set of `edge` names it: as declared on h_A; on the gradient edge with a
+    "--grad-" prefix (unless the flag already has it, as grad-dp's do)."""
+    if edge == "h_a" or flag.startswith("--grad-"):
+        return flag
+    return "--grad-" + flag[2:]
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _owners(edge: str) -> dict[str, list]:
+    """CLI flag of `edge` -> [(defense name, CliFlag)], in registry order, for the defenses that fit the edge."""
     from defenses import defenses
 
-    owners: dict[str, list] = {}  # flag -> [(defense name, CliFlag)], in registry order
+    owners: dict[str, list] = {}
     for name, cls in defenses.items():
+        if edge not in getattr(cls, "edges", ("h_a",)):
+            continue
         for fl in cls.cli_flags():
-            owners.setdefault(fl.flag, []).append((name, fl))
-    selecting = ", ".join(f"{fl.flag}: {n}" for flag, decl in owners.items() for n, fl in decl if fl.selects)
-    opts = [click.option("--defense", type=click.Choice(defenses.names()), default=None,
-                         help="defense on the client's outgoing edge (flbench ls defenses); default none"
+            owners.setdefault(_edge_flag(fl.flag, edge), []).append((name, fl))
+    return owners
+
+
+def _edge_options(edge: str) -> list:
+    from defenses import defenses
+
+    owners = _owners(edge)
+    option = EDGE_OPTION[edge]
+    selecting = ", ".join(f"{flag}: {n}" for flag, decl in owners.items() for n, fl in decl if fl.selects)
+    where = ("defense on the client's outgoing edge (the head's hidden states h_A)" if edge == "h_a" else
+             "defense on the client's gradient edge (dL/dh_B, sent by the tail in training)")
+    fits = ", ".join(n for n, c in defenses.items() if edge in getattr(c, "edges", ("h_a",)) and n != "none")
+    opts = [click.option(option, type=click.Choice(defenses.names()), default=None,
+                         help=f"{where} (flbench ls defenses; this edge takes {fits or 'none yet'}); default none"
                               + (f", or the defense a flag alone selects ({selecting})" if selecting else ""))]
     for flag, decl in owners.items():
         first = decl[0][1]
@@ -144,7 +174,13 @@ def defense_options(f):
             ctype = ({float: click.FLOAT, int: click.INT, str: click.STRING}.get(ann)
                      or click.Choice([str(a) for a in getattr(ann, "__args__", ())]))
             opts.append(click.option(flag, type=ctype, default=None, help=text))
-    opts += [
+    return opts
+
+
+def defense_options(f):
+    """--defense, the flags every registered defense for h_A declares on its parameters (field metadata
+    "flag", "help"; see defenses/__init__.py), --seed and --secure-noise. Nothing here names a defense."""
+    opts = _edge_options("h_a") + [
         click.option("--seed", type=int, default=0, show_default=True, help="seed for noise draws (benchmarks)"),
         click.option("--secure-noise", is_flag=True, help="seed the noise generator from the OS instead of --seed"),
     ]
@@ -153,69 +189,98 @@ def defense_options(f):
     return f
 
 
+def grad_defense_options(f):
+    """--grad-defense and the flags of the defenses that fit the gradient edge (a defense's flag "--x" reads
+    "--grad-x" here unless it already starts with "--grad-"). Noise seeding: --seed / --secure-noise of
+    `defense_options` (the gradient defense draws from its own stream of that seed)."""
+    h_a = set(_owners("h_a"))
+    clash = sorted(set(_owners("grad_b")) & h_a)
+    if clash:
+        raise TypeError(f"flag {clash[0]} is declared for both edges; a gradient-edge flag must be unique")
+    for o in reversed(_edge_options("grad_b")):
+        f = o(f)
+    return f
+
+
+def pop_grad_options(opts: dict) -> dict:
+    """Remove the gradient-edge options (`grad_defense_options`) from a command's keyword arguments."""
+    names = {"grad_defense"} | {_dest(flag) for flag in _owners("grad_b")}
+    return {k: opts.pop(k) for k in list(opts) if k in names}
+
+
+def _given(dest: str, value) -> bool:
+    """Was option `dest` given (inside a command: not left at its default; outside: a value other than unset)?"""
+    ctx = click.get_current_context(silent=True)
+    src = ctx.get_parameter_source(dest) if ctx is not None else None
+    if src is None:  # called outside a command: a value other than "unset" counts as given
+        return value is not None and value is not False
+    return src not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
+def _spec(edge: str, name: str | None, flag_values: dict) -> dict:
+    """The defense chosen for `edge` by its option and flags → {"name": ..., **params} (see `defense_spec`)."""
+    from defenses import defenses
+    from flbench.core.params import check_params
+    from splits.edges import check_edge
+
+    option = EDGE_OPTION[edge]
+    owners = _owners(edge)
+    shown = [flag for flag in owners if _given(_dest(flag), flag_values.get(_dest(flag)))]
+    if name is None:
+        selected = sorted({n for flag in shown for n, fl in owners[flag] if fl.selects})
+        if len(selected) > 1:
+            raise FlbenchError(f"{', '.join(shown)} select several defenses ({', '.join(selected)}); "
+                               f"choose one with {option}")
+        name = selected[0] if selected else "none"
+    cls = defenses.get(name)
+    try:
+        check_edge(cls, edge)
+    except FlbenchError as e:
+        raise FlbenchError(f"{option} {name}: {e}") from None
+    mine = {_edge_flag(fl.flag, edge): fl for fl in cls.cli_flags()}
+    for flag in shown:
+        if flag not in mine:
+            value = flag_values.get(_dest(flag))
+            text = flag if value is True else f"{flag} {value}"
+            raise FlbenchError(f"{text} does not apply to {option} {name} (it is a flag of "
+                               f"{', '.join(n for n, _ in owners[flag])}); {option} {name} takes "
+                               f"{', '.join(mine) or 'no flags'}")
+    params = {}
+    for flag, fl in mine.items():
+        if flag in shown or fl.switch:
+            value = bool(flag_values.get(_dest(flag))) if fl.switch else flag_values.get(_dest(flag))
+            try:  # the defense's own validator; the message names the flag and the parameter
+                check_params(f"defense {name!r}", cls, {fl.param: value}, partial=True)
+            except FlbenchError:
+                raise FlbenchError(f"{flag} {value!r} is not accepted ({fl.param} of {option} {name}: {fl.help}); "
+                                   f"expected {fl.expected}") from None
+            params[fl.param] = value
+    for flag, fl in mine.items():  # bad values first, then what is missing
+        if fl.required and fl.param not in params:
+            raise FlbenchError(f"{option} {name} needs {flag} ({fl.help}: {fl.expected})")
+    return {"name": name, **params}
+
+
 def defense_spec(defense: str | None = None, seed: int | None = None, secure_noise: bool = False,
                  **flag_values) -> dict:
     """CLI defense options (as `defense_options` named them) → {"name": ..., **params}.
 
     Without --defense: "none", or the defense whose flag alone selects it (e.g. --noise-sigma → gaussian).
-    Refused, in one line: a flag the chosen defense does not declare, a value its validator rejects, a
-    required parameter left out (dp-forward's clip and noise multiplier have no silent defaults), and
-    --seed given explicitly together with --secure-noise. Params are the flags given, plus the chosen
-    defense's on/off switches (so `--noise-sigma 0.5` gives {"sigma": 0.5, "relative": False})."""
-    from click.core import ParameterSource
-
-    from defenses import defenses
-    from flbench.core.params import check_params
-
-    ctx = click.get_current_context(silent=True)
-
-    def given(dest: str, value) -> bool:
-        src = ctx.get_parameter_source(dest) if ctx is not None else None
-        if src is None:  # called outside a command: a value other than "unset" counts as given
-            return value is not None and value is not False
-        return src not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
-
-    def dest(flag: str) -> str:
-        return flag.lstrip("-").replace("-", "_")
-
-    if secure_noise and seed is not None and given("seed", seed):
+    Refused, in one line: a defense that does not declare the h_A edge (e.g. grad-dp: --grad-defense), a flag
+    the chosen defense does not declare, a value its validator rejects, a required parameter left out
+    (dp-forward's clip and noise multiplier have no silent defaults), and --seed given explicitly together
+    with --secure-noise. Params are the flags given, plus the chosen defense's on/off switches (so
+    `--noise-sigma 0.5` gives {"sigma": 0.5, "relative": False}). Other keyword arguments are ignored."""
+    if secure_noise and seed is not None and _given("seed", seed):
         raise FlbenchError(f"--seed {seed} has no effect with --secure-noise (the noise generator is seeded from "
                            "the OS); drop one of them")
-    owners: dict[str, list] = {}
-    for n, cls in defenses.items():
-        for fl in cls.cli_flags():
-            owners.setdefault(fl.flag, []).append((n, fl))
-    shown = [flag for flag in owners if given(dest(flag), flag_values.get(dest(flag)))]
-    name = defense
-    if name is None:
-        selected = sorted({n for flag in shown for n, fl in owners[flag] if fl.selects})
-        if len(selected) > 1:
-            raise FlbenchError(f"{', '.join(shown)} select several defenses ({', '.join(selected)}); "
-                               "choose one with --defense")
-        name = selected[0] if selected else "none"
-    cls = defenses.get(name)
-    mine = {fl.flag: fl for fl in cls.cli_flags()}
-    for flag in shown:
-        if flag not in mine:
-            value = flag_values.get(dest(flag))
-            text = flag if value is True else f"{flag} {value}"
-            raise FlbenchError(f"{text} does not apply to --defense {name} (it is a flag of "
-                               f"{', '.join(n for n, _ in owners[flag])}); --defense {name} takes "
-                               f"{', '.join(mine) or 'no flags'}")
-    params = {}
-    for flag, fl in mine.items():
-        if flag in shown or fl.switch:
-            value = bool(flag_values.get(dest(flag))) if fl.switch else flag_values.get(dest(flag))
-            try:  # the defense's own validator; the message names the flag and the parameter
-                check_params(f"defense {name!r}", cls, {fl.param: value}, partial=True)
-            except FlbenchError:
-                raise FlbenchError(f"{flag} {value!r} is not accepted ({fl.param} of --defense {name}: {fl.help}); "
-                                   f"expected {fl.expected}") from None
-            params[fl.param] = value
-    for fl in mine.values():  # bad values first, then what is missing
-        if fl.required and fl.param not in params:
-            raise FlbenchError(f"--defense {name} needs {fl.flag} ({fl.help}: {fl.expected})")
-    return {"name": name, **params}
+    return _spec("h_a", defense, flag_values)
+
+
+def grad_defense_spec(grad_defense: str | None = None, **flag_values) -> dict:
+    """CLI gradient-edge options (`grad_defense_options`) → {"name": ..., **params}, refused as `defense_spec`
+    refuses (a defense that does not declare the gradient edge, e.g. gaussian: put it on --defense)."""
+    return _spec("grad_b", grad_defense, flag_values)
 
 
 def make_cli_defense(**defense_opts):
@@ -227,6 +292,15 @@ def make_cli_defense(**defense_opts):
     secure = bool(defense_opts.get("secure_noise"))
     gen = make_generator(seed=None if secure else defense_opts.get("seed", 0), secure=secure)
     return d, gen
+
+
+def make_cli_grad_defense(seed: int = 0, secure_noise: bool = False, **grad_opts):
+    """CLI gradient-edge options → (defense, generator), (None, None) for none; the generator draws from the
+    gradient edge's own stream of --seed (flbench.pipeline.gradient.grad_seed), or the OS with --secure-noise."""
+    from flbench.pipeline.gradient import grad_defense_and_generator
+
+    spec = grad_defense_spec(**grad_opts)
+    return grad_defense_and_generator(spec.pop("name"), spec, seed, secure=bool(secure_noise))
 
 
 def invocation() -> list[str]:

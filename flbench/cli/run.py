@@ -3,7 +3,18 @@ from __future__ import annotations
 
 import click
 
-from flbench.cli.common import compute_options, defense_options, defense_spec, emit, given, parse_kv, resolve_devices
+from flbench.cli.common import (
+    compute_options,
+    defense_options,
+    defense_spec,
+    emit,
+    given,
+    grad_defense_options,
+    grad_defense_spec,
+    parse_kv,
+    pop_grad_options,
+    resolve_devices,
+)
 from flbench.core.errors import FlbenchError
 from flbench.pipeline.config import (
     DEFAULT_MODEL,
@@ -17,6 +28,7 @@ from flbench.pipeline.config import (
 # config key paths → the options that set them (for one-line errors naming the option)
 OPTIONS = {
     "model": "--model", "split": "--split", "defense": "--defense", "defense.params": None,
+    "grad_defense": "--grad-defense", "grad_defense.params": None,
     "task": "--task", "task.name": "--task", "task.limit": "--task-limit", "task.batch_size": "--task-batch-size",
     "finetune": "--finetune-steps", "finetune.steps": "--finetune-steps",
     "finetune.batch_size": "--finetune-batch-size", "finetune.lr": "--finetune-lr",
@@ -91,6 +103,7 @@ def _explicit(names) -> list[str]:
 @click.option("--aux-limit", type=int, default=default(VictimsConfig, "aux_limit"), show_default=True,
               help="auxiliary texts per corpus")
 @defense_options
+@grad_defense_options
 @compute_options()
 @click.option("--out", default="results/runs", show_default=True, help="directory for the records")
 @click.option("--json", "as_json", is_flag=True, help="print the records as one JSON object on stdout")
@@ -105,6 +118,7 @@ def run_cmd(model, split_text, centralized, task_name, task_limit, task_batch_si
     from flbench.pipeline.config import RunConfig, validate
 
     ft_opts = {k: opts.pop(k) for k in FINETUNE}
+    grad_opts = pop_grad_options(opts)
     victim_opts = {k: opts.pop(k) for k in VICTIMS}
     if opts.get("secure_noise"):
         raise FlbenchError("--secure-noise: a run record must be reproducible; use --seed")
@@ -123,10 +137,15 @@ def run_cmd(model, split_text, centralized, task_name, task_limit, task_batch_si
     if centralized and attacks:
         raise FlbenchError("--centralized runs the unsplit model: there is no traffic to --attack")
     dspec = defense_spec(**opts)
+    gspec = grad_defense_spec(**grad_opts)
+    if gspec["name"] != "none" and (finetune_steps is None or centralized):
+        raise FlbenchError(f"--grad-defense {gspec['name']} needs --finetune-steps on a split (it acts on the "
+                           "gradient the client sends back during fine-tuning)")
     data = {
         "model": model,
         "split": None if centralized else split_text,
         "defense": {"name": dspec.pop("name"), "params": dspec},
+        "grad_defense": {"name": gspec.pop("name"), "params": gspec},
         "task": {"name": task_name, "limit": task_limit, "batch_size": task_batch_size} if task_name else None,
         "finetune": ({"steps": finetune_steps, **{FINETUNE[k]: v for k, v in ft_opts.items()}}
                      if finetune_steps is not None else None),
@@ -153,6 +172,9 @@ def run_cmd(model, split_text, centralized, task_name, task_limit, task_batch_si
             parts = [f"split {r['split'] or 'centralized'}", f"defense {r['defense']['name']}"]
             if r["defense"].get("noise_sigma") is not None:
                 parts.append(f"σ {r['defense']['noise_sigma']}")
+            if r.get("grad_defense"):
+                g = r["grad_defense"]
+                parts.append(f"grad-defense {g['name']} σ {g.get('noise_sigma')}")
             if r["task"]:
                 t = r["task"]
                 u = with_ci(t["metrics"][t["primary"]], (t.get("ci") or {}).get(t["primary"]))
@@ -162,6 +184,11 @@ def run_cmd(model, split_text, centralized, task_name, task_limit, task_batch_si
                 m = r["attack"]["metrics"][ap]
                 parts.append(f"{r['attack']['name']} {ap.replace('_', ' ')} {m['mean']:.3f} "
                              f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
+                la = r["attack"]["metrics"].get("label_accuracy")
+                if isinstance(la, dict) and la.get("mean") is not None:  # gradient attacks on training traffic
+                    chance = r["attack"]["metrics"].get("label_chance")
+                    parts.append(f"label accuracy {la['mean']:.3f}"
+                                 + (f" (chance {chance:.3f})" if isinstance(chance, (int, float)) else ""))
             click.echo("; ".join(parts))
         click.echo("records: " + ", ".join(o["paths"]))
 

@@ -11,8 +11,11 @@ from flbench.cli.common import (
     FiniteFloatRange,
     defense_options,
     emit,
+    grad_defense_options,
     make_cli_defense,
+    make_cli_grad_defense,
     parse_split_option,
+    pop_grad_options,
     refuse_with,
     resolve_devices,
     wire_options,
@@ -58,6 +61,7 @@ STRATEGY_HELP = "; ".join(f"{name}: {s.summary}" for name, s in strategies.items
 @wire_options
 @compute_options()
 @defense_options
+@grad_defense_options
 @click.option("--transport", type=click.Choice(["inprocess", "distributed"]), default="inprocess", show_default=True,
               help="inprocess: every party in this process; distributed: the server and each client in their own "
                    "process on this machine, over torch.distributed (gloo, loopback); see flbench serve / client")
@@ -67,7 +71,8 @@ STRATEGY_HELP = "; ".join(f"{name}: {s.summary}" for name, s in strategies.items
 def train(model, split_text, data_file, task_name, data_dir, centralized, strategy, clients, sync_every, non_iid, steps,
           batch_size, max_length, lr, lora_rank, lora_alpha, train_parts, out, overwrite, wire_dtype, dtype, device,
           client_device, server_device, transport, timeout, as_json, **defense_opts) -> None:
-    """Split LoRA fine-tuning with the defense active on the wire."""
+    """Split LoRA fine-tuning with the defense active on the wire (and --grad-defense on the gradient the
+    client's tail sends back)."""
     from flbench.data.files import load_data_file
     from flbench.models import load_model
     from flbench.pipeline.finetune import (
@@ -91,12 +96,21 @@ def train(model, split_text, data_file, task_name, data_dir, centralized, strate
     refuse_with("--centralized", centralized, "strategy", "sync_every", "non_iid",
                 why="the unsplit reference has one data owner and no training strategy")
     refuse_with("--clients 1", clients == 1, "non_iid", why="one client holds all the data")
+    grad_opts = pop_grad_options(defense_opts)
     devices = resolve_devices(device, client_device, server_device, centralized)
     spec = parse_split_option(split_text)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, max_length=max_length, lr=lr, seed=defense_opts["seed"],
                       strategy=strategy, sync_every=sync_every, non_iid=non_iid)
     lora = LoraSpec(rank=lora_rank, alpha=lora_alpha, parts=tuple(p.strip() for p in train_parts.split(",") if p.strip()))
     defense, gen = make_cli_defense(**defense_opts)
+    grad_defense, grad_gen = make_cli_grad_defense(defense_opts["seed"], defense_opts.get("secure_noise", False),
+                                                   **grad_opts)
+    if centralized and grad_defense is not None:
+        raise FlbenchError(f"--grad-defense {grad_defense.name} has no effect with --centralized (the unsplit model "
+                           "sends no gradient over a wire); drop one of them")
+    if transport == "distributed" and grad_defense is not None:
+        raise FlbenchError("--transport distributed runs without a --grad-defense for now; drop --grad-defense or "
+                           "use --transport inprocess")
     if centralized and (defense.name != "none" or clients != 1):
         raise FlbenchError("--centralized trains the unsplit model: no wire for a --defense, one client (--clients 1)")
     out_dir = check_train_out(out, overwrite)
@@ -131,12 +145,15 @@ def train(model, split_text, data_file, task_name, data_dir, centralized, strate
     samples = (task_samples(loaded.tokenizer, task, examples, max_length) if task is not None
                else text_samples(loaded.tokenizer, texts, max_length))
     rt = SplitRuntime(loaded, spec, n_clients=clients, wire_dtype=wire_dtype, defense=defense, generator=gen,
-                      client_device=devices["client_device"], server_device=devices["server_device"])
-    meta = model_meta(loaded, rt, defense)
+                      client_device=devices["client_device"], server_device=devices["server_device"],
+                      grad_defense=grad_defense, grad_generator=grad_gen)
+    meta = model_meta(loaded, rt, defense, grad_defense)
     meta["data"] = {"task": task_name, "data_file": data_file, "data_dir": data_dir}
     summary = run_train(rt, samples, cfg, lora, out_dir, meta, progress=True, centralized=centralized,
                         overwrite=overwrite, shards=shards)
     summary["defense_stats"] = defense.stats()
+    if grad_defense is not None:
+        summary["grad_defense_stats"] = grad_defense.stats()
     emit(summary, as_json, _human)
 
 

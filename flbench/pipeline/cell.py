@@ -15,6 +15,12 @@ attack block names the attack's `primary` metric as the attack class declares it
 Attacks on a fine-tuned client: the attacker knows the public pretrained weights, not the client's private
 adapters (threat model in DESIGN.md), so `Knowledge` is the pretrained model while the capture runs through
 the fine-tuned parts.
+
+The backward channel: attacks that read gradients (`requires` holds "grad_b", e.g. gradient-label) attack the
+cell's OWN fine-tuning traffic — a tap on the training runtime records h_B and dL/dh_B of the first
+`victims.limit` training sequences (flbench.pipeline.gradient) — instead of victim texts; each channel is
+scored alone (one record per attack). A gradient defense (`grad_defense`) sits on the client tail's edge during
+fine-tuning, with its own noise stream; records of such cells carry a `grad_defense` block.
 """
 from __future__ import annotations
 
@@ -55,8 +61,30 @@ def cell_defense(cfg: RunConfig):
     return make_defense(cfg.defense.name, **cfg.defense.params), make_generator(cfg.seed)
 
 
-def _finetune(cfg: RunConfig, loaded, spec, workdir: Path, progress: bool, devices: dict) -> tuple[Path, dict]:
+def cell_grad_defense(cfg: RunConfig):
+    """A fresh (defense, generator) for the client's gradient edge, (None, None) without one; its generator
+    has its own seeded stream (flbench.pipeline.gradient.grad_seed)."""
+    from flbench.pipeline.gradient import grad_defense_and_generator
+
+    return grad_defense_and_generator(cfg.grad_defense.name, cfg.grad_defense.params, cfg.seed)
+
+
+def _finetune(cfg: RunConfig, loaded, spec, workdir: Path, progress: bool, devices: dict
+              ) -> tuple[Path, dict, dict]:
+    """Fine-tune the cell's client; returns (checkpoint, summary, info): info["traffic"] holds what gradient
+    attacks read (the server's recordings and the client's batches; None without such attacks),
+    info["grad_defense"] the gradient defense's record block (None without one)."""
+    import math
+
+    from flbench.pipeline.config import gradient_attacks
     from flbench.pipeline.finetune import TrainConfig, model_meta, task_samples, train
+    from flbench.pipeline.gradient import (
+        TrainingTap,
+        TrainingTraffic,
+        grad_defense_block,
+        task_answers,
+        task_chance,
+    )
     from flbench.tasks import get_task
     from splits.runtime import SplitRuntime
     from splits.training import LoraSpec
@@ -71,12 +99,23 @@ def _finetune(cfg: RunConfig, loaded, spec, workdir: Path, progress: bool, devic
         from splits.partition import parse_split
 
         spec = parse_split("2,2")  # layout of the saved adapters only; the unsplit model trains
+    grad_defense, grad_gen = (None, None) if centralized else cell_grad_defense(cfg)
     rt = SplitRuntime(loaded, spec, wire_dtype=cfg.wire_dtype, defense=defense, generator=gen, dtype=cfg.dtype,
-                      client_device=devices.get("client_device"), server_device=devices.get("server_device"))
-    samples = task_samples(loaded.tokenizer, task, task.load("train"), tcfg.max_length)
-    summary = train(rt, samples, tcfg, lora, workdir, model_meta(loaded, rt, defense), progress=progress,
-                    centralized=centralized)
-    return workdir, summary
+                      client_device=devices.get("client_device"), server_device=devices.get("server_device"),
+                      grad_defense=grad_defense, grad_generator=grad_gen)
+    examples = task.load("train")
+    samples = task_samples(loaded.tokenizer, task, examples, tcfg.max_length)
+    traffic = None
+    if gradient_attacks(cfg.attacks):  # the server's recordings of the training traffic, and what was sent
+        traffic = TrainingTraffic(TrainingTap(cfg.victims.limit), rt=rt, task=task.name,
+                                  answers=task_answers(loaded.tokenizer, task, examples, tcfg.max_length),
+                                  chance=task_chance(task), examples_per_epoch=len(samples))
+        rt.wire.taps.append(traffic.tap)
+    summary = train(rt, samples, tcfg, lora, workdir, model_meta(loaded, rt, defense, grad_defense),
+                    progress=progress, centralized=centralized, trace=None if traffic is None else traffic.trace)
+    releases = math.ceil(tcfg.steps * tcfg.batch_size / len(samples))  # epochs: each example's gradient releases
+    return workdir, summary, {"traffic": traffic,
+                              "grad_defense": None if grad_defense is None else grad_defense_block(grad_defense, releases)}
 
 
 def _utility(cfg: RunConfig, loaded, spec, checkpoint, progress: bool, devices: dict) -> tuple[dict | None, dict]:
@@ -147,8 +186,16 @@ def seed_attack_memo(records: list[dict]) -> int:
     return n
 
 
+def _forward_attacks(cfg: RunConfig) -> list[str]:
+    """The cell's attacks on victim traffic (the gradient attacks read the fine-tuning traffic instead)."""
+    from flbench.pipeline.config import gradient_attacks
+
+    grad = set(gradient_attacks(cfg.attacks))
+    return [n for n in cfg.attacks if n not in grad]
+
+
 def _pending_attacks(cfg: RunConfig) -> list[str]:
-    return [n for n in cfg.attacks if (key := _attack_key(cfg, n)) is None or key not in _ATTACKS]
+    return [n for n in _forward_attacks(cfg) if (key := _attack_key(cfg, n)) is None or key not in _ATTACKS]
 
 
 def _attacks(cfg: RunConfig, loaded, checkpoint, victims, progress: bool, devices: dict) -> list[tuple[str, dict, float]]:
@@ -164,7 +211,7 @@ def _attacks(cfg: RunConfig, loaded, checkpoint, victims, progress: bool, device
 
     out: dict[str, tuple[dict, float]] = {}
     todo = _pending_attacks(cfg)
-    for name in cfg.attacks:
+    for name in _forward_attacks(cfg):
         if name not in todo:
             out[name] = (copy.deepcopy(_ATTACKS[_attack_key(cfg, name)]), 0.0)
     if todo:
@@ -185,7 +232,21 @@ def _attacks(cfg: RunConfig, loaded, checkpoint, victims, progress: bool, device
             key = _attack_key(cfg, name)
             if key is not None:
                 _ATTACKS[key] = copy.deepcopy(res)
-    return [(n, *out[n]) for n in cfg.attacks]
+    return [(n, *out[n]) for n in _forward_attacks(cfg)]
+
+
+def _gradient_attacks(cfg: RunConfig, traffic) -> list[tuple[str, dict, float]]:
+    """Every gradient attack of the cell on the recorded fine-tuning traffic (each channel alone: these records
+    report what the backward channel leaks; the forward attacks are records of their own)."""
+    from flbench.pipeline.config import gradient_attacks
+    from flbench.pipeline.gradient import evaluate_gradient_attack
+
+    out = []
+    for name in gradient_attacks(cfg.attacks):
+        t0 = time.perf_counter()
+        res = evaluate_gradient_attack(name, dict(cfg.attack_params.get(name, {})), traffic, cfg.seed)
+        out.append((name, res, round(time.perf_counter() - t0, 3)))
+    return out
 
 
 # ------------------------------------------------------------------------------------------ the cell
@@ -223,9 +284,10 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
     finetune = None
     with tempfile.TemporaryDirectory(prefix=f"flbench-cell-{h}-", dir=workdir) as tmp:
         checkpoint = None
+        ft_info: dict = {}
         if cfg.finetune is not None:
             t0 = time.perf_counter()
-            checkpoint, summary = _finetune(cfg, loaded, spec, Path(tmp), progress, devices)
+            checkpoint, summary, ft_info = _finetune(cfg, loaded, spec, Path(tmp), progress, devices)
             timings["train_s"] = round(time.perf_counter() - t0, 3)
             finetune = {**cfg.finetune.model_dump(mode="json"), "first_loss": summary["first_loss"],
                         "final_loss": summary["final_loss_mean_last10pct"], "wire_bytes": summary["wire"]["bytes_total"]}
@@ -233,6 +295,10 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
         task, uinfo = _utility(cfg, loaded, spec, checkpoint, progress, devices)
         timings["eval_s"] = round(time.perf_counter() - t0, 3)
         attack_results = _attacks(cfg, loaded, checkpoint, victims, progress, devices)
+        if ft_info.get("traffic") is not None:
+            by_name = {n: (n, r, s) for n, r, s in attack_results + _gradient_attacks(cfg, ft_info["traffic"])}
+            attack_results = [by_name[n] for n in cfg.attacks]
+            ft_info["traffic"] = None  # the recordings are large: free them before the records are built
     total = round(time.perf_counter() - t_start, 3)
     prov = provenance()
     defense_obj, _ = cell_defense(cfg)
@@ -252,6 +318,8 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
         "finetune": finetune,
         "task": task,
     }
+    if ft_info.get("grad_defense") is not None:  # only cells with one: the records before it stay as they were
+        base["grad_defense"] = ft_info["grad_defense"]
 
     def defense_block(res: dict | None) -> dict:
         params = defense_obj.params()
@@ -279,6 +347,8 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
                 attack["releases"] = res["releases"]
             if res.get("segments"):  # generation traffic: prompt and answer recovery apart
                 attack["victim_mode"], attack["segments"] = res["victim_mode"], res["segments"]
+            if res.get("channel"):  # the backward channel (dL/dh_B of the cell's fine-tuning traffic)
+                attack["channel"] = res["channel"]
             if res.get("diagnostics"):  # e.g. candidate recall: whether pruning, not the defense, limited it
                 attack["diagnostics"] = res["diagnostics"]
             if res.get("reused_from"):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -70,8 +70,9 @@ class _Section(BaseModel):
 
 
 class DefenseConfig(_Section):
-    """The defense on the client's outgoing edge."""
+    """The defense on the client's outgoing edge (the head's hidden states h_A)."""
 
+    edge: ClassVar[str] = "h_a"  # the edge this section's defense sits on; the defense must declare it (`edges`)
     name: Name = Field("none", description="registered defense (flbench ls defenses); none = no defense")
     params: Params = Field(default_factory=dict, description="the defense's parameters; resolved: every parameter "
                                                              "of the defense, defaults filled in")
@@ -81,8 +82,12 @@ class DefenseConfig(_Section):
     def _known(cls, v: str, info: ValidationInfo) -> str:
         if use_registries(info):
             from defenses import defenses
+            from splits.edges import check_edge
 
-            lookup(defenses, v)
+            try:
+                check_edge(lookup(defenses, v), cls.edge)
+            except FlbenchError as e:
+                raise message_error(str(e)) from None
         return v
 
     @field_validator("params")
@@ -93,6 +98,12 @@ class DefenseConfig(_Section):
         from defenses import make_defense
 
         return normalize_numbers(registry_call(make_defense, info.data["name"], **v).params())
+
+
+class GradDefenseConfig(DefenseConfig):
+    """The defense on the client's gradient edge: dL/dh_B, which the tail sends back during fine-tuning."""
+
+    edge: ClassVar[str] = "grad_b"
 
 
 class TaskConfig(_Section):
@@ -213,6 +224,14 @@ class VictimsConfig(_Section):
         return self
 
 
+def gradient_attacks(names) -> list[str]:
+    """The registered attacks among `names` that read gradients (`requires` holds "grad_b"): they attack the
+    fine-tuning traffic of a run, not victim texts (unknown names are left to the name check)."""
+    from attacks import attacks
+
+    return [n for n in names if n in attacks and "grad_b" in attacks.get(n).requires]
+
+
 def check_attack_names(v: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
     """Every name registered (the key path of a bad one ends in its index)."""
     if use_registries(info):
@@ -241,7 +260,7 @@ class AttackConfig(_Section):
     model: Name = Field(DEFAULT_MODEL, description="registry name, local model directory or Hugging Face id")
     split: SplitText = Field(DEFAULT_SPLIT, description='"P,Q": blocks in the client head and tail')
     defense: DefenseConfig = Field(default_factory=DefenseConfig, description="defense on the client's edge")
-    attack: Name = Field("learned-inversion", description="registered attack (flbench ls attacks)")
+    attack: Name = Field("map-inversion", description="registered attack (flbench ls attacks); default: the strongest the threat model allows")
     params: Params = Field(default_factory=dict, description="the attack's parameters; resolved: every parameter")
     victims: VictimsConfig = Field(default_factory=VictimsConfig, description="victim and auxiliary data")
     wire_dtype: WireDtype = Field("fp32", description="dtype of tensors on the wire")
@@ -267,6 +286,14 @@ class AttackConfig(_Section):
     def _resolve(cls, v: dict, info: ValidationInfo) -> dict:
         return resolve_attack_params(info.data["attack"], v, info) if "attack" in info.data else v
 
+    @model_validator(mode="after")
+    def _forward_traffic(self, info: ValidationInfo) -> AttackConfig:
+        if use_registries(info) and gradient_attacks([self.attack]):
+            raise message_error(f"attack {self.attack!r} reads the gradients of fine-tuning traffic, which `flbench "
+                                "attack` does not produce; run it on a cell's own fine-tuning: flbench run --task T "
+                                f"--finetune-steps N --attack {self.attack}", "attack")
+        return self
+
 
 class RunConfig(_Section):
     """One benchmark cell: [fine-tune] → utility → capture → attacks (flbench.pipeline.cell.run_cell)."""
@@ -275,6 +302,9 @@ class RunConfig(_Section):
     split: SplitText | None = Field(DEFAULT_SPLIT, description='"P,Q": blocks in the client head and tail; '
                                                                "null: the centralized (unsplit) reference")
     defense: DefenseConfig = Field(default_factory=DefenseConfig, description="defense on the client's edge")
+    grad_defense: GradDefenseConfig = Field(default_factory=GradDefenseConfig,
+                                            description="defense on the client's gradient edge (dL/dh_B) during "
+                                                        "fine-tuning; left out of resolved() when none")
     task: TaskConfig | None = Field(None, description="utility task; null: no utility eval")
     finetune: FinetuneConfig | None = Field(None, description="LoRA fine-tuning first; null: pretrained weights")
     attacks: tuple[Name, ...] = Field((), description="registered attacks on the captured traffic (sorted)")
@@ -321,7 +351,7 @@ class RunConfig(_Section):
                 if a in v or use_registries(info)}
 
     @model_validator(mode="after")
-    def _rules(self) -> RunConfig:
+    def _rules(self, info: ValidationInfo) -> RunConfig:
         if self.split is None and self.defense.name != "none":
             raise message_error("a centralized run (split null) has no wire: no defense", "defense")
         if self.split is None and self.attacks:
@@ -332,6 +362,13 @@ class RunConfig(_Section):
             raise message_error("victims are the attacks' data: give attacks, or no victims", "victims")
         if self.task is None and not self.attacks:
             raise message_error("nothing to run: give a task and/or attacks")
+        if self.grad_defense.name != "none" and (self.finetune is None or self.split is None):
+            raise message_error("a gradient defense acts on split fine-tuning traffic: give finetune (and a split)",
+                                "grad_defense")
+        needs_training = gradient_attacks(self.attacks) if use_registries(info) else []
+        if needs_training and self.finetune is None:
+            raise message_error(f"attack {needs_training[0]!r} reads the gradients of the cell's fine-tuning "
+                                "traffic: give finetune (--finetune-steps)", "attacks")
         return self
 
     def resolved(self) -> dict:
@@ -344,6 +381,8 @@ class RunConfig(_Section):
         out = self.model_dump(mode="json")
         if out.get("dtype") == "fp32":
             del out["dtype"]
+        if out.get("grad_defense", {}).get("name") == "none":  # as dtype: the records before it keep their hashes
+            del out["grad_defense"]
         victims = out.get("victims") or {}
         if victims.get("releases") == 1:  # likewise: records before `releases` were single releases
             del victims["releases"]
@@ -370,6 +409,9 @@ class RunConfig(_Section):
         params = ",".join(f"{k}={v}" for k, v in sorted(d.params.items()))
         parts = [self.model, f"split {self.split}" if self.split else "centralized",
                  d.name + (f"({params})" if params else "")]
+        if self.grad_defense.name != "none":
+            gp = ",".join(f"{k}={v}" for k, v in sorted(self.grad_defense.params.items()))
+            parts.append("grad " + self.grad_defense.name + (f"({gp})" if gp else ""))
         if self.task:
             parts.append(self.task.name)
         if self.attacks:

@@ -169,7 +169,7 @@ def shard_samples(samples: list[Sample], n_clients: int, cfg: TrainConfig) -> li
 
 def train(rt: SplitRuntime, samples: list[Sample], cfg: TrainConfig, lora: LoraSpec, out: Path, meta: dict,
           progress: bool = True, centralized: bool = False, overwrite: bool = False,
-          shards: list[list[int]] | None = None) -> dict:
+          shards: list[list[int]] | None = None, trace: list | None = None) -> dict:
     """Fine-tune LoRA adapters on `samples` through the split runtime (defense on the wire) with
     `cfg.strategy` over the runtime's clients, each on its own shard (`shards`, else `shard_samples`), or,
     with `centralized`, on the unsplit model with the same adapters, data order and budget (the reference).
@@ -177,7 +177,11 @@ def train(rt: SplitRuntime, samples: list[Sample], cfg: TrainConfig, lora: LoraS
     Training stops with a FlbenchError naming the step as soon as the loss or an adapter weight is not finite
     (nothing is saved). The adapters, losses.jsonl and run.json are written to `out` as one unit (see
     `flbench.core.io.atomic_write_dir`): an existing `out` must be empty unless `overwrite`; if the write fails
-    the error names where the run was kept."""
+    the error names where the run was kept.
+
+    `trace`: a list that receives every client batch in the order the clients sent them (round by round,
+    client by client: the order of the training forwards on the wire), for scoring attacks on the training
+    traffic against what was really sent."""
     from safetensors.torch import save as safetensors_bytes
 
     from splits.training import CentralizedTrainer
@@ -203,7 +207,10 @@ def train(rt: SplitRuntime, samples: list[Sample], cfg: TrainConfig, lora: LoraS
         for step in range(cfg.steps):
             where = f"step {step + 1}/{cfg.steps}"
             try:
-                round_losses = trainer.train_round([next(s) for s in streams])
+                round_batches = [next(s) for s in streams]
+                if trace is not None:
+                    trace.extend(round_batches)
+                round_losses = trainer.train_round(round_batches)
             except NonFiniteTensorError as e:  # activations overflowed before the loss could be computed
                 raise FlbenchError(f"training diverged at {where} ({e}); nothing was saved; "
                                    f"lower --lr (now {cfg.lr:g})") from None
@@ -264,7 +271,7 @@ def train(rt: SplitRuntime, samples: list[Sample], cfg: TrainConfig, lora: LoraS
     return summary
 
 
-def model_meta(loaded: LoadedModel, rt: SplitRuntime, defense) -> dict:
+def model_meta(loaded: LoadedModel, rt: SplitRuntime, defense, grad_defense=None) -> dict:
     import transformers
 
     import flbench
@@ -275,5 +282,6 @@ def model_meta(loaded: LoadedModel, rt: SplitRuntime, defense) -> dict:
         "n_blocks": rt.parts.n_blocks,
         "compute": rt.placement(),  # compute dtype and devices (the centralized twin: the client's)
         "defense": defense.describe(),
+        **({"grad_defense": grad_defense.describe()} if grad_defense is not None else {}),
         "versions": {"flbench": flbench.__version__, "torch": torch.__version__, "transformers": transformers.__version__},
     }

@@ -64,6 +64,12 @@ this installation does not know (or whose parameters it refuses) falls back to t
 `noise_sigma` / `relative` / `family` fields. `snr`, `epsilon` and `delta` are measurements of the run and
 always come from the record.
 
+Gradient defense (`--grad-defense`, on the dL/dh_B the client's tail sends during fine-tuning): when some record
+has one, both views gain `grad_defense`, `grad_noise_sigma` (asked from the registered class, as above) and
+`grad_epsilon` (the record's accounting over the epochs trained) after `finetune_steps`; rows without one hold
+empty cells there. A cell is undefended (a utility reference) only without a defense on either edge. Records
+without a gradient defense give the same columns and bytes as before the gradient edge existed.
+
 `commit` carries a "-dirty" suffix when the record was produced from a working tree with uncommitted changes.
 The record's date is left out on purpose: the same records always give the same bytes. Wall-clock columns:
 only `seconds` (the record's `timings.total_s`, the whole cell's wall time on the machine that ran it,
@@ -103,14 +109,17 @@ WORST_COLUMNS = DEFENSE_COLUMNS + UTILITY_COLUMNS + [
     "worst_attack", "worst_metric", "attacks", "score", "dcs", "pareto", "cell"]
 INT_COLUMNS = ("finetune_steps", "attack_n", "task_n", "wire_bytes")
 BOOL_COLUMNS = ("relative", "beats_baseline")
-TEXT_COLUMNS = ("model", "split", "defense", "attack", "attack_data", "recovery_metric", "task", "baseline_kind",
+TEXT_COLUMNS = ("model", "split", "defense", "grad_defense", "attack", "attack_data", "recovery_metric", "task", "baseline_kind",
                 "cell", "config_hash", "commit", "worst_attack", "worst_metric", "attacks")
 MD_COLUMNS = ["model", "split", "defense", "noise_sigma", "snr", "epsilon", "attack", "recovery", "pii_recovery",
               "task", "task_n", "utility", "baseline", "relative_utility", "score", "dcs", "pareto"]
 WORST_MD_COLUMNS = ["model", "split", "defense", "noise_sigma", "snr", "epsilon", "finetune_steps", "task", "task_n",
                     "utility", "baseline", "relative_utility", "worst_recovery", "worst_attack", "score", "dcs",
                     "pareto"]
-RESERVED = frozenset(HEAD_COLUMNS + UTILITY_COLUMNS + TAIL_COLUMNS + WORST_COLUMNS)
+# The gradient defense (on dL/dh_B during fine-tuning, `--grad-defense`): these columns follow finetune_steps in
+# both views only when some record has one, so leaderboards of records without it keep their bytes.
+GRAD_COLUMNS = ["grad_defense", "grad_noise_sigma", "grad_epsilon"]
+RESERVED = frozenset(HEAD_COLUMNS + UTILITY_COLUMNS + TAIL_COLUMNS + WORST_COLUMNS + GRAD_COLUMNS)
 CELL_FREE_KEYS = ("attacks", "attack_params", "victims")  # what differs between the attacks of one cell
 CENTRALIZED = "centralized"
 NAN = float("nan")
@@ -238,6 +247,25 @@ def _baselines(t: dict, primary: str | None) -> dict[str, Any]:
     return out
 
 
+def with_grad_columns(columns: list[str], grad: bool) -> list[str]:
+    """`columns` with GRAD_COLUMNS after finetune_steps when `grad` (some row has a gradient defense)."""
+    if not grad:
+        return list(columns)
+    i = columns.index("finetune_steps") + 1
+    return columns[:i] + GRAD_COLUMNS + columns[i:]
+
+
+def _grad_view(r: dict, cfg: dict) -> dict[str, Any]:
+    """grad_defense, grad_noise_sigma, grad_epsilon of a record (None / NaN without a gradient defense): the
+    noise scale from the registered class as for the h_A defense, ε from the record's own measurement."""
+    g = r.get("grad_defense") or cfg.get("grad_defense") or {}
+    name = g.get("name")
+    if not name or name == "none":
+        return {"grad_defense": None, "grad_noise_sigma": NAN, "grad_epsilon": NAN}
+    return {"grad_defense": name, "grad_noise_sigma": describe_defense(name, g)["noise_sigma"],
+            "grad_epsilon": _f(g.get("epsilon"))}
+
+
 def cell_key(r: dict) -> str:
     """The cell without its attacks: the hash of the record's config minus attacks, attack params and victims
     (records of one cell, or of cells that differ only in what they attack, share it)."""
@@ -276,6 +304,7 @@ def _row(r: dict) -> tuple[dict, dict]:
         "epsilon": _f(d.get("epsilon")),
         "delta": _f(d.get("delta")),
         "finetune_steps": _int((ft or {}).get("steps")) if ft else 0,
+        **_grad_view(r, cfg),
         "attack": a.get("name"),
         "attack_data": a.get("data"),
         "attack_n": _int(a.get("n")),
@@ -335,7 +364,8 @@ def _nan_key(x: Any) -> tuple:
 
 def _defense_sort(row: dict, family: str | None) -> tuple:
     return (split_sort_key(row["split"]), (family != "none", row["defense"]), str(row["relative"]),
-            _nan_key(row["noise_sigma"]), _nan_key(row["epsilon"]), _nan_key(row["finetune_steps"]))
+            _nan_key(row["noise_sigma"]), _nan_key(row["epsilon"]), _nan_key(row["finetune_steps"]),
+            str(row.get("grad_defense") or ""), _nan_key(row.get("grad_noise_sigma")))
 
 
 def _sort_key(pair: tuple[dict, dict]) -> tuple:
@@ -402,7 +432,7 @@ def _scored_rows(records: Iterable[dict]) -> tuple[list[dict], list[dict]]:
         base = (row["model"], h["task_key"], h["ft_key"], h["seed"])
         if row["split"] == CENTRALIZED:
             central.setdefault(base, []).append(row["utility"])
-        elif h["family"] == "none":
+        elif h["family"] == "none" and not row.get("grad_defense"):  # undefended on both edges
             undefended.setdefault((row["split"], *base), []).append(row["utility"])
     for row, h in zip(rows, hidden):
         base = (row["model"], h["task_key"], h["ft_key"], h["seed"])
@@ -420,7 +450,8 @@ def build(records: Iterable[dict]):
     _mark_pareto(rows, ("model", "task", "attack", "attack_data"), "recovery")
     other_attack = sorted({m for h in hidden for m in h["attack_metrics"]})
     u_cols = sorted({m for h in hidden for m in h["utility_metrics"]})
-    columns = HEAD_COLUMNS + other_attack + UTILITY_COLUMNS + u_cols + TAIL_COLUMNS
+    grad = any(row.get("grad_defense") for row in rows)
+    columns = with_grad_columns(HEAD_COLUMNS, grad) + other_attack + UTILITY_COLUMNS + u_cols + TAIL_COLUMNS
     df = _frame(rows, columns)
     # Not a column (the CSV's bytes stay what they are): each attack's primary metric, for the plots.
     df.attrs["primary_metric"] = {row["attack"]: h["ap_name"] for row, h in zip(rows, hidden) if row["attack"]}
@@ -458,7 +489,8 @@ def build_worst_case(data):
         first = members[0]
         attacked = [m for m in members if m["attack"] is not None and _finite(m["recovery"])]
         worst = max(sorted(attacked, key=lambda m: str(m["attack"])), key=lambda m: m["recovery"], default=None)
-        row = {c: first.get(c) for c in DEFENSE_COLUMNS + UTILITY_COLUMNS + ["utility_ref", "cell", "_family"]}
+        row = {c: first.get(c) for c in DEFENSE_COLUMNS + GRAD_COLUMNS + UTILITY_COLUMNS + ["utility_ref", "cell",
+                                                                                            "_family"]}
         if worst is not None:
             row.update(snr=worst["snr"], worst_recovery=worst["recovery"], worst_recovery_ci_low=worst["recovery_ci_low"],
                        worst_recovery_ci_high=worst["recovery_ci_high"], worst_attack=worst["attack"],
@@ -470,7 +502,7 @@ def build_worst_case(data):
         out.append(row)
     out.sort(key=lambda r: (str(r["model"] or ""), str(r["task"] or ""), *_defense_sort(r, r["_family"]), r["cell"]))
     _mark_pareto(out, ("model", "task"), "worst_recovery")
-    return _frame(out, WORST_COLUMNS)
+    return _frame(out, with_grad_columns(WORST_COLUMNS, any(r.get("grad_defense") for r in out)))
 
 
 def build_view(records: Iterable[dict], view: str = "records"):
@@ -500,6 +532,9 @@ def to_markdown(df, columns: Sequence[str] | None = None) -> str:
     if missing:
         raise FlbenchError(f"leaderboard has no column {missing[0]!r}; columns: {', '.join(df.columns)}")
     default = WORST_MD_COLUMNS if "worst_recovery" in df.columns else MD_COLUMNS
+    if "grad_defense" in df.columns:  # after the h_A defense's columns
+        i = default.index("epsilon") + 1
+        default = default[:i] + ["grad_defense", "grad_noise_sigma"] + default[i:]
     cols = [c for c in (columns or default) if c in df.columns]
     body = pd.DataFrame({c: [cell(v) for v in df[c]] for c in cols}, columns=cols)
 

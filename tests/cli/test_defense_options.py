@@ -16,7 +16,8 @@ BASE = ["attack", "--model", "no-such-model-is-ever-loaded", "--split", "0,1", "
 
 @pytest.mark.parametrize("extra,message", [
     (["--defense", "dp-forward"],
-     "--defense dp-forward needs --dp-clip (per-token L2 clip C: a finite number > 0)"),
+     "--defense dp-forward needs --dp-clip (L2 clip C of each privacy unit (--dp-unit: an example's h_A, or a "
+     "token's): a finite number > 0)"),
     (["--defense", "dp-forward", "--dp-clip", "1"],
      "--defense dp-forward needs --noise-multiplier (noise std = z × C: a finite number > 0)"),
     (["--defense", "dp-forward", "--dp-clip", "1", "--noise-multiplier", "1", "--noise-sigma", "0.5"],
@@ -32,7 +33,8 @@ BASE = ["attack", "--model", "no-such-model-is-ever-loaded", "--split", "0,1", "
      "--seed 0 has no effect with --secure-noise (the noise generator is seeded from the OS); drop one of them"),
     (["--noise-sigma", "-1"], "--noise-sigma -1.0 is not accepted (sigma of --defense gaussian: noise standard "
                               "deviation σ); expected a finite number ≥ 0"),
-    (["--defense", "laplace"], "'laplace' is not one of 'dp-forward', 'gaussian', 'none'"),
+    (["--defense", "laplace"], "'laplace' is not one of 'dp-forward', 'dx-privacy', 'gaussian', 'grad-dp', 'none'"),
+    (["--defense", "grad-dp"], "grad-dp"),  # a gradient-edge defense on h_A: refused in one line
 ])
 def test_refused_before_any_work(cli, extra, message):
     code, out, err = cli(*BASE, *extra)
@@ -74,10 +76,23 @@ def test_secure_noise_without_seed_is_fine():
 
 
 def test_every_declared_flag_is_an_option():
+    """Each defense's flags are options of the edge(s) it declares: as declared on h_A (--defense), with a
+    "--grad-" prefix (unless they have it) on the gradient edge (--grad-defense); never on an edge it does not
+    fit. Both options offer every name (a defense on the wrong edge gets a one-line refusal)."""
+    from flbench.cli.common import grad_defense_options
+
     params = {p.opts[0]: p for p in _probe().params}
+    grad = {p.opts[0]: p for p in grad_defense_options(click.command()(lambda **kw: None)).params}
     assert list(params)[0] == "--defense" and list(params)[-2:] == ["--seed", "--secure-noise"]
-    assert list(params["--defense"].type.choices) == defenses.names()
+    assert list(params["--defense"].type.choices) == defenses.names() == list(grad["--grad-defense"].type.choices)
     for name, cls in defenses.items():
+        edges = getattr(cls, "edges", ("h_a",))
         for f in cls.cli_flags():
-            assert f.flag in params and f"{name}: {f.help}" in params[f.flag].help
-            assert params[f.flag].is_flag == f.switch
+            g = f.flag if f.flag.startswith("--grad-") else "--grad-" + f.flag[2:]
+            for on, opts, flag in (("h_a" in edges, params, f.flag), ("grad_b" in edges, grad, g)):
+                if on:
+                    assert flag in opts and f"{name}: {f.help}" in opts[flag].help
+                    assert opts[flag].is_flag == f.switch
+            if "h_a" not in edges:
+                assert f.flag not in params or any(f.flag in [x.flag for x in c.cli_flags()]
+                                                   for _, c in defenses.items() if "h_a" in getattr(c, "edges", ("h_a",)))

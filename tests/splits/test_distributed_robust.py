@@ -84,7 +84,10 @@ def rogue_client(tiny, net, how, results, cap):
             rt.train_forward(ids, mask)
             return
         d = tiny.model.config.hidden_size
-        msg = Message(Kind.HIDDEN_A, Phase.TRAIN, torch.randn(5, d), torch.tensor([5]), 5, client=1, seq=0)
+        # a local generator: the global RNG is shared with the honest client's thread (its LoRA init is seeded
+        # through it), so drawing from it here would race with that init and make the test flaky
+        noise = torch.randn(5, d, generator=torch.Generator().manual_seed(0))
+        msg = Message(Kind.HIDDEN_A, Phase.TRAIN, noise, torch.tensor([5]), 5, client=1, seq=0)
         if how == "oversized":
             ep._send_tensor(torch.tensor([cap + 1], dtype=torch.int64), 0)  # announces more than the cap
         else:
