@@ -236,7 +236,7 @@ def generation(name: str = "attacks_generation.json") -> list[str]:
     rows = []
     for r in d["rows"]:
         seg = r["segments"]
-        params = ", ".join(f"{k}={v}" for k, v in r["config"]["params"].items())
+        params = ", ".join(f"{k}={v}" for k, v in r["config"]["params"].items() if k == "decoder")  # the choice that matters
         rows.append({"attack": r["attack"] + (f" ({params})" if params else ""), "σ×RMS": f"{r['sigma']:g}",
                      "n": str(r["n"]),
                      "prompt tokens": with_ci(seg["prompt"]["metrics"]["token_accuracy"]["mean"],
