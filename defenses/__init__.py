@@ -13,7 +13,7 @@ leaderboard, plots or runner names a defense. The file declares:
     class MyDefense(BaseDefense):
         \"\"\"One-line summary (shown by `flbench ls defenses`), the paper it follows, what it assumes.\"\"\"
 
-        family = "additive-noise"           # "none" | "additive-noise" | "dp" | "metric-dp" | a new family name
+        family = "additive-noise"           # "none" | "additive-noise" | "dp" | "metric-dp" | "training" | a new family
         edges = ("h_a",)                    # the default; ("grad_b",) for a defense on the gradient dL/dh_B
         # parameters: typed, validated by flbench.core.params (pydantic, strict); a field without a default
         # is required. metadata "flag" makes it a CLI option (reuse an existing flag if it means the same
@@ -54,7 +54,8 @@ from defenses.gaussian import GaussianNoise
 from defenses.dp_forward import DPForward
 from defenses.dx_privacy import DXPrivacy
 from defenses.grad_dp import GradDP
+from defenses.nopeek import NoPeek
 
 __all__ = ["ABSOLUTE", "EDGES", "EDGE_GRAD_B", "EDGE_H_A", "INVERSE_ETA", "NOISE_UNITS", "RELATIVE_RMS",
-           "BaseDefense", "CliFlag", "DPForward", "DXPrivacy", "GaussianNoise", "GradDP", "NoDefense", "NoiseScale",
+           "BaseDefense", "CliFlag", "DPForward", "DXPrivacy", "GaussianNoise", "GradDP", "NoDefense", "NoPeek", "NoiseScale",
            "NoiseStats", "defenses", "draw_noise", "make_defense", "make_generator", "register"]

@@ -36,11 +36,11 @@ class ClientBatchTrainer(SequentialTrainer):
         cids = list(range(len(batches)))
         logits = rt.train_forward_batch([(c, b["input_ids"], b["attention_mask"]) for c, b in zip(cids, batches)])
         losses = []
-        for lg, b in zip(logits, batches):
+        for c, lg, b in zip(cids, logits, batches):
             labels = b.get("labels")
             loss = causal_lm_loss(lg, labels if labels is not None else labels_for(b["input_ids"], b["attention_mask"]))
             loss.backward()
-            losses.append(float(loss.detach()))
+            losses.append(self._add_penalty(c, loss))
         rt.backward_batch(cids)
         for opt in self.optimizers.values():
             opt.step()

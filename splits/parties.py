@@ -96,6 +96,9 @@ class _Slot:
     leaf: torch.Tensor | None = None  # received tensor that needs a gradient (training)
     out: torch.Tensor | None = None  # produced tensor to backprop into (training)
     session: bool = False  # a prefill's KV-cached session that decode steps may continue
+    # client head, training forward only, when the defense asks for a training penalty: (input embeddings,
+    # clean h_A, mask) for the client's own loss; never sent, dropped when the forward's backward ends
+    penalty_inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def open(self, part: Part, msg: Message) -> None:
         """Rebuild the sequence state from the (already checked) header (mask compression)."""
@@ -188,12 +191,25 @@ class ClientParty:
     def _send_hidden(self, ids: torch.Tensor, msg: Message) -> Message:
         st = self._head.state
         h = _edge(self.head(ids, st.mask, _positions(st, msg), self._head.cache))  # graph kept: backprop reaches the head
+        self._head.penalty_inputs = None
+        if msg.phase == Phase.TRAIN and callable(getattr(self.defense, "training_penalty", None)):
+            with torch.no_grad():  # X: the head's input embeddings (the embedding is public and frozen)
+                x = _edge(self.head.embed_tokens(ids.to(part_placement(self.head)[0])))
+            self._head.penalty_inputs = (x, h, st.new_mask(msg.seqlen))
         sent = h if self.defense is None else self.defense(h, self.generator)
         self._head.out = sent if sent.requires_grad else None
         msg.tensor = pack(sent, st.new_mask(msg.seqlen))
         self._link.stamp(msg)
         self._request = msg.header_only()
         return msg
+
+    def training_penalty(self) -> torch.Tensor | None:
+        """The defense's training penalty (e.g. NoPeek's α·dCor(X, h_A)) on the current training forward's
+        input embeddings and clean h_A, differentiable into the head; None when the defense asks for none.
+        The caller backpropagates it (with the head's graph retained for the server's dL/dh_A)."""
+        fn = getattr(self.defense, "training_penalty", None)
+        inputs = self._head.penalty_inputs
+        return None if fn is None or inputs is None else fn(*inputs)
 
     def _accept(self, msg: Message, kind: Kind, asked: Kind) -> Message:
         req = self._request
@@ -249,6 +265,7 @@ class ClientParty:
         if self._head.out is not None:
             self._head.out.backward(g)
         self._head.out = None
+        self._head.penalty_inputs = None
 
 
 @dataclass

@@ -122,6 +122,9 @@ class SequentialTrainer:
     seed: int = 0
     client_examples: tuple[int, ...] | None = None  # training examples each client holds (FedAvg weights)
     optimizers: dict[str, torch.optim.Optimizer] = field(init=False)
+    # per client, the last step's loss terms when its defense adds a training penalty (NoPeek):
+    # {"lm_loss", "penalty", and what the defense's `penalty_info()` reports, e.g. "dcor"}; {} otherwise
+    last_terms: dict[int, dict] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self._prepare()
@@ -140,13 +143,29 @@ class SequentialTrainer:
         logits, template = self.rt.train_forward(input_ids, attention_mask, client)
         loss = causal_lm_loss(logits, labels)
         loss.backward()
+        total = self._add_penalty(client, loss)
         self.rt.backward(client, template)
         server = "server" if len(self.rt.servers) == 1 else f"server{client}"
         for party, opt in self.optimizers.items():
             if party in (server, f"client{client}"):
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return total
+
+    def _add_penalty(self, client: int, loss: torch.Tensor) -> float:
+        """After the tail's `loss.backward()`: backpropagate the client defense's training penalty (if it asks
+        for one, e.g. NoPeek) into the head, keeping the head's graph for the server's dL/dh_A that follows
+        (the two gradients add: the client's objective is loss + penalty). Returns the objective's value."""
+        c = self.rt.clients[client]
+        penalty = c.training_penalty()
+        if penalty is None:
+            self.last_terms[client] = {}
+            return float(loss.detach())
+        if penalty.requires_grad:
+            penalty.backward(retain_graph=True)
+        info = getattr(c.defense, "penalty_info", dict)()
+        self.last_terms[client] = {**info, "lm_loss": float(loss.detach()), "penalty": float(penalty.detach())}
+        return float(loss.detach()) + float(penalty.detach())
 
     def round(self, batches: Iterable[tuple[int, dict]]) -> list[float]:
         """One pass in which clients take turns: `batches` yields (client, batch)."""

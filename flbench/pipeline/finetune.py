@@ -227,7 +227,9 @@ def train(rt: SplitRuntime, samples: list[Sample], cfg: TrainConfig, lora: LoraS
                 if bad is not None:
                     raise FlbenchError(f"training diverged at {at} ({bad}); nothing was saved; "
                                        f"lower --lr (now {cfg.lr:g})")
-                losses.append({"step": step, "client": c, "loss": loss})
+                # a training penalty (NoPeek): "loss" is the client's objective; its terms ride along
+                terms = getattr(trainer, "last_terms", {}).get(c, {})
+                losses.append({"step": step, "client": c, "loss": loss, **terms})
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
     finally:

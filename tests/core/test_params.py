@@ -25,7 +25,7 @@ from flbench.core.params import (
 
 # Parameters a registered class requires (no default) get these values when another parameter is tested.
 REQUIRED = {"dp-forward": {"clip": 1.0, "noise_multiplier": 1.0}, "dx-privacy": {"eta": 1.0},
-            "grad-dp": {"clip": 1.0, "noise_multiplier": 1.0}}
+            "grad-dp": {"clip": 1.0, "noise_multiplier": 1.0}, "nopeek": {"weight": 1.0}}
 
 
 @pytest.mark.parametrize("annotation,text", [

@@ -9,6 +9,7 @@ EXAMPLES = {
     "dp-forward": {"clip": 2.0, "noise_multiplier": 0.5},
     "dx-privacy": {"eta": 5.0},
     "grad-dp": {"clip": 2.0, "noise_multiplier": 0.5},
+    "nopeek": {"weight": 1.0},
 }
 
 
@@ -19,6 +20,7 @@ ZERO_STRENGTH = {
     "dp-forward": "always clips, and its noise multiplier z must be > 0 (a DP mechanism)",
     "dx-privacy": "eta must be > 0 (no noise would be eta = inf: no finite zero strength)",
     "grad-dp": "always clips, and its noise multiplier z must be > 0 (a DP mechanism)",
+    "nopeek": {"weight": 0.0},  # identity on the wire at any weight; weight 0 = plain training
 }
 
 
@@ -29,6 +31,7 @@ STRENGTHS = {
     "dp-forward": [{"clip": 2.0, "noise_multiplier": z} for z in (0.1, 1.0, 4.0)],
     "dx-privacy": [{"eta": e} for e in (100.0, 10.0, 1.0)],
     "grad-dp": [{"clip": 2.0, "noise_multiplier": z} for z in (0.1, 1.0, 4.0)],
+    "nopeek": "a training-time penalty: identity on the wire at every weight (no noise to rank)",
 }
 
 
