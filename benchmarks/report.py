@@ -275,11 +275,44 @@ def gradient(name: str = "attacks_gradient.json") -> list[str]:
             *_lines(markdown_table(rows)), ""]
 
 
+def finetuned_victims(name: str = "attacks_finetuned_victims.json") -> list[str]:
+    f = BENCH / name
+    if not f.is_file():
+        return []
+    d = json.loads(f.read_text())
+    st = d["setting"]
+    rows = []
+    for r in d["rows"]:
+        mm = (r.get("diagnostics") or {}).get("model_mismatch")
+        rows.append({"victim fine-tuning steps": str(r["finetune_steps"]), "attack": r["attack"], "n": str(r["n"]),
+                     "token accuracy": with_ci(r["metrics"]["token_accuracy"]["mean"], r["metrics"]["token_accuracy"]),
+                     "mismatch detected (residual sd)": f"yes ({mm['residual_sd']:.3g})" if mm else "no"})
+    return [f"**Fine-tuned victims**, `{d['command']}` (the victim's head, trunk and tail carry LoRA adapters from "
+            f"`flbench train --task {st['task']} --steps N --split {st['split']}` that the attacker does not know; "
+            f"defense {'σ = ' + format(st['sigma'], 'g') + ('×RMS' if st['relative'] else '') if st['sigma'] else 'none'}):",
+            "", *_lines(markdown_table(rows)), ""]
+
+
+def dp_ceiling(name: str = "attacks_dp_ceiling.json") -> list[str]:
+    f = BENCH / name
+    if not f.is_file():
+        return []
+    d = json.loads(f.read_text())
+    rows = [{"release": "drowned (no information)" if r["kind"] == "blind" else f"ε = {r['epsilon']:.3g}",
+             "δ": f"{r['delta']:g}", "noise multiplier z": f"{r['noise_multiplier']:.4g}", "n": str(r["n"]),
+             "token accuracy": with_ci(r["token_accuracy"]["mean"], r["token_accuracy"]),
+             "ceiling e^ε·p0⁺ + δ": f"{r['ceiling']:.3f}" if "ceiling" in r else MISSING,
+             "violation": ("yes" if r["violation"] else "no") if "violation" in r else MISSING} for r in d["rows"]]
+    return [f"**dp-forward at a stated ε**, `{d['command']}` (per-example clipping at C = {d['clip']:.1f}, the median "
+            "per-example norm of h_A on public text; one release; map-inversion; p0⁺ = the upper 95% bound of the "
+            "drowned release's accuracy, the guess without information):", "", *_lines(markdown_table(rows)), ""]
+
+
 EXACT_BEGIN, EXACT_END = "<!-- report:exact-forward:begin -->", "<!-- report:exact-forward:end -->"
 
 
 def exact_forward() -> list[str]:
-    return map_inversion() + releases() + generation() + gradient()
+    return map_inversion() + releases() + generation() + finetuned_victims() + dp_ceiling() + gradient()
 
 
 BEGIN, END = "<!-- report:utility-and-sweep:begin -->", "<!-- report:utility-and-sweep:end -->"
