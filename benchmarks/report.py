@@ -308,11 +308,27 @@ def dp_ceiling(name: str = "attacks_dp_ceiling.json") -> list[str]:
             "drowned release's accuracy, the guess without information):", "", *_lines(markdown_table(rows)), ""]
 
 
+def training_releases(name: str = "attacks_training_releases.json") -> list[str]:
+    f = BENCH / name
+    if not f.is_file():
+        return []
+    d = json.loads(f.read_text())
+    rows = [{"view": r["view"], "releases k": str(r["releases"]), "n": str(r["n"]),
+             "token accuracy": with_ci(r["token_accuracy"]["mean"], r["token_accuracy"]),
+             "linking accuracy": f"{r['linking_accuracy']:.3f}" if "linking_accuracy" in r else MISSING}
+            for r in d["rows"]]
+    return [f"**Releases of a real fine-tuning run**, `{d['command']}` ({d['model']}, split {d['split']}, σ = "
+            f"{d['sigma']:g}{'×RMS' if d['relative'] else ''}; {d['examples']} private records fine-tuned for "
+            f"{d['epochs']} epochs (LM loss, LoRA, new order and fresh noise every epoch); map-inversion on the "
+            "first epoch alone, on the releases the attacker linked itself, and on the truly linked ones):", "",
+            *_lines(markdown_table(rows)), ""]
+
+
 EXACT_BEGIN, EXACT_END = "<!-- report:exact-forward:begin -->", "<!-- report:exact-forward:end -->"
 
 
 def exact_forward() -> list[str]:
-    return map_inversion() + releases() + generation() + finetuned_victims() + dp_ceiling() + gradient()
+    return map_inversion() + releases() + training_releases() + generation() + finetuned_victims() + dp_ceiling() + gradient()
 
 
 BEGIN, END = "<!-- report:utility-and-sweep:begin -->", "<!-- report:utility-and-sweep:end -->"
