@@ -217,10 +217,12 @@ def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, d
 
 
 def run_attack(cfg: AttackConfig, defense, generator, progress: bool = True, task=None,
-               utility_defense=None, utility_generator=None, devices: dict | None = None) -> dict:
+               utility_defense=None, utility_generator=None, devices: dict | None = None,
+               checkpoint=None) -> dict:
     """`flbench attack`: victims (before any model loading), fit, capture, invert, score.
 
-    `task` (a `TaskConfig`): also score the task's utility through the same split, wire dtype and defense law
+    `checkpoint`: a `flbench train --out` directory whose adapters the victim runs (at `cfg.split`); the
+    attacker still knows only the public weights. `task` (a `TaskConfig`): also score the task's utility through the same split, wire dtype and defense law
     (`utility_defense` / `utility_generator`: a fresh instance of the same defense and its own generator, so
     the utility traffic does not shift the victim traffic's noise draws or statistics); the result gets a
     `utility` block. Task data is read before the model is loaded."""
@@ -231,13 +233,15 @@ def run_attack(cfg: AttackConfig, defense, generator, progress: bool = True, tas
     if task is not None:
         task_obj = get_task(task.name)
         task_obj.load("eval", None, task.limit)  # a missing data file fails before any loading
-    fa = fit_attack(cfg, defense, generator, progress, devices=devices)
+    fa = fit_attack(cfg, defense, generator, progress, devices=devices, checkpoint=checkpoint)
     result = evaluate_attack(fa, records, notes)
+    result["checkpoint"] = None if checkpoint is None else str(checkpoint)  # the victim's adapters (unknown to the attacker)
     if task_obj is not None:
         from flbench.pipeline.utility import evaluate
 
         res = evaluate(task_obj, fa.loaded, fa.rt.spec, utility_defense, utility_generator, limit=task.limit,
-                       batch_size=task.batch_size, wire_dtype=cfg.wire_dtype, progress=progress, summary=False,
+                       batch_size=task.batch_size, wire_dtype=cfg.wire_dtype, checkpoint=checkpoint,
+                       progress=progress, summary=False,
                        dtype=fa.rt.dtype, client_device=fa.rt.client_device, server_device=fa.rt.server_device)
         result["utility"] = finite_or_null({"task": task_obj.name, "primary": task_obj.primary, "n": res["n"],
                                             "metrics": res["metrics"], "ci": res.get("ci"),
