@@ -8,7 +8,8 @@ Per number of fine-tuning steps N: `flbench train --task T --steps N --split P,Q
 when N = 0: the public weights; reused when the checkpoint is already there), then every attack against the
 victims' traffic through a runtime carrying that checkpoint — exactly `flbench attack --checkpoint
 <workdir>/ftN --attack A --split P,Q [defense] --json`. `--resume` keeps the (N, attack) rows already in --out.
-Defense: none, or Gaussian noise (`--sigma`, `--relative`) on the wire both in training and under attack.
+Defense: none, or Gaussian noise (`--sigma`, `--relative`) on the wire both in training and under attack, or
+NoPeek in training only (`--nopeek-weight`; identity on the wire, so the attack's defense is none).
 """
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--attacks", nargs="+", default=["map-inversion", "embedding-nn"])
     ap.add_argument("--sigma", type=float, default=0.0)
     ap.add_argument("--relative", action="store_true")
+    ap.add_argument("--nopeek-weight", type=float, default=0.0,
+                    help="train the victim with the NoPeek penalty of this weight (a training-time defense: identity "
+                         "on the wire, so the attack sees no noise from it); 0 = off")
     ap.add_argument("--data", default="private-records")
     ap.add_argument("--limit", type=int, default=50)
     ap.add_argument("--max-length", type=int, default=32)
@@ -48,6 +52,10 @@ def main(argv: list[str] | None = None) -> None:
 
     setting = {k: getattr(args, k) for k in ("model", "split", "task", "train_batch_size", "sigma", "relative",
                                             "data", "limit", "max_length")}
+    if args.nopeek_weight:
+        if args.sigma > 0:
+            ap.error("--nopeek-weight with --sigma: one defense at a time here")
+        setting["nopeek_weight"] = args.nopeek_weight
     rows: list[dict] = []
     if args.resume and Path(args.out).is_file():
         old = json.loads(Path(args.out).read_text())
@@ -61,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     dparams = {"sigma": args.sigma, "relative": args.relative} if args.sigma > 0 else {}
     dname = "gaussian" if dparams else "none"
     dflags = (["--noise-sigma", str(args.sigma)] + (["--noise-relative"] if args.relative else [])) if dparams else []
+    if args.nopeek_weight:
+        dflags = ["--defense", "nopeek", "--nopeek-weight", str(args.nopeek_weight)]
 
     def save() -> None:
         write_result({"benchmark": "attacks_finetuned_victims", "setting": setting, "rows": rows,
@@ -69,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     for n in args.steps:
         ckpt = None
         if n > 0:
-            ckpt = Path(args.workdir) / f"ft{n}"
+            ckpt = Path(args.workdir) / (f"ft{n}" + (f"_nopeek{args.nopeek_weight:g}" if args.nopeek_weight else ""))
             if not (ckpt / "run.json").is_file():
                 cmd = [str(Path(sys.executable).parent / "flbench"), "train", "--model", args.model, "--split",
                        args.split, "--task", args.task, "--steps", str(n), "--batch-size", str(args.train_batch_size),

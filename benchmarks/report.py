@@ -275,6 +275,12 @@ def gradient(name: str = "attacks_gradient.json") -> list[str]:
             *_lines(markdown_table(rows)), ""]
 
 
+def _victim_defense(st: dict) -> str:
+    if st.get("nopeek_weight"):
+        return f"nopeek α = {st['nopeek_weight']:g} in training (identity on the wire)"
+    return "σ = " + format(st["sigma"], "g") + ("×RMS" if st["relative"] else "") if st["sigma"] else "none"
+
+
 def finetuned_victims(name: str = "attacks_finetuned_victims.json") -> list[str]:
     f = BENCH / name
     if not f.is_file():
@@ -289,7 +295,7 @@ def finetuned_victims(name: str = "attacks_finetuned_victims.json") -> list[str]
                      "mismatch detected (residual sd)": f"yes ({mm['residual_sd']:.3g})" if mm else "no"})
     return [f"**Fine-tuned victims**, `{d['command']}` (the victim's head, trunk and tail carry LoRA adapters from "
             f"`flbench train --task {st['task']} --steps N --split {st['split']}` that the attacker does not know; "
-            f"defense {'σ = ' + format(st['sigma'], 'g') + ('×RMS' if st['relative'] else '') if st['sigma'] else 'none'}):",
+            f"defense {_victim_defense(st)}):",
             "", *_lines(markdown_table(rows)), ""]
 
 
@@ -328,7 +334,8 @@ EXACT_BEGIN, EXACT_END = "<!-- report:exact-forward:begin -->", "<!-- report:exa
 
 
 def exact_forward() -> list[str]:
-    return map_inversion() + releases() + training_releases() + generation() + finetuned_victims() + dp_ceiling() + gradient()
+    return (map_inversion() + releases() + training_releases() + generation() + finetuned_victims()
+            + finetuned_victims("attacks_finetuned_victims_nopeek.json") + dp_ceiling() + gradient())
 
 
 BEGIN, END = "<!-- report:utility-and-sweep:begin -->", "<!-- report:utility-and-sweep:end -->"
