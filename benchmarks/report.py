@@ -330,12 +330,27 @@ def training_releases(name: str = "attacks_training_releases.json") -> list[str]
             *_lines(markdown_table(rows)), ""]
 
 
+def learned_budget(name: str = "attacks_learned_budget.json") -> list[str]:
+    f = BENCH / name
+    if not f.is_file():
+        return []
+    d = json.loads(f.read_text())
+    rows = [{"budget": str(r["budget"]), "steps run": str(r["steps_run"]), "stopped by": r["stop_reason"],
+             "victims": r["data"], "n": str(r["n"]),
+             "token accuracy": with_ci(r["metrics"]["token_accuracy"]["mean"], r["metrics"]["token_accuracy"]),
+             "fit s": f"{r['seconds']['fit']:.0f}"} for r in d["rows"]]
+    r0 = d["rows"][0]
+    return [f"**learned-inversion against its training budget**, `{d['command']}` ({r0['model']}, split {r0['split']}, "
+            f"σ = {r0['noise_sigma']:g}×RMS; a number = that many steps, fixed; plateau = trained until validation "
+            "accuracy on held-out public text stops improving):", "", *_lines(markdown_table(rows)), ""]
+
+
 EXACT_BEGIN, EXACT_END = "<!-- report:exact-forward:begin -->", "<!-- report:exact-forward:end -->"
 
 
 def exact_forward() -> list[str]:
     return (map_inversion() + releases() + training_releases() + generation() + finetuned_victims()
-            + finetuned_victims("attacks_finetuned_victims_nopeek.json") + dp_ceiling() + gradient())
+            + finetuned_victims("attacks_finetuned_victims_nopeek.json") + dp_ceiling() + learned_budget() + gradient())
 
 
 BEGIN, END = "<!-- report:utility-and-sweep:begin -->", "<!-- report:utility-and-sweep:end -->"
