@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", default="private-records")
     ap.add_argument("--limit", type=int, default=50)
     ap.add_argument("--max-length", type=int, default=32)
+    ap.add_argument("--utility-limit", type=int, default=0,
+                    help="also score the victim's task utility (eval portion, this many examples, 95%% CI) through "
+                         "the same split with its adapters; 0 = skip")
     ap.add_argument("--workdir", default="benchmarks/.work/finetuned_victims", help="checkpoints (not committed)")
     ap.add_argument("--out", default="results/bench/attacks_finetuned_victims.json")
     ap.add_argument("--resume", action="store_true")
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         if old.get("setting") != setting:
             raise SystemExit(f"--resume: {args.out} holds another measurement ({old.get('setting')}); use another --out")
         rows = old["rows"]
+    utility: dict = old.get("utility", {}) if args.resume and Path(args.out).is_file() else {}
     victims = {"data": args.data, "limit": args.limit, "max_length": args.max_length}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def save() -> None:
         write_result({"benchmark": "attacks_finetuned_victims", "setting": setting, "rows": rows,
-                      "machine": machine()}, args.out, ["python", "benchmarks/bench_finetuned_victims.py", *sys.argv[1:]])
+                      "utility": utility, "machine": machine()}, args.out, ["python", "benchmarks/bench_finetuned_victims.py", *sys.argv[1:]])
 
     for n in args.steps:
         ckpt = None
@@ -86,6 +90,17 @@ def main(argv: list[str] | None = None) -> None:
                        "--out", str(ckpt), "--overwrite", *dflags]
                 print(f"[bench] {' '.join(cmd)}", file=sys.stderr, flush=True)
                 subprocess.run(cmd, check=True)
+        if args.utility_limit and str(n) not in utility:  # the victim's own task, as it runs it
+            from flbench.models import load_model
+            from flbench.pipeline.utility import evaluate
+            from splits.partition import parse_split
+
+            res = evaluate(args.task, load_model(args.model, progress=False), parse_split(args.split),
+                           make_defense(dname, **dparams), make_generator(seed=1), limit=args.utility_limit,
+                           checkpoint=ckpt, progress=False, summary=False)
+            utility[str(n)] = {k: res.get(k) for k in ("task", "n", "metrics", "ci", "baselines")}
+            print(f"[bench] {n} steps, utility: {res['metrics']}", file=sys.stderr, flush=True)
+            save()
         for attack in args.attacks:
             if any(r["finetune_steps"] == n and r["attack"] == attack for r in rows):
                 print(f"[bench] {n} steps, {attack}: kept from {args.out}", file=sys.stderr, flush=True)

@@ -290,9 +290,15 @@ def finetuned_victims(name: str = "attacks_finetuned_victims.json") -> list[str]
     rows = []
     for r in d["rows"]:
         mm = (r.get("diagnostics") or {}).get("model_mismatch")
+        u = (d.get("utility") or {}).get(str(r["finetune_steps"]))
+        util = MISSING
+        if u:
+            metric = next(iter(u["metrics"]))
+            util = f"{with_ci(u['metrics'][metric], (u.get('ci') or {}).get(metric))} (n={u['n']})"
         rows.append({"victim fine-tuning steps": str(r["finetune_steps"]), "attack": r["attack"], "n": str(r["n"]),
                      "token accuracy": with_ci(r["metrics"]["token_accuracy"]["mean"], r["metrics"]["token_accuracy"]),
-                     "mismatch detected (residual sd)": f"yes ({mm['residual_sd']:.3g})" if mm else "no"})
+                     "mismatch detected (residual sd)": f"yes ({mm['residual_sd']:.3g})" if mm else "no",
+                     f"victim's {st['task']} utility": util})
     return [f"**Fine-tuned victims**, `{d['command']}` (the victim's head, trunk and tail carry LoRA adapters from "
             f"`flbench train --task {st['task']} --steps N --split {st['split']}` that the attacker does not know; "
             f"defense {_victim_defense(st)}):",
