@@ -25,12 +25,11 @@ import json
 import math
 import sys
 import warnings
-from pathlib import Path
 
 import torch
 
 from flbench.pipeline.attack import AttackConfig, run_attack
-from flbench.pipeline.bench import machine, write_result
+from flbench.pipeline.bench import machine, resumed, write_result
 
 
 def _z_for(epsilon: float, delta: float) -> float:
@@ -83,9 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     from defenses.accounting import guessing_ceiling
 
     setting = {k: getattr(args, k) for k in ("model", "split", "delta", "blind_z", "limit", "max_length")}
-    old = json.loads(Path(args.out).read_text()) if args.resume and Path(args.out).is_file() else None
-    if old is not None and old.get("setting") != setting:
-        raise SystemExit(f"--resume: {args.out} holds another measurement ({old.get('setting')}); use another --out")
+    old = resumed(args.out, setting, args.resume)
     rows = old["rows"] if old else []
     clip = old["clip"] if old else _median_norm(args.model, args.split, args.max_length)
 

@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 
 from flbench.pipeline.attack import AttackConfig, evaluate_attack, fit_attack, load_victims
-from flbench.pipeline.bench import machine, write_result
+from flbench.pipeline.bench import machine, resumed, write_result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,13 +59,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.sigma > 0:
             ap.error("--nopeek-weight with --sigma: one defense at a time here")
         setting["nopeek_weight"] = args.nopeek_weight
-    rows: list[dict] = []
-    if args.resume and Path(args.out).is_file():
-        old = json.loads(Path(args.out).read_text())
-        if old.get("setting") != setting:
-            raise SystemExit(f"--resume: {args.out} holds another measurement ({old.get('setting')}); use another --out")
-        rows = old["rows"]
-    utility: dict = old.get("utility", {}) if args.resume and Path(args.out).is_file() else {}
+    old = resumed(args.out, setting, args.resume)
+    rows: list[dict] = old.get("rows", [])
+    utility: dict = old.get("utility", {})
     victims = {"data": args.data, "limit": args.limit, "max_length": args.max_length}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from flbench.pipeline.attack import AttackConfig, run_attack
-from flbench.pipeline.bench import machine, write_result
+from flbench.pipeline.bench import machine, resumed, write_result
 
 ATTACKS = {"map-inversion": {}, "output-inversion": {"decoder": "public-tail"}}
 
@@ -39,12 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     from defenses import make_defense, make_generator
 
     setting = {k: getattr(args, k) for k in ("model", "split", "relative", "limit", "max_length", "new_tokens")}
-    rows: list[dict] = []
-    if args.resume and Path(args.out).is_file():
-        old = json.loads(Path(args.out).read_text())
-        if old.get("setting") != setting:
-            raise SystemExit(f"--resume: {args.out} holds another measurement ({old.get('setting')}); use another --out")
-        rows = old["rows"]
+    rows: list[dict] = resumed(args.out, setting, args.resume).get("rows", [])
 
     def save() -> None:
         write_result({"benchmark": "attacks_generation", "setting": setting, "rows": rows, "machine": machine()},

@@ -14,10 +14,9 @@ import argparse
 import json
 import sys
 import warnings
-from pathlib import Path
 
 from flbench.pipeline.attack import AttackConfig, evaluate_attack, fit_attack, load_victims
-from flbench.pipeline.bench import machine, write_result
+from flbench.pipeline.bench import machine, resumed, write_result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,12 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     from flbench.pipeline.config import VictimsConfig
 
     base = {"data": args.data, "limit": args.limit, "max_length": args.max_length}
-    rows: list[dict] = []
-    if args.resume and Path(args.out).is_file():
-        old = json.loads(Path(args.out).read_text())
-        if old.get("setting") != _setting(args):
-            raise SystemExit(f"--resume: {args.out} holds another measurement ({old.get('setting')}); use another --out")
-        rows = old["rows"]
+    rows: list[dict] = resumed(args.out, _setting(args), args.resume).get("rows", [])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         records, notes = load_victims(VictimsConfig(**base), 0)

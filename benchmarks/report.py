@@ -165,6 +165,12 @@ def sweep(runs: Path = ROOT / "results" / "runs") -> list[str]:
     return out
 
 
+def _bench(name: str) -> dict | None:
+    """results/bench/<name> as data, None when that benchmark has not been run."""
+    f = BENCH / name
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
 def _learned_row(split: str, sigma: float) -> dict | None:
     """learned-inversion's row in attacks.json (private-records, 100 victims of ≤ 64 tokens) at (split, σ×RMS)."""
     f = BENCH / "attacks.json"
@@ -214,10 +220,9 @@ def map_inversion(names: tuple[str, ...] = ("attacks_map_inversion.json", "attac
 
 
 def releases(name: str = "attacks_releases.json") -> list[str]:
-    f = BENCH / name
-    if not f.is_file():
+    d = _bench(name)
+    if d is None:
         return []
-    d = json.loads(f.read_text())
     st = d["setting"]
     rows = [{"releases k": str(r["releases"]), "n": str(r["n"]),
              "token accuracy": with_ci(r["metrics"]["token_accuracy"]["mean"], r["metrics"]["token_accuracy"]),
@@ -229,10 +234,9 @@ def releases(name: str = "attacks_releases.json") -> list[str]:
 
 
 def generation(name: str = "attacks_generation.json") -> list[str]:
-    f = BENCH / name
-    if not f.is_file():
+    d = _bench(name)
+    if d is None:
         return []
-    d = json.loads(f.read_text())
     rows = []
     for r in d["rows"]:
         seg = r["segments"]
@@ -251,10 +255,9 @@ def generation(name: str = "attacks_generation.json") -> list[str]:
 
 
 def gradient(name: str = "attacks_gradient.json") -> list[str]:
-    f = BENCH / name
-    if not f.is_file():
+    d = _bench(name)
+    if d is None:
         return []
-    d = json.loads(f.read_text())
     rows = []
     for r in d["rows"]:
         g = r.get("grad_defense")
@@ -282,10 +285,9 @@ def _victim_defense(st: dict) -> str:
 
 
 def finetuned_victims(name: str = "attacks_finetuned_victims.json") -> list[str]:
-    f = BENCH / name
-    if not f.is_file():
+    d = _bench(name)
+    if d is None:
         return []
-    d = json.loads(f.read_text())
     st = d["setting"]
     rows = []
     for r in d["rows"]:
@@ -306,10 +308,9 @@ def finetuned_victims(name: str = "attacks_finetuned_victims.json") -> list[str]
 
 
 def dp_ceiling(name: str = "attacks_dp_ceiling.json") -> list[str]:
-    f = BENCH / name
-    if not f.is_file():
+    d = _bench(name)
+    if d is None:
         return []
-    d = json.loads(f.read_text())
     rows = [{"release": "drowned (no information)" if r["kind"] == "blind" else f"ε = {r['epsilon']:.3g}",
              "δ": f"{r['delta']:g}", "noise multiplier z": f"{r['noise_multiplier']:.4g}", "n": str(r["n"]),
              "token accuracy": with_ci(r["token_accuracy"]["mean"], r["token_accuracy"]),
@@ -321,10 +322,9 @@ def dp_ceiling(name: str = "attacks_dp_ceiling.json") -> list[str]:
 
 
 def training_releases(name: str = "attacks_training_releases.json") -> list[str]:
-    f = BENCH / name
-    if not f.is_file():
+    d = _bench(name)
+    if d is None:
         return []
-    d = json.loads(f.read_text())
     rows = [{"view": r["view"], "releases k": str(r["releases"]), "n": str(r["n"]),
              "token accuracy": with_ci(r["token_accuracy"]["mean"], r["token_accuracy"]),
              "linking accuracy": f"{r['linking_accuracy']:.3f}" if "linking_accuracy" in r else MISSING}
@@ -337,10 +337,9 @@ def training_releases(name: str = "attacks_training_releases.json") -> list[str]
 
 
 def learned_budget(name: str = "attacks_learned_budget.json") -> list[str]:
-    f = BENCH / name
-    if not f.is_file():
+    d = _bench(name)
+    if d is None:
         return []
-    d = json.loads(f.read_text())
     rows = [{"budget": str(r["budget"]), "steps run": str(r["steps_run"]), "stopped by": r["stop_reason"],
              "victims": r["data"], "n": str(r["n"]),
              "token accuracy": with_ci(r["metrics"]["token_accuracy"]["mean"], r["metrics"]["token_accuracy"]),

@@ -6,6 +6,7 @@ mode generates exactly `new_tokens` tokens per prompt; the greedy tokens of the 
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
@@ -104,6 +105,20 @@ def bench_inference(model: str, split: str, prompt_tokens: int, new_tokens: int,
         "machine": machine(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def resumed(out: str, setting: dict, resume: bool) -> dict:
+    """The result an earlier run of the same measurement left in `out` (`{}` without --resume or file); a file
+    holding another `setting` stops the run with one line (its rows are not comparable)."""
+    from pathlib import Path
+
+    path = Path(out)
+    if not (resume and path.is_file()):
+        return {}
+    old = json.loads(path.read_text())
+    if old.get("setting") != setting:
+        raise SystemExit(f"--resume: {out} holds another measurement ({old.get('setting')}); use another --out")
+    return old
 
 
 def write_result(result: dict, out: str | None, argv: list[str]) -> None:
