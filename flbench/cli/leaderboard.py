@@ -11,11 +11,14 @@ from flbench.core.errors import FlbenchError
 
 @click.command("leaderboard")
 @click.option("--records", default="results/runs", show_default=True, help="directory of run records")
-@click.option("--view", type=click.Choice(["records", "worst-case"]), default="records", show_default=True,
+@click.option("--view", type=click.Choice(["records", "worst-case", "claims"]), default="records",
+              show_default=True,
               help="records: one row per (cell, attack); worst-case: one row per cell with the maximum recovery "
-                   "over all its attacks")
+                   "over all its attacks; claims: per split and defense, the best utility whose worst-case "
+                   "recovery is below 10 % / 1 %, against centralized")
 @click.option("--out", default=None, help="write here [default: results/leaderboard.csv, "
-              "results/leaderboard_worst_case.csv with --view worst-case; .md with --format md]")
+              "results/leaderboard_worst_case.csv with --view worst-case, results/leaderboard_claims.csv with --view "
+              "claims; .md with --format md]")
 @click.option("--format", "fmt", type=click.Choice(["csv", "md"]), default="csv", show_default=True)
 @click.option("--stdout", "to_stdout", is_flag=True, help="print instead of writing a file")
 @click.option("--attack", "only_attacks", multiple=True, help="keep only rows of this attack (repeatable)")
@@ -29,13 +32,13 @@ def leaderboard_cmd(records, view, out, fmt, to_stdout, only_attacks, only_tasks
 
     path = None
     if not to_stdout:  # refuse an unusable --out before reading anything; the leaderboard is rewritten in place
-        stem = "results/leaderboard" + ("_worst_case" if view == "worst-case" else "")
+        stem = "results/leaderboard" + {"worst-case": "_worst_case", "claims": "_claims"}.get(view, "")
         path = check_output(Path(out or f"{stem}.{fmt}"), kind="file", overwrite=True)
     recs = read_records(Path(records))
     if not recs:
         raise FlbenchError(f"--records {records!r}: no run records found (run flbench run or flbench sweep first)")
-    if view == "worst-case" and only_attacks:
-        raise FlbenchError("--attack does not apply to --view worst-case (its rows take the maximum over every "
+    if view != "records" and only_attacks:
+        raise FlbenchError(f"--attack does not apply to --view {view} (its rows take the maximum over every "
                            "attack of a cell); use --view records")
     df = lb.build_view(recs, view)
     for col, keep in (("attack", only_attacks), ("task", only_tasks)):

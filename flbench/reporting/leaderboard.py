@@ -1,4 +1,4 @@
-"""The leaderboard, derived (never hand-edited) from the run records and byte-deterministic, in two views.
+"""The leaderboard, derived (never hand-edited) from the run records and byte-deterministic, in three views.
 
 View "records" (`flbench leaderboard`, results/leaderboard.csv): one row per run record, i.e. per (cell,
 attack). Columns, in order:
@@ -70,6 +70,10 @@ has one, both views gain `grad_defense`, `grad_noise_sigma` (asked from the regi
 empty cells there. A cell is undefended (a utility reference) only without a defense on either edge. Records
 without a gradient defense give the same columns and bytes as before the gradient edge existed.
 
+View "claims" (`flbench leaderboard --view claims`, results/leaderboard_claims.csv): the paper's claim tested on
+the worst-case view — per split and defense family, the best utility among the levels whose worst-case
+recovery is below 10 % (1 %), against the centralized utility (flbench.reporting.claims).
+
 `commit` carries a "-dirty" suffix when the record was produced from a working tree with uncommitted changes.
 The record's date is left out on purpose: the same records always give the same bytes. Wall-clock columns:
 only `seconds` (the record's `timings.total_s`, the whole cell's wall time on the machine that ran it,
@@ -94,7 +98,7 @@ from flbench.reporting.tables import markdown_table
 from splits.partition import split_sort_key
 
 FLOAT_FORMAT = "%.6g"
-VIEWS = ("records", "worst-case")
+VIEWS = ("records", "worst-case", "claims")
 FIXED_ATTACK_METRICS = ("token_accuracy", "rouge_l", "pii_recovery")
 DEFENSE_COLUMNS = ["model", "split", "defense", "noise_sigma", "relative", "snr", "epsilon", "delta", "finetune_steps"]
 HEAD_COLUMNS = DEFENSE_COLUMNS + [
@@ -107,10 +111,10 @@ TAIL_COLUMNS = ["utility_ref", "relative_utility", "score", "dcs", "pareto", "wi
 WORST_COLUMNS = DEFENSE_COLUMNS + UTILITY_COLUMNS + [
     "utility_ref", "relative_utility", "worst_recovery", "worst_recovery_ci_low", "worst_recovery_ci_high",
     "worst_attack", "worst_metric", "attacks", "score", "dcs", "pareto", "cell"]
-INT_COLUMNS = ("finetune_steps", "attack_n", "task_n", "wire_bytes")
+INT_COLUMNS = ("finetune_steps", "attack_n", "task_n", "wire_bytes", "levels_tested")
 BOOL_COLUMNS = ("relative", "beats_baseline")
 TEXT_COLUMNS = ("model", "split", "defense", "grad_defense", "attack", "attack_data", "recovery_metric", "task", "baseline_kind",
-                "cell", "config_hash", "commit", "worst_attack", "worst_metric", "attacks")
+                "cell", "config_hash", "commit", "worst_attack", "worst_metric", "attacks", "verdict")
 MD_COLUMNS = ["model", "split", "defense", "noise_sigma", "snr", "epsilon", "attack", "recovery", "pii_recovery",
               "task", "task_n", "utility", "baseline", "relative_utility", "score", "dcs", "pareto"]
 WORST_MD_COLUMNS = ["model", "split", "defense", "noise_sigma", "snr", "epsilon", "finetune_steps", "task", "task_n",
@@ -510,6 +514,10 @@ def build_view(records: Iterable[dict], view: str = "records"):
         return build(records)
     if view == "worst-case":
         return build_worst_case(records)
+    if view == "claims":
+        from flbench.reporting.claims import build_claims
+
+        return build_claims(records)
     raise FlbenchError(f"--view {view!r} is not accepted; accepted: {', '.join(VIEWS)}")
 
 
@@ -523,7 +531,7 @@ def to_markdown(df, columns: Sequence[str] | None = None) -> str:
     3 significant digits; a column with `<column>_ci_low` / `_ci_high` beside it (utility, recovery,
     token_accuracy, worst_recovery) with its 95% CI as "0.500 [0.480, 0.520]", or "0.500 [–]" when the
     record carries no CI. Default columns: MD_COLUMNS
-    for the records view, WORST_MD_COLUMNS for the worst-case view."""
+    for the records view, WORST_MD_COLUMNS for the worst-case view, claims.CLAIMS_MD_COLUMNS for the claims view."""
     import pandas as pd
 
     from flbench.reporting.tables import MISSING, cell
@@ -531,7 +539,10 @@ def to_markdown(df, columns: Sequence[str] | None = None) -> str:
     missing = [c for c in (columns or []) if c not in df.columns]
     if missing:
         raise FlbenchError(f"leaderboard has no column {missing[0]!r}; columns: {', '.join(df.columns)}")
-    default = WORST_MD_COLUMNS if "worst_recovery" in df.columns else MD_COLUMNS
+    if "verdict" in df.columns:
+        from flbench.reporting.claims import CLAIMS_MD_COLUMNS as default
+    else:
+        default = WORST_MD_COLUMNS if "worst_recovery" in df.columns else MD_COLUMNS
     if "grad_defense" in df.columns:  # after the h_A defense's columns
         i = default.index("epsilon") + 1
         default = default[:i] + ["grad_defense", "grad_noise_sigma"] + default[i:]
