@@ -133,7 +133,7 @@ def _utility(cfg: RunConfig, loaded, spec, checkpoint, progress: bool, devices: 
     metrics = res["metrics"]
     primary = task.primary if task.primary in metrics else next(iter(metrics))
     return ({"name": task.name, "family": getattr(task, "family", None), "metrics": metrics, "primary": primary,
-             "n": res["n"], "ci": res["ci"], "baselines": res["baselines"],
+             "n": res["n"], "sample": res.get("sample"), "ci": res["ci"], "baselines": res["baselines"],
              "checkpoint_trained": checkpoint is not None},
             {"utility_wire_bytes": res["wire"]["bytes_total"], "eval_s": res["seconds"],
              "utility_snr": defense.stats().get("snr_rms") if spec is not None else None})

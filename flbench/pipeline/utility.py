@@ -12,7 +12,12 @@ references).
 
 `metrics` are the point values; `ci` gives each metric as {"mean", "ci_low", "ci_high", "n"}: a 95% percentile
 bootstrap over the eval examples (`utility_ci`); `baselines` what the task says a model must beat on the same
-examples (chance, majority label / most frequent answer, lead; flbench.tasks.base)."""
+examples (chance, majority label / most frequent answer, lead; flbench.tasks.base).
+
+`limit` N: the first N of the eval portion after a seeded shuffle (SAMPLE_SEED, fixed and independent of the
+run's --seed, so every cell of a sweep — split, centralized, any defense — scores the same examples); files
+are often ordered (by label, by story), so the first N rows would not be a sample. Without a limit, the
+whole portion in file order. `sample` in the output says which."""
 from __future__ import annotations
 
 import copy
@@ -33,6 +38,7 @@ from splits.partition import SplitSpec, show_value
 from splits.runtime import SplitRuntime
 
 WIRE_KEYS = ("bytes_total", "messages")
+SAMPLE_SEED = 0  # the shuffle before a --limit keeps N eval examples (not the run's seed: see the module doc)
 CI_SEED = 0  # default seed of the utility bootstrap (a cell passes its own seed)
 N_SHOWN = 3  # generated examples echoed in the output
 PROMPT_TAIL_CHARS = 160
@@ -218,7 +224,8 @@ def evaluate(task: str | Task, loaded: LoadedModel, spec: SplitSpec | None, defe
     dtype and party devices (default: the loaded model's); the unsplit model runs as loaded (`load_model`'s
     dtype and device), or, with `dtype`, as a cast copy."""
     task = get_task(task) if isinstance(task, str) else task
-    examples = task.load("eval", data_dir, limit)
+    examples = task.load("eval", data_dir, limit, seed=None if limit is None else SAMPLE_SEED)
+    sample = "all, file order" if limit is None else f"seeded shuffle (seed {SAMPLE_SEED}), first {len(examples)}"
     centralized = spec is None
     if centralized and defense is not None and getattr(defense, "name", "none") != "none":
         raise FlbenchError(f"centralized scoring has no wire for defense {defense.name!r}")
@@ -283,6 +290,7 @@ def evaluate(task: str | Task, loaded: LoadedModel, spec: SplitSpec | None, defe
         "ci": _rounded(utility_ci(task, examples, preds, ci_seed)),
         "baselines": {k: {**b, "metrics": _rounded(b["metrics"])} for k, b in task.baselines(examples).items()},
         "n": len(examples),
+        "sample": sample,
         "seconds": round(seconds, 3),
         "wire": wire,
         **extra,
