@@ -140,28 +140,54 @@ def utility(runs: Path = UTILITY / "runs") -> list[str]:
     return _lines(markdown_table(rows, ["task", "metric", "n", "chance", "trivial baseline", *names]))
 
 
-def sweep(runs: Path = ROOT / "results" / "runs") -> list[str]:
-    """The worst-case view of the committed sweep (one table per task): per defense setting, the strongest
-    attack's recovery, the utility with its CI and baseline, the gated score, DCS and the Pareto flag."""
+def _cell_seconds(recs: list[dict]) -> float:
+    """The sum of the cells' wall times (each cell's `timings.total_s` once; its attack records share it)."""
+    from flbench.reporting.leaderboard import cell_key
+
+    per_cell = {}
+    for r in recs:
+        per_cell[cell_key(r)] = float((r.get("timings") or {}).get("total_s") or 0.0)
+    return sum(per_cell.values())
+
+
+def sweep(runs: Path = ROOT / "results" / "runs", spec: str = "sweeps/default.yaml") -> list[str]:
+    """A sweep's worst-case view (one table per task: per defense setting, the strongest attack's recovery, the
+    fine-tuned utility with its CI and baseline, the gated score and the Pareto flag) and its claims view (the
+    best utility below 10 % / 1 % worst-case recovery, against centralized), with the cells' summed wall time."""
     from flbench.experiments.records import read_records
     from flbench.reporting import leaderboard as lb
+    from flbench.reporting.claims import build_claims
     from flbench.tasks.base import primary_metric
 
     recs = read_records(runs)
+    if not recs:
+        return []
     per_attack = lb.build(recs)
     worst = lb.build_worst_case(per_attack)
-    cols = ["split", "defense", "noise_sigma", "snr", "epsilon", "utility", "baseline", "relative_utility",
-            "worst_recovery", "worst_attack", "score", "dcs", "pareto"]
-    out = []
+    cols = ["split", "defense", "noise_sigma", "finetune_steps", "utility", "baseline", "relative_utility",
+            "worst_recovery", "worst_attack", "score", "pareto"]
+    cells = len({lb.cell_key(r) for r in recs})
+    out = [f"`flbench sweep {spec} --out {runs.relative_to(ROOT)}`: {cells} cells, {_cell_seconds(recs) / 60:.0f} min "
+           "summed over the cells' own wall times (records' `timings.total_s`; see the machine note for "
+           "contention); tables: `flbench leaderboard --records "
+           f"{runs.relative_to(ROOT)} --view worst-case --format md` and `--view claims`.", ""]
     for task in sorted(worst["task"].dropna().unique()):
         sub = worst[(worst["task"] == task) & worst["worst_recovery"].notna()].reset_index(drop=True)
+        ref = worst[(worst["task"] == task) & (worst["split"] == lb.CENTRALIZED)]
         if not len(sub):
             continue
         att = per_attack[(per_attack["task"] == task) & per_attack["attack"].notna()]
         attacks = ", ".join(f"{a} ({m})" for a, m in sorted(set(zip(att["attack"], att["recovery_metric"]))))
         victims = "/".join(str(int(n)) for n in sorted(set(att["attack_n"].dropna())))
-        out += [f"*{task}* (utility = {primary_metric(task)} [95% CI], n = {int(sub['task_n'].iloc[0])}; worst case "
-                f"over {attacks} on {victims} private records):", "", lb.to_markdown(sub, cols).rstrip(), ""]
+        central = ("" if not len(ref) else "; centralized, same fine-tuning: " + with_ci(
+            ref["utility"].iloc[0], {"ci_low": ref["utility_ci_low"].iloc[0], "ci_high": ref["utility_ci_high"].iloc[0]}))
+        out += [f"*{task}* (utility = {primary_metric(task)} [95% CI], n = {int(sub['task_n'].iloc[0])}{central}; "
+                f"worst case over {attacks} on {victims} private records):", "", lb.to_markdown(sub, cols).rstrip(), ""]
+    claims = build_claims(recs)
+    if len(claims):
+        out += ["Claims view (`--view claims`): per split, the best fine-tuned utility among the noise levels whose "
+                "worst-case recovery is below 10 % / 1 % of the private tokens (upper end of its 95% CI), against "
+                "centralized:", "", lb.to_markdown(claims).rstrip(), ""]
     return out
 
 
@@ -368,10 +394,10 @@ def utility_and_sweep() -> list[str]:
     if (UTILITY / "runs").is_dir():
         parts += ["Utility, `flbench sweep sweeps/utility.yaml --out results/utility/runs` and "
                   "`flbench sweep sweeps/utility_finetuned.yaml --out results/utility/runs`:", ""] + utility() + [""]
-    if (ROOT / "results" / "runs").is_dir():
-        parts += ["Sweep, `flbench sweep sweeps/default.yaml && flbench sweep sweeps/dp.yaml`, worst case per defense "
-                  "(rows from `flbench leaderboard --view worst-case --format md --task T`; every attack's own rows "
-                  "are in `results/leaderboard.csv`):", ""] + sweep()
+    for runs, spec in ((ROOT / "results" / "runs-headline", "sweeps/headline_sst2.yaml"),
+                       (ROOT / "results" / "runs", "sweeps/default.yaml")):
+        if runs.is_dir():
+            parts += sweep(runs, spec)
     return parts
 
 

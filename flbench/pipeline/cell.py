@@ -21,6 +21,11 @@ cell's OWN fine-tuning traffic — a tap on the training runtime records h_B and
 `victims.limit` training sequences (flbench.pipeline.gradient) — instead of victim texts; each channel is
 scored alone (one record per attack). A gradient defense (`grad_defense`) sits on the client tail's edge during
 fine-tuning, with its own noise stream; records of such cells carry a `grad_defense` block.
+
+Two privacy statements for a defense with formal accounting: `defense.accounting` is the VICTIMS' (each victim
+text released `victims.releases` times), `finetune.accounting` the TRAINING examples' — each one's h_A crossed
+the wire once per epoch, ceil(steps × batch / examples) times, composed by the same accountant (no subsampling
+amplification is claimed: batches are not Poisson-sampled).
 """
 from __future__ import annotations
 
@@ -114,7 +119,7 @@ def _finetune(cfg: RunConfig, loaded, spec, workdir: Path, progress: bool, devic
     summary = train(rt, samples, tcfg, lora, workdir, model_meta(loaded, rt, defense, grad_defense),
                     progress=progress, centralized=centralized, trace=None if traffic is None else traffic.trace)
     releases = math.ceil(tcfg.steps * tcfg.batch_size / len(samples))  # epochs: each example's gradient releases
-    return workdir, summary, {"traffic": traffic,
+    return workdir, summary, {"traffic": traffic, "releases": releases,
                               "grad_defense": None if grad_defense is None else grad_defense_block(grad_defense, releases)}
 
 
@@ -291,6 +296,10 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
             timings["train_s"] = round(time.perf_counter() - t0, 3)
             finetune = {**cfg.finetune.model_dump(mode="json"), "first_loss": summary["first_loss"],
                         "final_loss": summary["final_loss_mean_last10pct"], "wire_bytes": summary["wire"]["bytes_total"]}
+            if spec is not None:  # the TRAINING examples' privacy: each one's h_A crossed the wire once per epoch
+                acc = cell_defense(cfg)[0].accounting(ft_info["releases"])
+                if acc:
+                    finetune["accounting"] = acc
         t0 = time.perf_counter()
         task, uinfo = _utility(cfg, loaded, spec, checkpoint, progress, devices)
         timings["eval_s"] = round(time.perf_counter() - t0, 3)

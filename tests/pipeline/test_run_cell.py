@@ -191,3 +191,32 @@ def test_resumed_sweep_reuses_attack_results_from_records(tiny_cells):
     assert r["attack"]["reused_from"] == first[0]["record_id"]
     assert r["attack"]["metrics"] == first[0]["attack"]["metrics"]
     assert r["defense"]["snr"] == first[0]["defense"]["snr"]
+
+
+def test_finetuned_dp_forward_cell_composes_the_training_epochs(monkeypatch):
+    """Issue 10: the record states ε of the TRAINING examples over every epoch of the run (each one's h_A crossed
+    the wire once per epoch), growing with the epochs, below the zCDP bound of the composed Gaussian mechanism
+    (ρ = k Δ² / (2 s²) with Δ = 2C, s = z C; ε ≤ ρ + 2 sqrt(ρ ln 1/δ), Bun & Steinke 2016)."""
+    import math
+
+    from flbench.tasks import get_task
+
+    cls = type(get_task("sst2"))
+    orig = cls.load
+    monkeypatch.setattr(cls, "load", lambda self, split="eval", data_dir=None, limit=None, seed=None:
+                        orig(self, split, data_dir, 4 if split == "train" else limit, seed))
+    dp = {"name": "dp-forward", "params": {"clip": 1.0, "noise_multiplier": 4.0}}
+    got = {}
+    for steps in (1, 6):  # batch 2 over 4 training examples: 1 and 3 epochs
+        (r,) = run_cell(_cell("sst2", defense=dp, victims={"limit": 1},
+                              finetune={"steps": steps, "batch_size": 2, "max_length": 48}), progress=False)
+        got[steps] = r["finetune"]["accounting"]
+    assert got[1]["releases"] == 1 and got[6]["releases"] == 3
+    assert 0 < got[1]["epsilon"] < got[6]["epsilon"]
+    for acc in got.values():
+        rho = acc["releases"] * 2.0 ** 2 / (2 * 4.0 ** 2)
+        assert acc["epsilon"] <= rho + 2 * math.sqrt(rho * math.log(1 / acc["delta"])) + 1e-9
+        assert acc["unit"]  # the privacy unit is stated next to ε
+    (plain,) = run_cell(_cell("sst2", defense=GAUSS, victims={"limit": 1},
+                              finetune={"steps": 1, "batch_size": 2, "max_length": 48}), progress=False)
+    assert "accounting" not in plain["finetune"]  # no formal guarantee, no statement
