@@ -192,3 +192,40 @@ def test_a_fine_tuned_victim_head_is_detected_and_scored_with_the_residual_varia
         attack = make_attack("map-inversion", knowledge, top_k=8).fit([], knowledge)
         attack.invert(obs)
         assert attack.diagnostics(ids)["model_mismatch"] is None
+
+
+def test_a_fine_tuned_victim_under_a_binding_clip_is_scored_with_the_clip(tiny, victims):
+    """dp-forward clips h_A before the noise: in mismatch mode the candidates are clipped as the stated law does
+    (then the law is widened to the measured residual); comparing with the unclipped candidate instead loses
+    the tokens whose norm the clip changed."""
+    import torch
+
+    from splits.training import LoraSpec, apply_lora
+
+    _, obs0, _ = _setup(tiny, victims[:3], make_defense("none"))
+    norms = torch.cat([h.float().norm(dim=-1) for h in obs0.h_a])
+    clip = float(norms.median()) / 4  # binds on every token
+    defense = make_defense("dp-forward", clip=clip, noise_multiplier=0.01, unit="token")
+    rt = SplitRuntime(tiny, SplitSpec(1, 1), defense=defense, generator=make_generator(seed=3))
+    apply_lora(rt, LoraSpec(parts=("head",)), seed=0)
+    gen = torch.Generator().manual_seed(0)
+    for n, p in rt.clients[0].head.named_parameters():
+        if "lora_B" in n:
+            p.data = torch.randn(p.shape, generator=gen) * 0.02
+    knowledge = Knowledge.from_runtime(rt)
+    obs, ids = capture(rt, victims[:3], batch_size=3)
+    acc = {}
+    for with_clip in (True, False):
+        attack = make_attack("map-inversion", knowledge, candidates="all").fit([], knowledge)
+        if not with_clip:  # the behaviour before: the unclipped candidate against the clipped observation
+            orig = attack._mismatch_variance
+
+            def unclipped(o, orig=orig, attack=attack):
+                v = orig(o)
+                attack._clip_law_var = None
+                return v
+            attack._mismatch_variance = unclipped
+        rec = attack.invert(obs)
+        assert attack.diagnostics(ids)["model_mismatch"] is not None
+        acc[with_clip] = _acc(ids, rec)
+    assert acc[True] > 0.8 and acc[True] > acc[False], acc
