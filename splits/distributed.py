@@ -1,7 +1,11 @@
 """The distributed transport: the server party and every client party in their own process, exchanging
 the same encoded messages as in process over `torch.distributed` point-to-point (gloo; loopback or hosts).
 
-Ranks: 0 is the server, rank c+1 is client c (world size = clients + 1). A frame on a link is an int64
+Ranks: 0 is the server, rank c+1 is client c (world size = clients + 1). server-hierarchical runs one
+sub-server process per client (world size 2K): sub-server 0 is rank 0, client c rank c+1, sub-server s ≥ 1
+rank K+s; each pair talks only on its own link, and every `sync_every` rounds `FedAvg` averages (gloo
+all_reduce, weighted by examples) the trunks within the group of sub-servers and the heads and tails within
+the group of clients: no server process ever holds the clients' adapters. A frame on a link is an int64
 length prefix followed by the message's bytes as one uint8 tensor: exactly what `Wire.send_bytes` encodes
 (wire format 2), never a pickled object. The receiver checks the announced length against its wire's
 `max_message_bytes` before allocating anything, then decodes and validates it with the same
@@ -19,7 +23,9 @@ client that is still listening gets a zero-length frame, which it reports as a F
 Clients: `ClientTransport` plugs into `SplitRuntime.transport` (the runtime's `_exchange`), so training,
 generation and scoring code run unchanged in a client process. Server: `TrainingServer` serves training
 rounds in the strategy's order (sequential, client-batch) or inference requests (`serve_requests`).
-Timeouts (connect and every message) are the `Endpoint`'s; user mistakes (MASTER_ADDR/PORT, rank, world
+A sub-server whose client is gone keeps joining the averages with weight 0 (the others renormalize);
+a party whose process died fails its groups' next average after the timeout. Timeouts (connect, every
+message, every average) are the `Endpoint`'s; user mistakes (MASTER_ADDR/PORT, rank, world
 size, a different job) are one-line FlbenchErrors.
 """
 from __future__ import annotations
@@ -45,6 +51,27 @@ REPLY_KIND = {"forward": Kind.HIDDEN_B, "backward": Kind.GRAD_A, "forward_batch"
 
 def client_rank(cid: int) -> int:
     return cid + 1
+
+
+# server-hierarchical: one sub-server process per client. Sub-server 0 is rank 0 (the server of the other
+# strategies), client c stays rank c+1, sub-server s ≥ 1 is rank K+s (world size 2K).
+def sub_server_rank(sid: int, n_clients: int) -> int:
+    return SERVER_RANK if sid == 0 else n_clients + sid
+
+
+def world_size(n_clients: int, hierarchical: bool) -> int:
+    return 2 * n_clients if hierarchical else n_clients + 1
+
+
+def role_of_rank(rank: int, n_clients: int, hierarchical: bool) -> tuple[str, int]:
+    """("server", sub-server index) or ("client", client id) for a rank."""
+    if rank == SERVER_RANK:
+        return "server", 0
+    if rank <= n_clients:
+        return "client", rank - 1
+    if hierarchical and rank < 2 * n_clients:
+        return "server", rank - n_clients
+    raise FlbenchError(f"--rank {rank}: outside 0..{world_size(n_clients, hierarchical) - 1} for {n_clients} client(s)")
 
 
 class PeerError(FlbenchError):
@@ -97,6 +124,8 @@ class Endpoint:
     world_size: int
     timeout: float = DEFAULT_TIMEOUT
     backend: str = "gloo"
+    serving: bool | None = None  # this rank serves clients (a server or sub-server); default: rank 0
+    names: dict = field(default_factory=dict)  # peer rank → how errors name it (default: server / client c)
     _notices: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -107,6 +136,13 @@ class Endpoint:
                                "client(s) (rank 0 is the server, client c is rank c+1)")
         if not self.timeout > 0:
             raise FlbenchError(f"--timeout {self.timeout}: must be a number of seconds > 0")
+        if self.serving is None:
+            self.serving = self.rank == SERVER_RANK
+
+    def who(self, peer: int) -> str:
+        if peer in self.names:
+            return self.names[peer]
+        return "the server" if peer == SERVER_RANK else f"client {peer - 1} (rank {peer})"
 
     def connect(self) -> "Endpoint":
         import torch.distributed as dist
@@ -149,8 +185,7 @@ class Endpoint:
             fn(t, peer)
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            who = "the server" if peer == SERVER_RANK else f"client {peer - 1} (rank {peer})"
-            raise PeerError(f"{what} {who} failed within the {self.timeout:g} s timeout: the peer disappeared or "
+            raise PeerError(f"{what} {self.who(peer)} failed within the {self.timeout:g} s timeout: the peer disappeared or "
                             f"is stuck ({first[:160]})") from None
 
     def send(self, peer: int, data: bytes) -> None:
@@ -164,7 +199,7 @@ class Endpoint:
         n = torch.empty(1, dtype=torch.int64)
         self._io("receiving from", peer, self._recv_tensor, n)
         length = int(n[0])
-        if length == BYE and self.rank == SERVER_RANK:
+        if length == BYE and self.serving:
             raise SessionEnd(peer)
         if length == 0:
             raise DroppedError("the server dropped this client: it rejected one of its messages (see the server's "
@@ -176,9 +211,9 @@ class Endpoint:
         self._io("receiving from", peer, self._recv_tensor, buf)
         return buf.numpy().tobytes()
 
-    def bye(self) -> None:
+    def bye(self, server: int = SERVER_RANK) -> None:
         """Tell the server this client is done (it stops serving it)."""
-        self._io("saying goodbye to", SERVER_RANK, self._send_tensor, torch.tensor([BYE], dtype=torch.int64))
+        self._io("saying goodbye to", server, self._send_tensor, torch.tensor([BYE], dtype=torch.int64))
 
     def notify_dropped(self, peer: int) -> None:
         """Tell a dropped client, without waiting for it (it may be gone or stuck in a send)."""
@@ -188,9 +223,9 @@ class Endpoint:
             pass
 
     # the handshake: every client says who it is and which job it runs; the server checks both
-    def hello(self, job_crc: int) -> None:
+    def hello(self, job_crc: int, server: int = SERVER_RANK) -> None:
         t = torch.tensor([HELLO, self.rank, self.world_size, job_crc], dtype=torch.int64)
-        self._io("greeting", SERVER_RANK, self._send_tensor, t)
+        self._io("greeting", server, self._send_tensor, t)
 
     def check_hello(self, peer: int, job_crc: int) -> None:
         t = torch.empty(4, dtype=torch.int64)
@@ -214,18 +249,19 @@ def job_crc(job: dict) -> int:
 class ClientTransport:
     """The client process's end: `SplitRuntime._exchange` over the process group to the server (rank 0)."""
 
-    def __init__(self, wire: Wire, endpoint: Endpoint) -> None:
+    def __init__(self, wire: Wire, endpoint: Endpoint, server: int = SERVER_RANK) -> None:
         self.wire = wire
         self.endpoint = endpoint
+        self.server = server  # the rank of this client's server (server-hierarchical: its sub-server)
 
     def exchange(self, method: str, msgs: list[Message]) -> list[Message]:
         for m in msgs:
             data = self.wire.send_bytes(m)
             self.wire.count(m, len(data))
-            self.endpoint.send(SERVER_RANK, data)
+            self.endpoint.send(self.server, data)
         out = []
         for _ in msgs:
-            data = self.endpoint.recv(SERVER_RANK, self.wire.max_message_bytes)
+            data = self.endpoint.recv(self.server, self.wire.max_message_bytes)
             reply = self.wire.receive_bytes(data, REPLY_KIND[method])
             self.wire.count(reply, len(data))
             out.append(reply)
@@ -249,12 +285,13 @@ class TrainingServer:
     client-batch: once per round after the one batched backward)."""
 
     def __init__(self, server: ServerParty, wire: Wire, endpoint: Endpoint, optimizer: torch.optim.Optimizer | None,
-                 n_clients: int, log=None) -> None:
+                 n_clients: int, log=None, clients: list[int] | None = None) -> None:
+        """`clients`: the client ids this server serves (default all `n_clients`; a sub-server: its one)."""
         self.server = server
         self.wire = wire
         self.endpoint = endpoint
         self.optimizer = optimizer
-        self.alive = list(range(n_clients))
+        self.alive = list(range(n_clients)) if clients is None else list(clients)
         self.report = ServeReport()
         self.log = log or (lambda s: None)
 
@@ -362,13 +399,114 @@ class TrainingServer:
             self.server._slots.pop(c, None)
         return self.report
 
-    def serve(self, strategy: str, steps: int) -> ServeReport:
-        rounds = {"sequential": self.round_sequential, "client-batch": self.round_client_batch}
+    def serve(self, strategy: str, steps: int, after_round=None) -> ServeReport:
+        """Serve `steps` rounds in the strategy's order; `after_round(r)` after round r (0-based), e.g. a
+        sub-server's FedAvg. A sub-server (server-hierarchical) serves its one client sequentially; it keeps
+        calling `after_round` when its client is gone (its peers average without it)."""
+        rounds = {"sequential": self.round_sequential, "client-batch": self.round_client_batch,
+                  "server-hierarchical": self.round_sequential}
         if strategy not in rounds:
-            raise FlbenchError(f"--strategy {strategy} with --transport distributed: accepted "
-                               f"{', '.join(rounds)} (server-hierarchical is in-process only for now)")
-        for _ in range(steps):
-            if not self.alive:
+            raise FlbenchError(f"--strategy {strategy} with --transport distributed: accepted {', '.join(rounds)}")
+        for r in range(steps):
+            if not self.alive and after_round is None:
                 break
-            rounds[strategy]()
+            if self.alive:
+                rounds[strategy]()
+            if after_round is not None:
+                after_round(r)
         return self.report
+
+
+def recv_count(endpoint: Endpoint, peer: int) -> int:
+    """One non-negative int64 from `peer` (a client's example count, its FedAvg weight)."""
+    t = torch.empty(1, dtype=torch.int64)
+    endpoint._io("receiving the example count of", peer, endpoint._recv_tensor, t)
+    n = int(t[0])
+    if n < 0:
+        raise protocol_error(f"rank {peer} announces {n} training examples")
+    return n
+
+
+def send_count(endpoint: Endpoint, peer: int, n: int) -> None:
+    endpoint._io("sending the example count to", peer, endpoint._send_tensor, torch.tensor([int(n)], dtype=torch.int64))
+
+
+@dataclass
+class Groups:
+    """server-hierarchical: the process groups FedAvg reduces over; the sub-servers' and the clients' never
+    mix, so no server process ever holds (or sees a sum of) the clients' adapters."""
+
+    servers: object
+    clients: object
+    n_clients: int
+
+
+def make_groups(n_clients: int, timeout: float) -> Groups:
+    """Every rank must call this, in the same order, right after joining the process group."""
+    import torch.distributed as dist
+
+    servers = [sub_server_rank(s, n_clients) for s in range(n_clients)]
+    clients = [client_rank(c) for c in range(n_clients)]
+    t = timedelta(seconds=timeout)
+    return Groups(dist.new_group(servers, timeout=t), dist.new_group(clients, timeout=t), n_clients)
+
+
+class FedAvg:
+    """FedAvg over one process group (gloo all_reduce): each member contributes its adapters times its weight
+    (its client's examples / all clients' examples); every member then holds the weighted average, as
+    `splits.multiclient.HierarchicalTrainer.sync` computes it in process. A member whose client is gone
+    contributes weight 0 and the others renormalize (it is dropped from the average)."""
+
+    def __init__(self, group, size: int, who: str, timeout: float) -> None:
+        self.group = group
+        self.size = size
+        self.who = who  # "sub-servers" or "clients", for errors
+        self.timeout = timeout
+        self.weight = 1.0
+        self.syncs = 0
+        self.bytes = 0
+
+    def _all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        if self.size > 1:
+            try:
+                dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
+            except RuntimeError as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise PeerError(f"FedAvg among the {self.who} failed within the {self.timeout:g} s timeout: a peer "
+                                f"disappeared or is stuck ({first[:160]})") from None
+        return t
+
+    def set_count(self, examples: int) -> int:
+        """This member's example count → its weight (count / the group's total). Returns the total."""
+        total = int(self._all_reduce(torch.tensor([int(examples)], dtype=torch.int64))[0])
+        if total < 1:
+            raise FlbenchError(f"FedAvg among the {self.who}: no client holds any training example")
+        self.weight = examples / float(total)
+        return total
+
+    @staticmethod
+    def _params(parts: list[torch.nn.Module]) -> list[torch.Tensor]:
+        return [p for part in parts for n, p in part.named_parameters() if "lora_" in n]
+
+    @torch.no_grad()
+    def contribution(self, parts: list[torch.nn.Module], alive: bool = True) -> torch.Tensor:
+        """What this member adds to the all_reduce: its weighted adapters, then [present, weight]."""
+        w = self.weight if alive else 0.0
+        return torch.cat([(w * p).flatten().float() for p in self._params(parts)] + [torch.tensor([float(alive), w])])
+
+    @torch.no_grad()
+    def apply(self, parts: list[torch.nn.Module], reduced: torch.Tensor, alive: bool = True) -> None:
+        """The members' sum → this member's adapters (renormalized over the members present)."""
+        params = self._params(parts)
+        n_alive, w_alive = round(float(reduced[-2])), float(reduced[-1])
+        if n_alive and alive:
+            avg = reduced[:-2] if n_alive == self.size else reduced[:-2] / w_alive  # all present: the in-process sum
+            for p, v in zip(params, torch.split(avg, [p.numel() for p in params])):
+                p.copy_(v.view_as(p))
+        self.syncs += 1
+        self.bytes += 2 * sum(p.numel() * p.element_size() for p in params)  # up and down, as in process
+
+    def sync(self, parts: list[torch.nn.Module], alive: bool = True) -> None:
+        self.apply(parts, self._all_reduce(self.contribution(parts, alive)), alive)

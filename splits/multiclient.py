@@ -9,8 +9,8 @@ tail get exactly the gradient of its own loss, and the trunk exactly the gradien
 concatenated batch with that loss. Every party steps once per round.
 
 server-hierarchical: one sub-server per client, each with its own trunk copy, trained with its client
-(sequential steps on the pair; in this single process the pairs run in turn, in parallel once the parties
-are processes). Every `sync_every` rounds the trunks, the heads and the tails are each replaced by their
+(sequential steps on the pair; in this single process the pairs run in turn; with `--transport distributed`
+each pair runs in its own processes, in parallel: `flbench.pipeline.distributed`, `splits.distributed.FedAvg`). Every `sync_every` rounds the trunks, the heads and the tails are each replaced by their
 average weighted by the clients' example counts (FedAvg, McMahan et al. 2017) and redistributed; each
 party keeps its own optimizer state. The client parts' average is the job of an aggregator the split
 server does not see (it must not learn the clients' adapters): its traffic is counted in `describe()`,

@@ -136,7 +136,8 @@ def train(model, split_text, data_file, task_name, data_dir, centralized, strate
         summary = train_distributed(model=model, spec=spec, clients=clients, cfg=cfg, lora=lora, wire_dtype=wire_dtype,
                                     data_file=data_file, task=task_name, data_dir=data_dir, out_dir=out_dir,
                                     overwrite=overwrite, timeout=timeout, centralized=centralized,
-                                    defense=defense, dtype=dtype, devices=devices)
+                                    defense=defense, dtype=dtype, devices=devices,
+                                    secure_noise=bool(defense_opts.get("secure_noise")))
         emit(summary, as_json, _human)
         return
     loaded = load_model(model, dtype=dtype, device=devices["device"])
@@ -147,6 +148,10 @@ def train(model, split_text, data_file, task_name, data_dir, centralized, strate
     rt = SplitRuntime(loaded, spec, n_clients=clients, wire_dtype=wire_dtype, defense=defense, generator=gen,
                       client_device=devices["client_device"], server_device=devices["server_device"],
                       grad_defense=grad_defense, grad_generator=grad_gen)
+    if clients > 1 and defense.name != "none":  # each client its own noise stream, as each client process has
+        from flbench.pipeline.distributed import seed_client_generators
+
+        seed_client_generators(rt, cfg.seed, bool(defense_opts.get("secure_noise")))
     meta = model_meta(loaded, rt, defense, grad_defense)
     meta["data"] = {"task": task_name, "data_file": data_file, "data_dir": data_dir}
     summary = run_train(rt, samples, cfg, lora, out_dir, meta, progress=True, centralized=centralized,

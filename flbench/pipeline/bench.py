@@ -197,3 +197,166 @@ def bench_training(model: str, split: str, batch: int, seq_len: int, steps: int,
         "machine": machine(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+# ------------------------------------------------------------------ training strategies, side by side
+
+# Where each strategy's parties run in `bench_training_strategies`: in processes where that is the point (the
+# sub-server/client pairs of server-hierarchical train in parallel), in this process otherwise.
+STRATEGY_TRANSPORT = {"sequential": "inprocess", "client-batch": "inprocess", "server-hierarchical": "distributed"}
+STRATEGY_TARGETS = {  # the issue's expectations on a 2-core machine (time ratios; < 1 is faster)
+    "server-hierarchical K=2: time / sequential K=2": "<= 1/1.7",
+    "client-batch K=4: time / sequential K=4": "<= 1/1.2",
+    "sequential: time / centralized": "<= 1.15",
+}
+
+
+def check_strategy_grid(names: list[str], clients: list[int], examples: int, batch: int) -> list[str]:
+    """The (strategy, K) grid of `bench training --strategies`, checked before any work: known strategies, and
+    N examples that split into whole client batches for every K (so every row sees each example once)."""
+    from splits.strategies import strategies
+
+    known = strategies.names()
+    names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise FlbenchError(f"--strategies {','.join(bad) or repr('')}: accepted comma-separated names among "
+                           f"{', '.join(known)}")
+    for k in clients:
+        if examples % (k * batch):
+            raise FlbenchError(f"--examples {examples}: must be a multiple of --clients × --batch for every K "
+                               f"(K={k}: {k}×{batch} = {k * batch}) so that every row trains on each example once")
+    return names
+
+
+def _strategy_row(strategy: str, k: int, transport: str, summary: dict, seconds: float, examples: int,
+                  utility: dict, steps: int) -> dict:
+    return {
+        "strategy": strategy, "clients": k, "transport": transport,
+        "processes": (2 * k if strategy == "server-hierarchical" else k + 1) if transport == "distributed" else 1,
+        "steps_per_client": steps, "examples_seen": examples,
+        "seconds_per_pass": round(seconds, 4),
+        "wire_bytes_per_example": round(summary["wire"]["bytes_total"] / examples, 1) if summary.get("wire") else 0,
+        "first_loss": summary["first_loss"], "final_loss": summary["final_loss"],
+        "final_loss_mean_last10pct": summary["final_loss_mean_last10pct"],
+        "metric": utility, "strategy_state": summary.get("strategy_state") or {},
+    }
+
+
+def _with_ratios(rows: list[dict]) -> list[dict]:
+    """Each row's time over sequential's with the same K and over centralized's (None when not measured)."""
+    seq = {r["clients"]: r["seconds_per_pass"] for r in rows if r["strategy"] == "sequential"}
+    cen = next((r["seconds_per_pass"] for r in rows if r["strategy"] == "centralized"), None)
+    out = []
+    for r in rows:
+        s = seq.get(r["clients"]) if r["strategy"] != "centralized" else None
+        out.append({**r, "ratio_to_sequential": None if s is None else round(r["seconds_per_pass"] / s, 4),
+                    "speedup_over_sequential": None if s is None else round(s / r["seconds_per_pass"], 4),
+                    "ratio_to_centralized": None if cen is None else round(r["seconds_per_pass"] / cen, 4)})
+    return out
+
+
+def bench_training_strategies(model: str, split: str, names: list[str], clients: list[int], examples: int,
+                              batch: int, seq_len: int, task: str = "sst2", eval_limit: int = 100,
+                              lr: float = 1e-3, seed: int = 0, threads: int = 1, data_dir: str | None = None,
+                              timeout: float | None = None, progress: bool = True, done: list[dict] | None = None,
+                              on_row=None) -> dict:
+    """One pass over the same N task examples for each (strategy, K) and for the centralized reference, all in
+    this one run: seconds per pass (the training loop only), time ratios to sequential (same K) and to
+    centralized, wire bytes per example, final training loss and the task's metric on `eval_limit` fixed eval
+    examples (client 0's model; after server-hierarchical's final FedAvg every client holds the same one).
+    server-hierarchical runs its K sub-server/client pairs as 2K local processes (`--transport distributed`),
+    the other strategies in this process; every party and this process use `threads` torch threads.
+
+    `done`: rows of an earlier run to keep (resume); `on_row(rows)` after each new row (to save progress)."""
+    import tempfile
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from defenses import make_defense
+    from flbench.pipeline.distributed import TASK_SAMPLE_SEED, assemble, launch_local, make_job
+    from flbench.pipeline.finetune import TrainConfig, check_max_length, model_meta, task_samples, train
+    from flbench.pipeline.utility import evaluate
+    from flbench.tasks import get_task
+    from splits.partition import parse_split
+    from splits.training import LoraSpec
+
+    names = check_strategy_grid(names, clients, examples, batch)
+    spec = parse_split(split)
+    the_task = get_task(task)
+    train_examples = the_task.load("train", data_dir, examples, seed=TASK_SAMPLE_SEED)
+    if len(train_examples) < examples:
+        raise FlbenchError(f"--examples {examples}: task {task} has only {len(train_examples)} training examples")
+    the_task.load("eval", data_dir, eval_limit)  # missing eval data fails before any training
+    torch.set_num_threads(threads)
+    loaded = load_model(model, progress=False)
+    spec.validate(len(loaded.model.model.layers))
+    check_max_length(loaded, seq_len, "--seq-len")
+    samples = task_samples(loaded.tokenizer, the_task, train_examples, seq_len)
+    lora = LoraSpec()
+    rows = list(done or [])
+    have = {(r["strategy"], r["clients"]) for r in rows}
+    grid = [("centralized", 1)] + [(s, k) for s in names for k in clients]
+
+    def log(msg: str) -> None:
+        if progress:
+            print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+    def utility(ckpt: Path) -> dict:
+        res = evaluate(the_task, loaded, spec, limit=eval_limit, checkpoint=ckpt, progress=False, summary=False)
+        primary = the_task.primary if the_task.primary in res["metrics"] else next(iter(res["metrics"]))
+        return {"task": the_task.name, "name": primary, "value": res["metrics"][primary], "n": res["n"],
+                "ci": res["ci"].get(primary)}
+
+    with tempfile.TemporaryDirectory(prefix="flbench-bench-") as tmp:
+        for i, (strategy, k) in enumerate(grid):
+            if (strategy, k) in have:
+                continue
+            steps = examples // (k * batch)
+            cfg = TrainConfig(steps=steps, batch_size=batch, max_length=seq_len, lr=lr, seed=seed,
+                              strategy="sequential" if strategy == "centralized" else strategy)
+            ckpt = Path(tmp) / f"row{i}"
+            transport = STRATEGY_TRANSPORT.get(strategy, "inprocess")
+            log(f"{strategy} with {k} client(s), {steps} step(s) of {batch} per client ({transport})")
+            if transport == "distributed":
+                job = make_job(model=model, split=str(spec), clients=k, train=asdict(cfg), lora=asdict(lora),
+                               task=task, data_dir=data_dir, task_limit=examples, threads=threads)
+                launch_local(job, Path(tmp) / f"parts{i}", timeout)
+                summary = assemble(Path(tmp) / f"parts{i}", ckpt, job, {"model": loaded.identity, "split": str(spec)})
+                seconds = summary["train_seconds"]
+            else:
+                rt = SplitRuntime(loaded, spec, n_clients=k)
+                summary = train(rt, samples, cfg, lora, ckpt, model_meta(loaded, rt, make_defense("none")), progress=False,
+                                centralized=strategy == "centralized")
+                seconds = summary["seconds"]
+            rows.append(_strategy_row(strategy, k, transport, summary, seconds, steps * k * batch, utility(ckpt),
+                                      steps))
+            log(f"{strategy} K={k}: {seconds:.2f} s per pass, final loss {summary['final_loss_mean_last10pct']:.4f}, "
+                f"{rows[-1]['metric']['name']} {rows[-1]['metric']['value']:.3f}")
+            if on_row is not None:
+                on_row(_with_ratios(rows))
+    order = {g: j for j, g in enumerate(grid)}
+    rows = sorted(rows, key=lambda r: order.get((r["strategy"], r["clients"]), len(order)))
+    return {
+        "benchmark": "training_strategies",
+        "model": loaded.identity,
+        "split": str(spec),
+        "task": task,
+        "setting": strategy_setting(model, split, names, clients, examples, batch, seq_len, task, eval_limit, lr, seed,
+                                    threads),
+        "lora": {"rank": lora.rank, "alpha": lora.alpha, "parts": list(lora.parts)},
+        "transports": {s: STRATEGY_TRANSPORT[s] for s in names},
+        "targets": STRATEGY_TARGETS,
+        "results": _with_ratios(rows),
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def strategy_setting(model: str, split: str, names: list[str], clients: list[int], examples: int, batch: int,
+                     seq_len: int, task: str, eval_limit: int, lr: float, seed: int, threads: int) -> dict:
+    """What makes two `bench training --strategies` results comparable (the `resumed` key)."""
+    return {"model": model, "split": split, "strategies": list(names), "clients": list(clients), "examples": examples,
+            "batch": batch, "seq_len": seq_len, "task": task, "eval_limit": eval_limit, "lr": lr, "seed": seed,
+            "threads": threads}
+

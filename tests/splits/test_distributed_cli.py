@@ -43,8 +43,9 @@ def test_serve_and_client_processes_train_like_in_process(tmp_path, cli):
 
 @pytest.mark.parametrize("extra,match", [
     (["--timeout", "5"], "--timeout"),
-    (["--transport", "distributed", "--strategy", "server-hierarchical", "--clients", "2"], "server-hierarchical"),
-    (["--transport", "distributed", "--defense", "gaussian", "--noise-sigma", "0.1"], "--defense"),
+    (["--transport", "distributed", "--grad-defense", "grad-dp", "--grad-clip", "1", "--grad-noise-multiplier", "1"],
+     "--grad-defense"),
+    (["--transport", "distributed", "--dtype", "bf16"], "--dtype"),
 ])
 def test_train_transport_refusals(tmp_path, cli, extra, match):
     data = tmp_path / "t.txt"
