@@ -17,7 +17,7 @@ tested", and `max_noise_tested` says how far the grid went.
 Columns, in order:
 
     model, task, task_n, finetune_steps, split, defense, threshold, noise_sigma, relative, worst_recovery,
-    worst_recovery_ci_low, worst_recovery_ci_high, worst_attack, attacks, utility, utility_ci_low,
+    worst_recovery_ci_low, worst_recovery_ci_high, worst_attack, candidate_recall, attacks, utility, utility_ci_low,
     utility_ci_high, baseline, centralized, centralized_ci_low, centralized_ci_high, gap, relative_utility,
     levels_tested, max_noise_tested, verdict, cell
 
@@ -33,6 +33,10 @@ view's (utility over the undefended split's, both above the trivial baseline; fl
     "above centralized"     ... and the split is higher
     "no reference"          no centralized record of the same model, task, fine-tuning config and seed
 
+When the worst attack searched a pruned candidate set and the true token was among its candidates at fewer
+than RECALL_OK = 0.9 of the positions (`candidate_recall`, map-inversion), "below t" was set by the search,
+not established for the defense: the verdict says "recovery a lower bound".
+
 The overlap rule is a coarse comparison of two independent 95% intervals (it is conservative toward
 "comparable"); the per-example paired difference is not in the records.
 """
@@ -44,13 +48,14 @@ from typing import Iterable, Sequence
 from flbench.reporting import leaderboard as lb
 
 THRESHOLDS = (0.10, 0.01)
+RECALL_OK = 0.9  # below this candidate recall the worst case is a search-limited lower bound
 CLAIMS_COLUMNS = [
     "model", "task", "task_n", "finetune_steps", "split", "defense", "threshold", "noise_sigma", "relative",
-    "worst_recovery", "worst_recovery_ci_low", "worst_recovery_ci_high", "worst_attack", "attacks",
-    "utility", "utility_ci_low", "utility_ci_high", "baseline", "centralized", "centralized_ci_low",
+    "worst_recovery", "worst_recovery_ci_low", "worst_recovery_ci_high", "worst_attack", "candidate_recall",
+    "attacks", "utility", "utility_ci_low", "utility_ci_high", "baseline", "centralized", "centralized_ci_low",
     "centralized_ci_high", "gap", "relative_utility", "levels_tested", "max_noise_tested", "verdict", "cell"]
 CLAIMS_MD_COLUMNS = ["task", "task_n", "finetune_steps", "split", "defense", "threshold", "noise_sigma",
-                     "worst_recovery", "worst_attack", "utility", "centralized", "gap", "relative_utility",
+                     "worst_recovery", "worst_attack", "candidate_recall", "utility", "centralized", "gap", "relative_utility",
                      "max_noise_tested", "verdict"]
 
 
@@ -114,7 +119,7 @@ def build_claims(records: Iterable[dict], thresholds: Sequence[float] = THRESHOL
                                              "noise_sigma", "relative", "worst_recovery", "worst_recovery_ci_low",
                                              "worst_recovery_ci_high", "worst_attack", "attacks", "utility",
                                              "utility_ci_low", "utility_ci_high", "baseline", "relative_utility",
-                                             "beats_baseline", "cell")}
+                                             "beats_baseline", "cell", "candidate_recall")}
             row["threshold"] = float(t)
             row["centralized"] = ref["utility"] if ref else math.nan
             row["centralized_ci_low"] = ref["utility_ci_low"] if ref else math.nan
@@ -123,6 +128,9 @@ def build_claims(records: Iterable[dict], thresholds: Sequence[float] = THRESHOL
             row["levels_tested"] = len(members)
             row["max_noise_tested"] = max(sigmas) if sigmas else math.nan
             row["verdict"] = _verdict(row, reached)
+            recall = row.get("candidate_recall")
+            if reached and _fin(recall) and recall < RECALL_OK:
+                row["verdict"] += f"; recovery a lower bound (candidate recall {recall:.2f})"
             out.append(row)
     out.sort(key=lambda r: (str(r["model"]), str(r["task"]), lb.split_sort_key(r["split"]), str(r["defense"]),
                             -r["threshold"], r["cell"]))

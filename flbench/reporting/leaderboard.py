@@ -23,7 +23,9 @@ wire dtype) = the `cell` column — whose privacy is the strongest attack's: col
 `worst_recovery` = the MAXIMUM of `recovery` over every attack record of the cell (all attacks, attack
 parameters and victim sets run on it), `worst_attack` / `worst_metric` the attack that reached it and its
 primary metric, the CI that attack's CI (ties: the first attack by name); `attacks` lists the attacks compared
-(";"-separated). `snr` is that attack's record's. Cells without attack records keep empty worst_* columns.
+(";"-separated). `snr` is that attack's record's. `candidate_recall` (only when some record has one): the
+worst attack's share of positions whose true token was among the candidates it scored (map-inversion's
+pruning); below 1 the worst case is a lower bound set by the search, not by the defense. Cells without attack records keep empty worst_* columns.
 
 Recovery. `recovery` is the attack's primary metric (`recovery_metric`): the record's `attack.primary` (the
 runner writes the attack class's `primary_metric` there), else the registered class's `primary_metric`; with
@@ -334,6 +336,9 @@ def _row(r: dict) -> tuple[dict, dict]:
         "commit": None if commit is None else commit + ("-dirty" if r.get("dirty") else ""),
     }
     row["beats_baseline"] = _beats(row)
+    recall = ((a.get("diagnostics") or {}).get("candidate_recall")) if a else None
+    if recall is not None:  # a search attack's candidate recall (map-inversion): < 1 means pruning limited it
+        row["candidate_recall"] = _f(recall)
     for m, v in am.items():
         if m not in row and m not in RESERVED:  # an attack metric never overwrites a column of its own name
             row[m] = _f(v)
@@ -345,7 +350,8 @@ def _row(r: dict) -> tuple[dict, dict]:
         "task_key": rec.canonical_json(cfg.get("task")) if "task" in cfg else rec.canonical_json(t.get("name")),
         "ft_key": rec.canonical_json(rec.normalize_numbers(cfg.get("finetune"))),
         "seed": rec.canonical_json(cfg.get("seed", (r.get("seeds") or {}).get("seed"))),
-        "attack_metrics": [m for m in am if m not in FIXED_ATTACK_METRICS and m not in RESERVED],
+        "attack_metrics": [m for m in am if m not in FIXED_ATTACK_METRICS and m not in RESERVED]
+        + (["candidate_recall"] if "candidate_recall" in row else []),
         "utility_metrics": [f"u_{m}" for m in tm],
     }
     return row, hidden
@@ -496,6 +502,8 @@ def build_worst_case(data):
         row = {c: first.get(c) for c in DEFENSE_COLUMNS + GRAD_COLUMNS + UTILITY_COLUMNS + ["utility_ref", "cell",
                                                                                             "_family"]}
         if worst is not None:
+            if _finite(worst.get("candidate_recall", NAN)):
+                row["candidate_recall"] = worst["candidate_recall"]
             row.update(snr=worst["snr"], worst_recovery=worst["recovery"], worst_recovery_ci_low=worst["recovery_ci_low"],
                        worst_recovery_ci_high=worst["recovery_ci_high"], worst_attack=worst["attack"],
                        worst_metric=worst["recovery_metric"], attacks=";".join(sorted({str(m["attack"]) for m in attacked})))
@@ -506,7 +514,11 @@ def build_worst_case(data):
         out.append(row)
     out.sort(key=lambda r: (str(r["model"] or ""), str(r["task"] or ""), *_defense_sort(r, r["_family"]), r["cell"]))
     _mark_pareto(out, ("model", "task"), "worst_recovery")
-    return _frame(out, with_grad_columns(WORST_COLUMNS, any(r.get("grad_defense") for r in out)))
+    columns = with_grad_columns(WORST_COLUMNS, any(r.get("grad_defense") for r in out))
+    if any("candidate_recall" in r for r in out):  # after worst_metric; absent for records without search attacks
+        i = columns.index("worst_metric") + 1
+        columns = columns[:i] + ["candidate_recall"] + columns[i:]
+    return _frame(out, columns)
 
 
 def build_view(records: Iterable[dict], view: str = "records"):

@@ -105,3 +105,24 @@ def test_claims_view_from_the_cli_is_deterministic(tmp_path, cli):
                         "--attack", "map-inversion", "--stdout")
     assert code == 2 and "--attack does not apply to --view claims" in err
     assert lb.to_csv(lb.build_view(fake(), "claims")) == a[1]
+
+
+def test_a_search_limited_worst_case_is_called_a_lower_bound():
+    """map-inversion's candidate recall travels to the worst-case view and the claims view: a level that is
+    "private" only because the search missed the true tokens is not called private without saying so."""
+    recs = fake()
+    for r in recs:
+        if r["attack"] and r["attack"]["name"] == "map-inversion":
+            sigma = r["config"]["defense"]["params"].get("sigma", 0)
+            r["attack"]["diagnostics"] = {"candidate_recall": 0.3 if sigma == 8 else 1.0}
+    w = lb.build_worst_case(recs)
+    assert "candidate_recall" in w.columns
+    assert list(w.columns)[list(w.columns).index("worst_metric") + 1] == "candidate_recall"
+    assert lb.build(recs)["candidate_recall"].notna().any()
+    df = build_claims(recs)
+    r = _row(df, "2,2", 0.01)
+    assert r["noise_sigma"] == 8 and r["candidate_recall"] == pytest.approx(0.3)
+    assert r["verdict"] == "below centralized; recovery a lower bound (candidate recall 0.30)"
+    assert _row(df, "2,2", 0.10)["verdict"] == "comparable"  # σ=4: recall 1.0, nothing to add
+    # records without any search attack: no such column (the committed leaderboards keep their bytes)
+    assert "candidate_recall" not in lb.build_worst_case(fake()).columns
