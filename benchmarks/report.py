@@ -17,7 +17,6 @@ from flbench.reporting.tables import MISSING, markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "results" / "bench"
-UTILITY = ROOT / "results" / "utility"
 
 
 def inference() -> list[str]:
@@ -68,76 +67,6 @@ def with_ci(value, ci: dict | None, digits: int = 3) -> str:
     if not ci or ci.get("ci_low") is None or ci.get("ci_high") is None:
         return f"{value:.{digits}f} [{MISSING}]"
     return f"{value:.{digits}f} [{ci['ci_low']:.{digits}f}, {ci['ci_high']:.{digits}f}]"
-
-
-def finetune(name: str = "sst2_finetune.json") -> list[str]:  # noqa: D103
-    d = json.loads((UTILITY / name).read_text())
-    rows = [{"mode": str(r["mode"]), "train s": f"{r['train_seconds']:.0f}",
-             "loss first → last 10 %": f"{r['first_loss']:.3f} → {r['final_loss_mean_last10pct']:.3f}",
-             "train wire bytes": str(r["train_wire_bytes"]),
-             **{f"{k} [95% CI]": with_ci(v, (r.get("ci") or {}).get(k), 4) for k, v in r["metrics"].items()},
-             "n": str(r["n"])} for r in d["rows"]]
-    return [f"Fine-tuning, `{d['command']}` ({d['model']}, {d['task']}, split {d['split']}; commands per row in the file):",
-            "", *_lines(markdown_table(rows))]
-
-
-def _mode(rec: dict) -> str:
-    if rec["split"] is None:
-        return "centralized"
-    from flbench.reporting.leaderboard import describe_defense  # the defense says its family and σ
-
-    d = describe_defense(rec["defense"]["name"], rec["defense"])
-    if d["family"] == "none" or not d["noise_sigma"]:
-        return f"split {rec['split']}"
-    return f"split {rec['split']} σ={d['noise_sigma']:g}{'×RMS' if d['relative'] else ''}"
-
-
-def _baseline_cells(recs: list[dict], task: str, metric: str) -> dict[str, str]:
-    """"chance" and "trivial" (majority label / most frequent answer / lead, named) of `metric`, from the
-    records' task baselines; the task's data-free chance level for records without them; else "–"."""
-    from flbench.tasks.base import get_task
-
-    out = {"chance": MISSING, "trivial baseline": MISSING}
-    for r in recs:
-        b = r["task"].get("baselines") or {}
-        for name, entry in b.items():
-            v = ((entry or {}).get("metrics") or {}).get(metric)
-            if v is None:
-                continue
-            if name == "chance":
-                out["chance"] = f"{v:.3f}"
-            else:
-                out["trivial baseline"] = f"{v:.3f} ({name})"
-        if b:
-            return out
-    v = get_task(task).static_chance().get(metric)
-    if v is not None:
-        out["chance"] = f"{v:.3f}"
-    return out
-
-
-def utility(runs: Path = UTILITY / "runs") -> list[str]:
-    """Zero-shot and fine-tuned utility per task and mode, from the run records of sweeps/utility*.yaml, each
-    with its 95% CI, beside the task's chance level and trivial baseline."""
-    from flbench.experiments.records import read_records
-
-    recs = [r for r in read_records(runs) if r.get("task")]
-    modes = sorted({_mode(r) for r in recs}, key=lambda m: (m != "centralized", "σ" in m, m))
-    cols = [(ft, m) for ft in (False, True) for m in modes]
-    names = [f"{'fine-tuned' if ft else 'zero-shot'} {m}" for ft, m in cols]
-    by = {(r["task"]["name"], r["finetune"] is not None, _mode(r)): r for r in recs}
-    rows = []
-    for task in sorted({r["task"]["name"] for r in recs}):
-        mine = [r for r in recs if r["task"]["name"] == task]
-        for metric in mine[0]["task"]["metrics"]:
-            row = {"task": task, "metric": metric, "n": str(mine[0]["task"]["n"]),
-                   **_baseline_cells(mine, task, metric)}
-            for name, (ft, m) in zip(names, cols):
-                r = by.get((task, ft, m))
-                row[name] = MISSING if r is None else with_ci(r["task"]["metrics"][metric],
-                                                              (r["task"].get("ci") or {}).get(metric))
-            rows.append(row)
-    return _lines(markdown_table(rows, ["task", "metric", "n", "chance", "trivial baseline", *names]))
 
 
 def _cell_seconds(recs: list[dict]) -> float:
@@ -389,11 +318,6 @@ BEGIN, END = "<!-- report:utility-and-sweep:begin -->", "<!-- report:utility-and
 
 def utility_and_sweep() -> list[str]:
     parts: list[str] = []
-    for f in sorted(UTILITY.glob("sst2_finetune*.json")):
-        parts += finetune(f.name) + [""]
-    if (UTILITY / "runs").is_dir():
-        parts += ["Utility, `flbench sweep sweeps/utility.yaml --out results/utility/runs` and "
-                  "`flbench sweep sweeps/utility_finetuned.yaml --out results/utility/runs`:", ""] + utility() + [""]
     for runs, spec in ((ROOT / "results" / "runs-headline", "sweeps/headline_sst2.yaml"),
                        (ROOT / "results" / "runs", "sweeps/default.yaml")):
         if runs.is_dir():
