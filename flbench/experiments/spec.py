@@ -3,10 +3,12 @@
     name: default                       # optional; never part of a cell's hash
     model: [smollm2-135m]               # a name or a list
     splits: ["1,1", "2,2", "4,4"]       # "P,Q" strings (quote them: [1,1] is a list of numbers)
-    defenses:                           # default [none]; every list-valued parameter is expanded
+    defenses:                           # default [none]; every list-valued parameter is expanded (h_A edge)
       - none                            # shorthand for {name: none}
       - {name: gaussian, relative: true, sigma: [0.5, 1, 2, 4]}
       - {name: dp-forward, clip: 5.0, noise_multiplier: [1.0, 4.0]}
+    grad_defenses: [none, {name: grad-dp, clip: 1.0, noise_multiplier: [0.3, 3]}]   # default [none]; the
+                                        # gradient edge (dL/dh_B) of fine-tuned split cells, crossed with defenses
     attacks: [embedding-nn, learned-inversion, output-inversion]   # default []
     attack_params: {learned-inversion: {steps: 200}}               # per attack, not expanded
     tasks: [sst2, {name: xsum, limit: 20}]          # default []; a name or a TaskConfig mapping
@@ -28,7 +30,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import (
     BaseModel,
@@ -48,6 +50,7 @@ from flbench.core.errors import FlbenchError
 from flbench.pipeline.config import (
     DefenseConfig,
     FinetuneConfig,
+    GradDefenseConfig,
     RunConfig,
     TaskConfig,
     VictimsConfig,
@@ -106,7 +109,7 @@ class DefenseAxis(BaseModel):
             raise message_error(f"{n} parameter combinations; at most {MAX_COMBINATIONS} are accepted")
         for combo in self.combinations():
             try:
-                DefenseConfig.model_validate({"name": self.name, "params": combo}, context=info.context)
+                self.config_class.model_validate({"name": self.name, "params": combo}, context=info.context)
             except ValidationError as e:
                 first = e.errors(include_url=False)[0]
                 ctx = first.get("ctx") or {}
@@ -115,6 +118,8 @@ class DefenseAxis(BaseModel):
                 raise message_error(msg, ".".join(key) or None) from None
         return self
 
+    config_class: ClassVar[type] = DefenseConfig  # what each combination must validate as (its edge)
+
     def axes(self) -> dict[str, list]:
         return {k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in (self.model_extra or {}).items()}
 
@@ -122,6 +127,13 @@ class DefenseAxis(BaseModel):
         axes = self.axes()
         keys = sorted(axes)
         return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))]
+
+
+class GradDefenseAxis(DefenseAxis):
+    """One `grad_defenses` entry: a defense of the client's gradient edge (dL/dh_B during fine-tuning, e.g.
+    grad-dp), expanded like a `defenses` entry; only cells that fine-tune a split have that edge."""
+
+    config_class: ClassVar[type] = GradDefenseConfig
 
 
 class SweepSpec(BaseModel):
@@ -133,6 +145,8 @@ class SweepSpec(BaseModel):
     model: tuple[Name, ...] = Field(description="model name(s)")
     splits: tuple[SplitText, ...] = Field(description='"P,Q" partition points (quoted strings)')
     defenses: tuple[DefenseAxis, ...] = Field(({"name": "none"},), description="defense axes")
+    grad_defenses: tuple[GradDefenseAxis, ...] = Field(({"name": "none"},),
+                                                       description="gradient-edge defense axes (fine-tuned splits)")
     attacks: tuple[Name, ...] = Field((), description="attacks run on every split cell")
     attack_params: dict[str, Params] = Field(default_factory=dict, description="parameters per attack")
     tasks: tuple[TaskConfig, ...] = Field((), description="tasks (a name or {name, limit, batch_size})")
@@ -164,17 +178,17 @@ class SweepSpec(BaseModel):
     def _name_text(cls, v: Any) -> Any:
         return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
-    @field_validator("model", "splits", "defenses", "attacks", "tasks", "seed", mode="before")
+    @field_validator("model", "splits", "defenses", "grad_defenses", "attacks", "tasks", "seed", mode="before")
     @classmethod
     def _lists(cls, v: Any) -> Any:
         return as_list(v)
 
-    @field_validator("model", "splits", "defenses", "seed")
+    @field_validator("model", "splits", "defenses", "grad_defenses", "seed")
     @classmethod
     def _non_empty(cls, v: tuple, info: ValidationInfo) -> tuple:
         if not v:
             raise value_error("expected at least one value")
-        return tuple(dict.fromkeys(v)) if info.field_name != "defenses" else v
+        return tuple(dict.fromkeys(v)) if info.field_name not in ("defenses", "grad_defenses") else v
 
     @field_validator("attacks")
     @classmethod
@@ -199,10 +213,14 @@ class SweepSpec(BaseModel):
             raise message_error("fine-tuning needs tasks (their training portions are the training data)", "finetune")
         if self.victims is not None and not self.attacks:
             raise message_error("victims are the attacks' data: give attacks, or no victims", "victims")
+        if any(g.name != "none" for g in self.grad_defenses) and self.finetune is None:
+            raise message_error("a gradient defense sits on the fine-tuning traffic: give finetune, or drop "
+                                "grad_defenses", "grad_defenses")
         if self.centralized_reference and not self.tasks:
             raise message_error("the centralized reference scores utility: give at least one task", "centralized_reference")
         n = len(self.model) * len(self.splits) * max(len(self.tasks), 1) * len(self.seed) * sum(
-            math.prod(len(x) for x in d.axes().values()) for d in self.defenses)
+            math.prod(len(x) for x in d.axes().values()) for d in self.defenses) * sum(
+            math.prod(len(x) for x in g.axes().values()) for g in self.grad_defenses)
         if n > MAX_COMBINATIONS:
             raise message_error(f"the grid has {n} cells; at most {MAX_COMBINATIONS} are accepted (split it into several "
                         "sweeps)")
@@ -217,10 +235,15 @@ class SweepSpec(BaseModel):
         for model, split, axis, task, seed in itertools.product(self.model, self.splits, self.defenses, tasks,
                                                                 self.seed):
             for params in axis.combinations():
-                grid.append({"model": model, "split": split, "defense": {"name": axis.name, "params": params},
-                             "task": None if task is None else task.model_dump(), "finetune": finetune,
-                             "attacks": self.attacks, "attack_params": self.attack_params,
-                             "victims": victims if self.attacks else None, "seed": seed})
+                for gaxis in self.grad_defenses:
+                    for gparams in gaxis.combinations():
+                        cell = {"model": model, "split": split, "defense": {"name": axis.name, "params": params},
+                                "task": None if task is None else task.model_dump(), "finetune": finetune,
+                                "attacks": self.attacks, "attack_params": self.attack_params,
+                                "victims": victims if self.attacks else None, "seed": seed}
+                        if gaxis.name != "none":  # as RunConfig: cells without one keep their hashes
+                            cell["grad_defense"] = {"name": gaxis.name, "params": gparams}
+                        grid.append(cell)
         if self.centralized_reference:
             for model, task, seed in itertools.product(self.model, self.tasks, self.seed):
                 grid.append({"model": model, "split": None, "defense": {"name": "none"}, "task": task.model_dump(),

@@ -93,9 +93,11 @@ def test_a_record_with_bad_blocks_or_a_foreign_name_is_refused(tmp_path):
 def test_committed_schema_1_records_are_still_read():
     from pathlib import Path
 
-    runs = Path(__file__).resolve().parents[2] / "results" / "runs"
+    runs = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "schema1_utility_runs"
     recs = records.read_records(runs)
     assert recs and {r["schema"] for r in recs} == {1}
+    new = records.read_records(Path(__file__).resolve().parents[2] / "results" / "runs")
+    assert new and {r["schema"] for r in new} == {2}  # today's committed records
 
 
 def test_write_record_checks_hash_and_names(tmp_path):

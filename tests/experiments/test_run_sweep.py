@@ -87,15 +87,16 @@ def test_no_resume_reruns_and_shards_cover_the_grid(tmp_path, capsys):
 
 
 def test_committed_schema_1_cells_count_as_done_for_todays_resolved_cells():
-    """Records written before configs were resolved (schema 1, results/) are the cells today's spec
-    resolves to: a resumed sweep skips them instead of running them again beside the old records."""
+    """Records written before configs were resolved (schema 1: the run records of sweeps/utility_finetuned.yaml
+    committed at the time, kept under tests/fixtures) are the cells today's spec resolves to: a resumed sweep
+    skips them instead of running them again beside the old records."""
     from pathlib import Path
 
     from flbench.experiments.sweep import finished, load_spec
 
     root = Path(__file__).resolve().parents[2]
-    for spec, runs in (("dp.yaml", "runs"), ("utility_finetuned.yaml", "utility/runs")):
-        cells = expand(load_spec(root / "sweeps" / spec))
-        done = finished(root / "results" / runs)
-        assert cells and {c.hash for c in cells} <= done
-        assert not {c.hash for c in cells} & records.done_hashes(root / "results" / runs)  # new hashes
+    runs = root / "tests" / "fixtures" / "schema1_utility_runs"
+    cells = expand(load_spec(root / "sweeps" / "utility_finetuned.yaml"))
+    done = finished(runs)
+    assert cells and {c.hash for c in cells} <= done
+    assert not {c.hash for c in cells} & records.done_hashes(runs)  # new hashes

@@ -238,3 +238,27 @@ def test_alias_bomb_and_huge_files_are_refused_quickly(tmp_path):
         load_spec(big, check_names=False)
     _one_line_error(e)
     assert time.monotonic() - t0 < 5
+
+
+def test_grad_defenses_cross_the_h_a_defenses_on_fine_tuned_cells(tmp_path):
+    """`grad_defenses` (the tail's gradient edge) is an axis of its own, crossed with `defenses`; cells without
+    one hash as before the axis existed; an h_A-only defense there, or no fine-tuning, is a one-line error."""
+    text = ("model: tiny-llama\nsplits: ['1,1']\ndefenses: [none, {name: gaussian, sigma: 0.5}]\n"
+            "grad_defenses: [none, {name: grad-dp, clip: 1.0, noise_multiplier: [0.3, 3]}]\n"
+            "attacks: [gradient-label]\ntasks: [sst2]\nfinetune: {steps: 1}\ncentralized_reference: true\n")
+    cells = expand(_spec(tmp_path, text, check_names=True))
+    split = [c for c in cells if c.split is not None]
+    assert len(split) == 2 * 3 and len(cells) == 7
+    grads = sorted((c.defense.name, c.grad_defense.name, c.grad_defense.params.get("noise_multiplier")) for c in split)
+    assert grads == [("gaussian", "grad-dp", 0.3), ("gaussian", "grad-dp", 3), ("gaussian", "none", None),
+                     ("none", "grad-dp", 0.3), ("none", "grad-dp", 3), ("none", "none", None)]
+    plain = expand(_spec(tmp_path, text.replace("grad_defenses: [none, {name: grad-dp, clip: 1.0, noise_multiplier: "
+                                                "[0.3, 3]}]\n", ""), check_names=True))
+    assert {c.hash for c in plain} <= {c.hash for c in cells}  # the axis' "none" changes no hash
+    with pytest.raises(FlbenchError) as e:
+        _spec(tmp_path, text.replace("name: grad-dp, clip: 1.0, noise_multiplier: [0.3, 3]", "name: gaussian, sigma: 1"),
+              check_names=True)
+    assert "grad_defenses[1].name" in _one_line_error(e) and "cannot sit on the tail's gradient" in str(e.value)
+    with pytest.raises(FlbenchError, match="grad_defenses: a gradient defense sits on the fine-tuning traffic"):
+        _spec(tmp_path, text.replace("finetune: {steps: 1}\n", "").replace("attacks: [gradient-label]", "attacks: []"),
+              check_names=True)

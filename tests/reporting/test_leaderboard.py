@@ -145,7 +145,8 @@ def test_write_leaderboard_errors(tmp_path):
 
 def test_regenerates_the_committed_leaderboard_byte_identically():
     """`flbench leaderboard` on the committed records gives the committed results/leaderboard.csv, and
-    `--view worst-case` results/leaderboard_worst_case.csv (a fresh build compared with the files)."""
+    `--view worst-case` results/leaderboard_worst_case.csv, `--view claims` results/leaderboard_claims.csv (a fresh
+    build compared with the files)."""
     from pathlib import Path
 
     from flbench.experiments.records import read_records
@@ -154,6 +155,7 @@ def test_regenerates_the_committed_leaderboard_byte_identically():
     recs = read_records(root / "runs")
     assert lb.to_csv(lb.build(recs)).encode() == (root / "leaderboard.csv").read_bytes()
     assert lb.to_csv(lb.build_worst_case(recs)).encode() == (root / "leaderboard_worst_case.csv").read_bytes()
+    assert lb.to_csv(lb.build_view(recs, "claims")).encode() == (root / "leaderboard_claims.csv").read_bytes()
 
 
 def test_defense_columns_are_asked_from_the_defense_class():
