@@ -97,8 +97,8 @@ def sweep(runs: Path = ROOT / "results" / "runs", spec: str = "sweeps/default.ya
             "worst_recovery", "worst_attack", "score", "pareto"]
     cells = len({lb.cell_key(r) for r in recs})
     out = [f"`flbench sweep {spec} --out {runs.relative_to(ROOT)}`: {cells} cells, {_cell_seconds(recs) / 60:.0f} min "
-           "summed over the cells' own wall times (records' `timings.total_s`; see the machine note for "
-           "contention); tables: `flbench leaderboard --records "
+           "summed over the cells' own wall times (records' `timings.total_s`, per cell in the leaderboard's "
+           "`seconds`; 2-core machine, shared with other jobs unless said otherwise); tables: `flbench leaderboard --records "
            f"{runs.relative_to(ROOT)} --view worst-case --format md` and `--view claims`.", ""]
     for task in sorted(worst["task"].dropna().unique()):
         sub = worst[(worst["task"] == task) & worst["worst_recovery"].notna()].reset_index(drop=True)
