@@ -92,6 +92,13 @@ class GradientLabel(Attack):
       under noise — without testing: a whole-text LM loss, or a scorer that reads known answer positions).
       false_alarm: under noise, the probability bound for declaring a noise-only position labelled
       (likelihood-ratio test). chunk: positions per batched JVP and vocabulary product (memory bound only).
+    pool: "none" (each recorded training sequence alone) or "linked": a run of several epochs sends every
+      example once per epoch, each time with a fresh draw of the gradient defense's noise; the attacker links
+      the releases of one example by their forward traffic (h_A: equal length, Hungarian matching on squared
+      distance, attacks.linking) and decodes the MEAN of the linked gradients (and h_B), whose noise std is
+      σ/√k for k releases — the same sufficient statistic as map-inversion's summed releases. Every member of a
+      group gets the group's decoding; entries no group takes are decoded alone. Needs the epochs of the
+      recorded traffic (a tap covering more than one epoch) and h_A.
     """
 
     requires = frozenset({"h_b", "grad_b"})
@@ -101,9 +108,11 @@ class GradientLabel(Attack):
     false_alarm: UnitIntervalOpen = 1e-3
     positions: Literal["detect", "all"] = "detect"
     chunk: PositiveInt = 32
+    pool: Literal["none", "linked"] = "none"
     fit_log: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     labelled: list = field(default_factory=list, init=False, repr=False, compare=False)
     fits: list = field(default_factory=list, init=False, repr=False, compare=False)
+    groups: list = field(default_factory=list, init=False, repr=False, compare=False)
 
     def check(self, knowledge: Knowledge) -> None:
         super().check(knowledge)
@@ -155,36 +164,55 @@ class GradientLabel(Attack):
         scale = d.noise_scale()
         return scale if scale.value > 0 else None
 
-    def _sigma_of(self, g: torch.Tensor) -> float:
-        """σ per coordinate for one observed (T, d) gradient: absolute, or relative to the clean RMS, estimated
-        from E[o²] = RMS² (1 + σ_rel²) (the scale's own conversion for other units)."""
-        scale = self._scale
+    def _sigma_of(self, g: torch.Tensor, releases: int = 1) -> float:
+        """σ per coordinate of one observed (T, d) gradient, the mean of `releases` k releases (noise σ/√k):
+        absolute, or relative to the clean RMS, estimated from E[o²] = RMS² (1 + σ_rel²/k) (the scale's own
+        conversion for other units)."""
+        scale, k = self._scale, releases
         if scale.relative:
-            rms = float(g.square().mean().div(1.0 + scale.value ** 2).sqrt())
-            return scale.value * rms
+            rms = float(g.square().mean().div(1.0 + scale.value ** 2 / k).sqrt())
+            return scale.value * rms / k ** 0.5
         per = getattr(scale, "per_coordinate_std", None)
-        return float(per(g.shape[-1])) if per is not None else float(scale.value)
+        return (float(per(g.shape[-1])) if per is not None else float(scale.value)) / k ** 0.5
 
     # ------------------------------------------------------------------ invert
 
+    def _pooled_groups(self, obs: Observations) -> list[list[int]]:
+        """Groups of entries to decode together: one per entry without pooling; with pool="linked", the
+        releases of each example linked across epochs by h_A (attacks.linking), then every entry left out."""
+        n = len(obs.lengths)
+        if self.pool == "none":
+            return [[i] for i in range(n)]
+        if obs.h_a is None or not obs.epochs:
+            raise FlbenchError(f"attack {self.name!r}: pool='linked' links the epochs' releases by h_A and needs "
+                               "both h_A and the epochs of the recorded training traffic; use pool='none'")
+        from attacks.linking import link_by_distance
+
+        idx = [i for i in range(n) if obs.grad_b[i] is not None and obs.epochs[i] >= 0]
+        groups = [[idx[j] for j in g] for g in link_by_distance([obs.h_a[i] for i in idx],
+                                                                  [obs.epochs[i] for i in idx])] if idx else []
+        taken = {i for g in groups for i in g}
+        return groups + [[i] for i in range(n) if i not in taken]
+
     def _invert(self, obs: Observations) -> list[list[int]]:
         t0 = time.perf_counter()
-        out: list[list[int]] = []
-        self.labelled, self.fits = [], []
-        for i, n in enumerate(obs.lengths):
-            g = obs.grad_b[i]
-            rec = [self._fill] * n
-            if g is None or n < 2:  # no gradient (not training traffic), or nothing to predict
-                self.labelled.append([])
-                self.fits.append([])
-                out.append(rec)
+        n_entries = len(obs.lengths)
+        out: list[list[int]] = [[self._fill] * n for n in obs.lengths]
+        self.labelled, self.fits = [[] for _ in range(n_entries)], [[] for _ in range(n_entries)]
+        self.groups = self._pooled_groups(obs)
+        for group in self.groups:
+            i = group[0]
+            n = obs.lengths[i]
+            if obs.grad_b[i] is None or n < 2:  # no gradient (not training traffic), or nothing to predict
                 continue
-            pos, labels, fit = self._decode(obs.h_b[i].float(), g.float())
-            for t, y in zip(pos, labels):
-                rec[t + 1] = y
-            self.labelled.append([t + 1 for t in pos])
-            self.fits.append(fit)
-            out.append(rec)
+            g = torch.stack([obs.grad_b[j].float() for j in group]).mean(0)
+            h = torch.stack([obs.h_b[j].float() for j in group]).mean(0)
+            pos, labels, fit = self._decode(h, g, releases=len(group))
+            for j in group:
+                for t, y in zip(pos, labels):
+                    out[j][t + 1] = y
+                self.labelled[j] = [t + 1 for t in pos]
+                self.fits[j] = fit
         self.fit_log["invert_seconds"] = round(time.perf_counter() - t0, 3)
         return out
 
@@ -258,7 +286,7 @@ class GradientLabel(Attack):
         q2 = torch.maximum(q2, 1e-6 * v2.clamp_min(0.0))  # rounding never makes a candidate's gradient vanish
         return dot, (q2 / r2).sqrt()
 
-    def _decode(self, h: torch.Tensor, g: torch.Tensor) -> tuple[list[int], list[int], list[float]]:
+    def _decode(self, h: torch.Tensor, g: torch.Tensor, releases: int = 1) -> tuple[list[int], list[int], list[float]]:
         """Labelled positions t (logit positions: t predicts input token t + 1), their labels and fits (the
         best candidate's cosine) for one training sequence."""
         T = h.shape[0]
@@ -271,7 +299,7 @@ class GradientLabel(Attack):
             cand_pos = [t for t in (rows > ZERO_ROW * top).nonzero().flatten().tolist() if t < T - 1] if top > 0 else []
         if not cand_pos:
             return [], [], []
-        sigma = self._sigma_of(g) if noisy else 0.0
+        sigma = self._sigma_of(g, releases) if noisy else 0.0
         best_cos, best_y, stat = [], [], []
         x, n, dn = self._own_jvp(h, g, cand_pos)
         for start in range(0, len(cand_pos), self.chunk):
@@ -296,4 +324,12 @@ class GradientLabel(Attack):
         return [cand_pos[s] for s in sel], [int(y_all[s]) for s in sel], [float(cos_all[s]) for s in sel]
 
     def diagnostics(self, true_ids: list[list[int]]) -> dict[str, Any]:
-        return {"labelled_positions": sum(len(p) for p in self.labelled)}
+        out: dict[str, Any] = {"labelled_positions": sum(len(p) for p in self.labelled)}
+        if self.pool != "none":  # linking quality, scored with the truth: same example = same token ids
+            from attacks.linking import linking_accuracy
+
+            ids: dict[tuple, int] = {}
+            example_of = [ids.setdefault(tuple(t), len(ids)) for t in true_ids]
+            out["pooled_groups"] = sum(len(g) > 1 for g in self.groups)
+            out["linking_accuracy"] = linking_accuracy(self.groups, example_of)
+        return out
