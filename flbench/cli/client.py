@@ -15,18 +15,19 @@ from flbench.core.errors import FlbenchError
               help="this client's training text (one per line, or JSONL with 'text'); it keeps its shard only")
 @click.option("--data-dir", default=None, help="local data directory for --task")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
-def client_cmd(rank, model, split_text, clients, strategy, steps, batch_size, max_length, lr, lora_rank, lora_alpha,
-               train_parts, task_name, seed, timeout, out, wire_dtype, data_file, data_dir, as_json) -> None:
+def client_cmd(rank, model, split_text, clients, strategy, sync_every, steps, batch_size, max_length, lr, lora_rank,
+               lora_alpha, train_parts, task_name, seed, timeout, out, wire_dtype, data_file, data_dir, as_json) -> None:
     """Run one client party of a distributed training run; MASTER_ADDR/MASTER_PORT from the environment."""
-    from flbench.pipeline.distributed import run_party
+    from flbench.pipeline.distributed import job_world_size, run_party
 
     if rank > clients:
         raise FlbenchError(f"--rank {rank}: with --clients {clients} the client ranks are 1..{clients} (0 is the server)")
     if (data_file is None) == (task_name is None):
         raise FlbenchError("give exactly one of --data-file FILE (plain text) or --task NAME (flbench ls tasks)")
     job = build_job(model, split_text, clients, strategy, steps, batch_size, max_length, lr, lora_rank, lora_alpha,
-                    train_parts, task_name, seed, wire_dtype, data_file=data_file, data_dir=data_dir)
-    report = run_party(rank, clients + 1, job, out, timeout)
+                    train_parts, task_name, seed, wire_dtype, data_file=data_file, data_dir=data_dir,
+                    sync_every=sync_every)
+    report = run_party(rank, job_world_size(job), job, out, timeout)
     if report["error"]:
         raise FlbenchError(report["error"])
 

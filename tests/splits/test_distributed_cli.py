@@ -58,3 +58,40 @@ def test_train_transport_refusals(tmp_path, cli, extra, match):
 def test_client_rank_beyond_clients(cli, tmp_path):
     code, _, err = cli("client", "--rank", "3", "--clients", "2", "--data-file", "x.txt", "--out", str(tmp_path))
     assert code == 2 and "--rank 3" in err
+
+
+def test_serve_sub_servers_and_clients_run_server_hierarchical_like_in_process(tmp_path, cli):
+    """server-hierarchical across hosts: `flbench serve --sub-server S` for each trunk and `flbench client --rank
+    I` for each client (4 processes on loopback); the clients' losses are the in-process run's."""
+    data = tmp_path / "train.txt"
+    data.write_text("".join(f"a short training line number {i} for the split\n" for i in range(8)))
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1"}
+    flbench = [sys.executable, "-m", "flbench.cli"]
+    common = [a if a != "1" or i != COMMON.index("--clients") + 1 else "2" for i, a in enumerate(COMMON)]
+    common += ["--strategy", "server-hierarchical", "--sync-every", "1"]
+    servers = [subprocess.Popen(flbench + ["serve", *common, "--sub-server", str(s), "--out", str(tmp_path / f"srv{s}"),
+                                           "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for s in (0, 1)]
+    clients = [subprocess.Popen(flbench + ["client", "--rank", str(r), *common, "--data-file", str(data), "--out",
+                                           str(tmp_path / f"cli{r}"), "--json"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for r in (1, 2)]
+    outs = [p.communicate(timeout=240) for p in servers + clients]
+    for p, (o, e) in zip(servers + clients, outs):
+        assert p.returncode == 0, e[-2000:]
+    got = [json.loads(o) for o, _ in outs]
+    assert all(g["report"]["rounds"] == 2 for g in got[:2])
+    code, out, err = cli("train", *[a for a in common if a not in ("--timeout", "120")], "--data-file", str(data),
+                         "--out", str(tmp_path / "ref"), "--json")
+    assert code == 0, err
+    ref = [json.loads(x) for x in (tmp_path / "ref" / "losses.jsonl").read_text().splitlines()]
+    for c, g in enumerate(got[2:]):
+        want = [r["loss"] for r in ref if r["client"] == c]
+        assert [r["loss"] for r in g["losses"]] == pytest.approx(want, abs=1e-5)
+
+
+def test_sub_server_refusals(cli, tmp_path):
+    code, _, err = cli("serve", "--clients", "2", "--sub-server", "1", "--out", str(tmp_path))
+    assert code == 2 and "--sub-server 1: only server-hierarchical" in err
+    code, _, err = cli("serve", "--clients", "2", "--strategy", "server-hierarchical", "--sub-server", "2",
+                       "--out", str(tmp_path))
+    assert code == 2 and "sub-servers are 0..1" in err
