@@ -53,7 +53,8 @@ class Knowledge:
     uses its generator or draws, see `fresh_defense`); `NoDefense()` when the client sends h_A as it is.
     `grad_defense` likewise for the defense on the client's gradient edge (dL/dh_B). `observes` says which
     messages the vantage point records: the server sees h_A (received), h_B (its own output) and, in
-    training, dL/dh_B (received); an eavesdropper on one link only some of them. `answers`: the token ids of
+    training, dL/dh_B (received); an eavesdropper on one link only some of them. `head`: the attacker's own
+    head when it built one (see `attacker_head`); the client's adapters are never in it. `answers`: the token ids of
     the training task's verbalised answers when the task is public and has them (e.g. sst2's " negative",
     " positive"), else None; gradient attacks may restrict their label candidates to them.
     """
@@ -65,6 +66,7 @@ class Knowledge:
     observes: frozenset[str] = SERVER_VIEW
     grad_defense: BaseDefense = field(default_factory=NoDefense)
     answers: tuple[tuple[int, ...], ...] | None = None
+    head: Any = None  # the attacker's OWN head (splits.parts.Part), e.g. a surrogate it fine-tuned; None: public
 
     def __post_init__(self) -> None:
         if self.defense is None:  # a runtime without a defense on the edge
@@ -89,6 +91,17 @@ class Knowledge:
     @property
     def tokenizer(self) -> Any:
         return self.loaded.tokenizer
+
+    def attacker_head(self) -> Any:
+        """A copy of the head the attacker runs: its own `head` when it has one — a surrogate of the client's
+        fine-tuned head, trained by the attacker on public data with the client's known recipe (an adaptive
+        attacker against training-time defenses such as NoPeek) — else the public pretrained head."""
+        import copy
+
+        from splits.partition import build_head
+
+        head = copy.deepcopy(self.head) if self.head is not None else build_head(self.model, self.spec)
+        return head.eval().requires_grad_(False)
 
     def fresh_defense(self) -> BaseDefense:
         """A new defense with the same class and parameters (own statistics)."""
@@ -314,9 +327,7 @@ class SimulatedClient:
     server would receive for these ids (Kerckhoffs: everything but the private data and the noise draws)."""
 
     def __init__(self, knowledge: Knowledge, seed: int) -> None:
-        from splits.partition import build_head
-
-        self.head = build_head(knowledge.model, knowledge.spec).eval().requires_grad_(False)
+        self.head = knowledge.attacker_head()
         self.defense = knowledge.fresh_defense()
         self.noise_gen = torch.Generator().manual_seed(seed)
         self.wire_dtype = knowledge.wire_dtype

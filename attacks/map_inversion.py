@@ -123,10 +123,8 @@ class MAPInversion(Attack):
     # ------------------------------------------------------------------ fit: public weights, no training
 
     def _fit(self, aux_texts: list[str], knowledge: Knowledge) -> None:
-        from splits.partition import build_head
-
         t0 = time.perf_counter()
-        head = build_head(knowledge.model, knowledge.spec).eval().requires_grad_(False)
+        head = knowledge.attacker_head()
         self._embed = head.embed_tokens.weight.detach()
         # The head's blocks without the embedding, so candidates enter as embedding rows (and a gradient can
         # reach the input embedding); the attacker's own copy of the public blocks.

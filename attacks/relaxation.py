@@ -78,10 +78,8 @@ class Relaxation(Attack):
                                "(temperature_end <= temperature_start)")
 
     def _fit(self, aux_texts: list[str], knowledge: Knowledge) -> None:
-        from splits.partition import build_head
-
         t0 = time.perf_counter()
-        head = build_head(knowledge.model, knowledge.spec).eval().requires_grad_(False)
+        head = knowledge.attacker_head()
         self._embed = head.embed_tokens.weight.detach().float()
         # The head's blocks without the embedding: inputs enter as (mixed) embedding rows.
         self._body = Part("head", knowledge.model.config, list(head.layers), 0, head.rotary_emb).eval().float()

@@ -10,6 +10,12 @@ victims' traffic through a runtime carrying that checkpoint — exactly `flbench
 <workdir>/ftN --attack A --split P,Q [defense] --json`. `--resume` keeps the (N, attack) rows already in --out.
 Defense: none, or Gaussian noise (`--sigma`, `--relative`) on the wire both in training and under attack, or
 NoPeek in training only (`--nopeek-weight`; identity on the wire, so the attack's defense is none).
+
+`--surrogate-seed S` (adaptive attacker): the attacker fine-tunes its OWN head with the client's recipe (same
+task, steps, batch, defense — Kerckhoffs) but its own seed (another data order and adapter initialisation; it
+knows neither the client's seed nor its draws), `<workdir>/ftN_..._surrogateS`, and every attack runs that
+surrogate head instead of the public one (`flbench attack --attacker-checkpoint`). The surrogate trains on the
+same public task data as the victim here: an optimistic attacker when the client's data is private.
 """
 from __future__ import annotations
 
@@ -43,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--utility-limit", type=int, default=0,
                     help="also score the victim's task utility (eval portion, this many examples, 95%% CI) through "
                          "the same split with its adapters; 0 = skip")
+    ap.add_argument("--surrogate-seed", type=int, default=None,
+                    help="adaptive attacker: train a surrogate head with the client's recipe and this seed, attack with it")
     ap.add_argument("--workdir", default="benchmarks/.work/finetuned_victims", help="checkpoints (not committed)")
     ap.add_argument("--out", default="results/bench/attacks_finetuned_victims.json")
     ap.add_argument("--resume", action="store_true")
@@ -55,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
 
     setting = {k: getattr(args, k) for k in ("model", "split", "task", "train_batch_size", "sigma", "relative",
                                             "data", "limit", "max_length")}
+    if args.surrogate_seed is not None:
+        setting["surrogate_seed"] = args.surrogate_seed
     if args.nopeek_weight:
         if args.sigma > 0:
             ap.error("--nopeek-weight with --sigma: one defense at a time here")
@@ -76,16 +86,21 @@ def main(argv: list[str] | None = None) -> None:
         write_result({"benchmark": "attacks_finetuned_victims", "setting": setting, "rows": rows,
                       "utility": utility, "machine": machine()}, args.out, ["python", "benchmarks/bench_finetuned_victims.py", *sys.argv[1:]])
 
+    def trained(n: int, seed: int | None) -> Path:
+        """The checkpoint of `flbench train` with the recipe for N steps (and `--seed seed` when given)."""
+        ckpt = Path(args.workdir) / (f"ft{n}" + (f"_nopeek{args.nopeek_weight:g}" if args.nopeek_weight else "")
+                                     + ("" if seed is None else f"_surrogate{seed}"))
+        if not (ckpt / "run.json").is_file():
+            cmd = [str(Path(sys.executable).parent / "flbench"), "train", "--model", args.model, "--split",
+                   args.split, "--task", args.task, "--steps", str(n), "--batch-size", str(args.train_batch_size),
+                   "--out", str(ckpt), "--overwrite", *dflags, *([] if seed is None else ["--seed", str(seed)])]
+            print(f"[bench] {' '.join(cmd)}", file=sys.stderr, flush=True)
+            subprocess.run(cmd, check=True)
+        return ckpt
+
     for n in args.steps:
-        ckpt = None
-        if n > 0:
-            ckpt = Path(args.workdir) / (f"ft{n}" + (f"_nopeek{args.nopeek_weight:g}" if args.nopeek_weight else ""))
-            if not (ckpt / "run.json").is_file():
-                cmd = [str(Path(sys.executable).parent / "flbench"), "train", "--model", args.model, "--split",
-                       args.split, "--task", args.task, "--steps", str(n), "--batch-size", str(args.train_batch_size),
-                       "--out", str(ckpt), "--overwrite", *dflags]
-                print(f"[bench] {' '.join(cmd)}", file=sys.stderr, flush=True)
-                subprocess.run(cmd, check=True)
+        ckpt = trained(n, None) if n > 0 else None
+        own = trained(n, args.surrogate_seed) if n > 0 and args.surrogate_seed is not None else None
         if args.utility_limit and str(n) not in utility:  # the victim's own task, as it runs it
             from flbench.models import load_model
             from flbench.pipeline.utility import evaluate
@@ -104,12 +119,14 @@ def main(argv: list[str] | None = None) -> None:
             cfg = AttackConfig(model=args.model, split=args.split, attack=attack, victims=victims,
                                defense={"name": dname, "params": dparams})
             defense = make_defense(dname, **dparams)
-            fa = fit_attack(cfg, defense, make_generator(seed=0), progress=False, checkpoint=ckpt)
+            fa = fit_attack(cfg, defense, make_generator(seed=0), progress=False, checkpoint=ckpt,
+                            attacker_checkpoint=own)
             row = evaluate_attack(fa, records, notes)
             acc = row["metrics"]["token_accuracy"]
             print(f"[bench] {n} steps, {attack}: token accuracy {acc['mean']:.3f} [{acc['ci_low']:.3f}, "
                   f"{acc['ci_high']:.3f}]", file=sys.stderr, flush=True)
             rows.append({"finetune_steps": n, "checkpoint": str(ckpt) if ckpt else None, "attack": attack,
+                         "attacker_checkpoint": str(own) if own else None,
                          **{k: row[k] for k in ("n", "metrics", "seconds", "diagnostics", "attack_params", "examples")}})
             save()
     save()

@@ -62,6 +62,10 @@ OPTIONS = {
 @click.option("--checkpoint", default=None, type=click.Path(file_okay=False),
               help="the victim's fine-tuned adapters (a flbench train --out directory, same model and split); "
                    "the attacker knows only the public weights")
+@click.option("--attacker-checkpoint", default=None, type=click.Path(file_okay=False),
+              help="adapters the ATTACKER fine-tuned itself (flbench train --out, on public data with the client's "
+                   "known recipe, same model and split): attacks that run the head run this surrogate instead of "
+                   "the public head (an adaptive attacker against training-time defenses such as NoPeek)")
 @click.option("--task", "task_name", default=None,
               help="also score this task's utility through the same split and defense (flbench ls tasks)")
 @click.option("--task-limit", type=int, default=default(TaskConfig, "limit"), show_default=True,
@@ -71,7 +75,7 @@ OPTIONS = {
 @defense_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 def attack(model, split_text, attack_name, attack_params, data, data_file, aux_data, aux_limit, limit, max_length,
-           releases, victim_mode, new_tokens, checkpoint, task_name, task_limit, wire_dtype, dtype, device, client_device, server_device, as_json,
+           releases, victim_mode, new_tokens, checkpoint, attacker_checkpoint, task_name, task_limit, wire_dtype, dtype, device, client_device, server_device, as_json,
            **defense_opts) -> None:
     """Attack the traffic the server saw on victim data; score recovery with 95% bootstrap CIs.
 
@@ -94,13 +98,14 @@ def attack(model, split_text, attack_name, attack_params, data, data_file, aux_d
         "attack": attack_name, "params": dict(parse_kv(attack_params)), "victims": victims,
         "wire_dtype": wire_dtype, "dtype": dtype, "seed": defense_opts["seed"]}, options=OPTIONS)
     devices = resolve_devices(device, client_device, server_device)
-    if checkpoint is not None:  # a bad directory or another split fails here, before any loading
-        from flbench.pipeline.utility import read_checkpoint
+    for flag, ck in (("--checkpoint", checkpoint), ("--attacker-checkpoint", attacker_checkpoint)):
+        if ck is not None:  # a bad directory or another split fails here, before any loading
+            from flbench.pipeline.utility import read_checkpoint
 
-        meta = read_checkpoint(checkpoint)
-        if meta["split"] != cfg.split:
-            raise FlbenchError(f"--checkpoint {checkpoint!r} was trained at --split {meta['split']}, not {cfg.split}; "
-                               f"give --split {meta['split']} (or move it: flbench repartition)")
+            meta = read_checkpoint(ck)
+            if meta["split"] != cfg.split:
+                raise FlbenchError(f"{flag} {ck!r} was trained at --split {meta['split']}, not {cfg.split}; "
+                                   f"give --split {meta['split']} (or move it: flbench repartition)")
     task = None
     if task_name is not None:
         task = validate(TaskConfig, {"name": task_name, "limit": task_limit}, options={"name": "--task",
@@ -110,7 +115,7 @@ def attack(model, split_text, attack_name, attack_params, data, data_file, aux_d
     defense, gen = make_cli_defense(**defense_opts)
     u_defense, u_gen = make_cli_defense(**defense_opts) if task is not None else (None, None)
     res = run_attack(cfg, defense, gen, task=task, utility_defense=u_defense, utility_generator=u_gen,
-                     devices=devices, checkpoint=checkpoint)
+                     devices=devices, checkpoint=checkpoint, attacker_checkpoint=attacker_checkpoint)
 
     def human(o):
         snr = (o.get("snr") or {}).get("rms")

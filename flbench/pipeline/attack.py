@@ -74,11 +74,15 @@ class FittedAttack:
 
 
 def fit_attack(cfg: AttackConfig, defense, generator, progress: bool = True, loaded=None,
-               checkpoint=None, rt=None, aux: list[str] | None = None, devices: dict | None = None) -> FittedAttack:
+               checkpoint=None, rt=None, aux: list[str] | None = None, devices: dict | None = None,
+               attacker_checkpoint=None) -> FittedAttack:
     """`loaded`: an already loaded model (else cfg.model is loaded). `checkpoint`: a `flbench train --out`
     directory whose adapters the victim client runs; the attacker still knows only the public weights.
     `rt` / `aux`: a runtime built by `victim_runtime` and auxiliary texts already loaded (several attacks on
-    one capture, as `flbench run` does). `cfg` is validated (names, split, parameters) before any loading."""
+    one capture, as `flbench run` does). `cfg` is validated (names, split, parameters) before any loading.
+    `attacker_checkpoint`: adapters the ATTACKER trained (`flbench train --out`, on public data with the client's
+    known recipe): the attacker runs that surrogate head instead of the public one (attacks that run the head:
+    map-inversion, relaxation, learned-inversion's simulated client)."""
     from attacks import Knowledge, make_attack
     from flbench.models import load_model
 
@@ -88,6 +92,11 @@ def fit_attack(cfg: AttackConfig, defense, generator, progress: bool = True, loa
         rt = victim_runtime(cfg, loaded, defense, generator, checkpoint, devices)
     loaded = rt.loaded
     knowledge = Knowledge.from_runtime(rt)
+    if attacker_checkpoint is not None:
+        from dataclasses import replace
+
+        own = victim_runtime(cfg, loaded, None, None, attacker_checkpoint, devices)
+        knowledge = replace(knowledge, head=own.clients[0].head)
     attack = make_attack(cfg.attack, knowledge, **params)
     if aux is None:
         aux = load_aux(cfg.victims, cfg.seed)
@@ -218,7 +227,7 @@ def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, d
 
 def run_attack(cfg: AttackConfig, defense, generator, progress: bool = True, task=None,
                utility_defense=None, utility_generator=None, devices: dict | None = None,
-               checkpoint=None) -> dict:
+               checkpoint=None, attacker_checkpoint=None) -> dict:
     """`flbench attack`: victims (before any model loading), fit, capture, invert, score.
 
     `checkpoint`: a `flbench train --out` directory whose adapters the victim runs (at `cfg.split`); the
@@ -233,9 +242,12 @@ def run_attack(cfg: AttackConfig, defense, generator, progress: bool = True, tas
     if task is not None:
         task_obj = get_task(task.name)
         task_obj.load("eval", None, task.limit)  # a missing data file fails before any loading
-    fa = fit_attack(cfg, defense, generator, progress, devices=devices, checkpoint=checkpoint)
+    fa = fit_attack(cfg, defense, generator, progress, devices=devices, checkpoint=checkpoint,
+                    attacker_checkpoint=attacker_checkpoint)
     result = evaluate_attack(fa, records, notes)
     result["checkpoint"] = None if checkpoint is None else str(checkpoint)  # the victim's adapters (unknown to the attacker)
+    if attacker_checkpoint is not None:  # the attacker's own surrogate head
+        result["attacker_checkpoint"] = str(attacker_checkpoint)
     if task_obj is not None:
         from flbench.pipeline.utility import evaluate
 

@@ -229,3 +229,32 @@ def test_a_fine_tuned_victim_under_a_binding_clip_is_scored_with_the_clip(tiny, 
         assert attack.diagnostics(ids)["model_mismatch"] is not None
         acc[with_clip] = _acc(ids, rec)
     assert acc[True] > 0.8 and acc[True] > acc[False], acc
+
+
+def test_an_attacker_surrogate_head_replaces_the_public_one(tiny, victims):
+    """`Knowledge.head`: the attacker's own head (a surrogate of the client's fine-tuned head). Given the exact
+    fine-tuned head as surrogate, the observations are explained again (no mismatch) and recovery is exact;
+    the client's runtime is never touched (its head is copied)."""
+    import dataclasses
+
+    import torch
+
+    from splits.training import LoraSpec, apply_lora
+
+    rt = SplitRuntime(tiny, SplitSpec(1, 1), defense=make_defense("none"))
+    apply_lora(rt, LoraSpec(parts=("head",)), seed=0)
+    gen = torch.Generator().manual_seed(0)
+    for n, p in rt.clients[0].head.named_parameters():
+        if "lora_B" in n:
+            p.data = torch.randn(p.shape, generator=gen) * 0.02
+    public = Knowledge.from_runtime(rt)
+    obs, ids = capture(rt, victims[:3], batch_size=3)
+    own = dataclasses.replace(public, head=rt.clients[0].head)
+    assert own.attacker_head() is not rt.clients[0].head
+    diag = {}
+    for name, k in (("public", public), ("surrogate", own)):
+        a = make_attack("map-inversion", k, top_k=8).fit([], k)
+        rec = a.invert(obs)
+        diag[name] = (a.diagnostics(ids)["model_mismatch"], _acc(ids, rec))
+    assert diag["public"][0] is not None and diag["surrogate"][0] is None
+    assert diag["surrogate"][1] == 1.0
