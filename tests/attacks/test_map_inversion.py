@@ -26,6 +26,21 @@ def _setup(tiny, victims, defense, split=SplitSpec(1, 1)):
     return knowledge, obs, ids
 
 
+def _finetuned_head_runtime(tiny, defense):
+    """A 1,1 victim whose head carries LoRA adapters the attacker does not know (random, non-zero lora_B)."""
+    import torch
+
+    from splits.training import LoraSpec, apply_lora
+
+    rt = SplitRuntime(tiny, SplitSpec(1, 1), defense=defense, generator=make_generator(seed=3))
+    apply_lora(rt, LoraSpec(parts=("head",)), seed=0)
+    gen = torch.Generator().manual_seed(0)
+    for n, p in rt.clients[0].head.named_parameters():
+        if "lora_B" in n:
+            p.data = torch.randn(p.shape, generator=gen) * 0.02
+    return rt
+
+
 def _acc(ids, rec) -> float:
     return float(np.mean(token_accuracy(ids, rec)))
 
@@ -161,16 +176,7 @@ def test_flbench_attack_json_carries_the_candidate_recall(cli):
 def test_a_fine_tuned_victim_head_is_detected_and_scored_with_the_residual_variance(tiny, victims):
     # the victim's head carries adapters the attacker does not know: no public candidate reproduces h_A, so
     # the exact law would reject everything; `mismatch` measures the residual at position 0 and scores with it
-    import torch
-
-    from splits.training import LoraSpec, apply_lora
-
-    rt = SplitRuntime(tiny, SplitSpec(1, 1), defense=make_defense("none"))
-    apply_lora(rt, LoraSpec(parts=("head",)), seed=0)
-    gen = torch.Generator().manual_seed(0)
-    for n, p in rt.clients[0].head.named_parameters():
-        if "lora_B" in n:
-            p.data = torch.randn(p.shape, generator=gen) * 0.02
+    rt = _finetuned_head_runtime(tiny, make_defense("none"))
     knowledge = Knowledge.from_runtime(rt)
     obs, ids = capture(rt, victims[:3], batch_size=3)
     attack = make_attack("map-inversion", knowledge, candidates="all").fit([], knowledge)
@@ -200,18 +206,11 @@ def test_a_fine_tuned_victim_under_a_binding_clip_is_scored_with_the_clip(tiny, 
     the tokens whose norm the clip changed."""
     import torch
 
-    from splits.training import LoraSpec, apply_lora
-
     _, obs0, _ = _setup(tiny, victims[:3], make_defense("none"))
     norms = torch.cat([h.float().norm(dim=-1) for h in obs0.h_a])
     clip = float(norms.median()) / 4  # binds on every token
     defense = make_defense("dp-forward", clip=clip, noise_multiplier=0.01, unit="token")
-    rt = SplitRuntime(tiny, SplitSpec(1, 1), defense=defense, generator=make_generator(seed=3))
-    apply_lora(rt, LoraSpec(parts=("head",)), seed=0)
-    gen = torch.Generator().manual_seed(0)
-    for n, p in rt.clients[0].head.named_parameters():
-        if "lora_B" in n:
-            p.data = torch.randn(p.shape, generator=gen) * 0.02
+    rt = _finetuned_head_runtime(tiny, defense)
     knowledge = Knowledge.from_runtime(rt)
     obs, ids = capture(rt, victims[:3], batch_size=3)
     acc = {}
@@ -237,16 +236,7 @@ def test_an_attacker_surrogate_head_replaces_the_public_one(tiny, victims):
     the client's runtime is never touched (its head is copied)."""
     import dataclasses
 
-    import torch
-
-    from splits.training import LoraSpec, apply_lora
-
-    rt = SplitRuntime(tiny, SplitSpec(1, 1), defense=make_defense("none"))
-    apply_lora(rt, LoraSpec(parts=("head",)), seed=0)
-    gen = torch.Generator().manual_seed(0)
-    for n, p in rt.clients[0].head.named_parameters():
-        if "lora_B" in n:
-            p.data = torch.randn(p.shape, generator=gen) * 0.02
+    rt = _finetuned_head_runtime(tiny, make_defense("none"))
     public = Knowledge.from_runtime(rt)
     obs, ids = capture(rt, victims[:3], batch_size=3)
     own = dataclasses.replace(public, head=rt.clients[0].head)
