@@ -252,7 +252,9 @@ def finetuned_victims(name: str = "attacks_finetuned_victims.json") -> list[str]
         if u:
             metric = next(iter(u["metrics"]))
             util = f"{with_ci(u['metrics'][metric], (u.get('ci') or {}).get(metric))} (n={u['n']})"
-        rows.append({"victim fine-tuning steps": str(r["finetune_steps"]), "attack": r["attack"], "n": str(r["n"]),
+        rows.append({"victim fine-tuning steps": str(r["finetune_steps"]), "attack": r["attack"],
+                     "attacker's head": ("surrogate (the client's recipe, seed " + str(st.get("surrogate_seed")) + ")"
+                                         if r.get("attacker_checkpoint") else "public"), "n": str(r["n"]),
                      "token accuracy": with_ci(r["metrics"]["token_accuracy"]["mean"], r["metrics"]["token_accuracy"]),
                      "mismatch detected (residual sd)": f"yes ({mm['residual_sd']:.3g})" if mm else "no",
                      f"victim's {st['task']} utility": util})
@@ -260,6 +262,21 @@ def finetuned_victims(name: str = "attacks_finetuned_victims.json") -> list[str]
             f"`flbench train --task {st['task']} --steps N --split {st['split']}` that the attacker does not know; "
             f"defense {_victim_defense(st)}):",
             "", *_lines(markdown_table(rows)), ""]
+
+
+def gradient_epochs(name: str = "attacks_gradient_epochs.json") -> list[str]:
+    d = _bench(name)
+    if d is None:
+        return []
+    rows = [{"grad-dp z": f"{r['noise_multiplier']:g}", "epochs attacked": str(r["epochs"]), "pooling": r["pool"],
+             "ε (δ) of those releases": f"{r['epsilon']:.3g} ({r['delta']:g})",
+             "linking accuracy": MISSING if r.get("linking_accuracy") is None else f"{r['linking_accuracy']:.3f}",
+             "n": str(r["n"]), "class word recovered": with_ci(r["label_accuracy"]["mean"], r["label_accuracy"]),
+             "chance": f"{r['label_chance']:.2f}"} for r in d["rows"]]
+    return [f"**Backward channel over the epochs of a run**, `{d['command']}` ({d['model']}, split {d['split']}, "
+            f"{d['examples']} SST-2 training examples × {d['epochs']} epochs, grad-dp clip = the median per-example "
+            "gradient norm; `pool=linked`: each example's releases linked across epochs by h_A and their mean "
+            "decoded; label candidates = the class words):", "", *_lines(markdown_table(rows)), ""]
 
 
 def dp_ceiling(name: str = "attacks_dp_ceiling.json") -> list[str]:
@@ -310,7 +327,9 @@ EXACT_BEGIN, EXACT_END = "<!-- report:exact-forward:begin -->", "<!-- report:exa
 
 def exact_forward() -> list[str]:
     return (map_inversion() + releases() + training_releases() + generation() + finetuned_victims()
-            + finetuned_victims("attacks_finetuned_victims_nopeek.json") + dp_ceiling() + learned_budget() + gradient())
+            + finetuned_victims("attacks_finetuned_victims_nopeek.json")
+            + finetuned_victims("attacks_finetuned_victims_nopeek_adaptive.json") + dp_ceiling() + learned_budget()
+            + gradient() + gradient_epochs())
 
 
 BEGIN, END = "<!-- report:utility-and-sweep:begin -->", "<!-- report:utility-and-sweep:end -->"
