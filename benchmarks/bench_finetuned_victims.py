@@ -14,8 +14,9 @@ NoPeek in training only (`--nopeek-weight`; identity on the wire, so the attack'
 `--surrogate-seed S` (adaptive attacker): the attacker fine-tunes its OWN head with the client's recipe (same
 task, steps, batch, defense — Kerckhoffs) but its own seed (another data order and adapter initialisation; it
 knows neither the client's seed nor its draws), `<workdir>/ftN_..._surrogateS`, and every attack runs that
-surrogate head instead of the public one (`flbench attack --attacker-checkpoint`). The surrogate trains on the
-same public task data as the victim here: an optimistic attacker when the client's data is private.
+surrogate head instead of the public one (`flbench attack --attacker-checkpoint`). By default the surrogate
+trains on the same public task data as the victim (an optimistic attacker when the client's data is private);
+`--surrogate-task T` trains it on another public task instead.
 """
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
                          "the same split with its adapters; 0 = skip")
     ap.add_argument("--surrogate-seed", type=int, default=None,
                     help="adaptive attacker: train a surrogate head with the client's recipe and this seed, attack with it")
+    ap.add_argument("--surrogate-task", default=None,
+                    help="the public task the surrogate trains on [default: --task, the victim's own task]")
     ap.add_argument("--workdir", default="benchmarks/.work/finetuned_victims", help="checkpoints (not committed)")
     ap.add_argument("--out", default="results/bench/attacks_finetuned_victims.json")
     ap.add_argument("--resume", action="store_true")
@@ -65,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
                                             "data", "limit", "max_length")}
     if args.surrogate_seed is not None:
         setting["surrogate_seed"] = args.surrogate_seed
+        if args.surrogate_task not in (None, args.task):
+            setting["surrogate_task"] = args.surrogate_task
     if args.nopeek_weight:
         if args.sigma > 0:
             ap.error("--nopeek-weight with --sigma: one defense at a time here")
@@ -88,11 +93,13 @@ def main(argv: list[str] | None = None) -> None:
 
     def trained(n: int, seed: int | None) -> Path:
         """The checkpoint of `flbench train` with the recipe for N steps (and `--seed seed` when given)."""
+        task = args.task if seed is None else (args.surrogate_task or args.task)
         ckpt = Path(args.workdir) / (f"ft{n}" + (f"_nopeek{args.nopeek_weight:g}" if args.nopeek_weight else "")
-                                     + ("" if seed is None else f"_surrogate{seed}"))
+                                     + ("" if seed is None else f"_surrogate{seed}")
+                                     + ("" if task == args.task else f"_{task}"))
         if not (ckpt / "run.json").is_file():
             cmd = [str(Path(sys.executable).parent / "flbench"), "train", "--model", args.model, "--split",
-                   args.split, "--task", args.task, "--steps", str(n), "--batch-size", str(args.train_batch_size),
+                   args.split, "--task", task, "--steps", str(n), "--batch-size", str(args.train_batch_size),
                    "--out", str(ckpt), "--overwrite", *dflags, *([] if seed is None else ["--seed", str(seed)])]
             print(f"[bench] {' '.join(cmd)}", file=sys.stderr, flush=True)
             subprocess.run(cmd, check=True)

@@ -253,8 +253,9 @@ def finetuned_victims(name: str = "attacks_finetuned_victims.json") -> list[str]
             metric = next(iter(u["metrics"]))
             util = f"{with_ci(u['metrics'][metric], (u.get('ci') or {}).get(metric))} (n={u['n']})"
         rows.append({"victim fine-tuning steps": str(r["finetune_steps"]), "attack": r["attack"],
-                     "attacker's head": ("surrogate (the client's recipe, seed " + str(st.get("surrogate_seed")) + ")"
-                                         if r.get("attacker_checkpoint") else "public"), "n": str(r["n"]),
+                     "attacker's head": (f"surrogate (the client's recipe on {st.get('surrogate_task', st['task'])}, "
+                                         f"seed {st.get('surrogate_seed')})" if r.get("attacker_checkpoint")
+                                         else "public"), "n": str(r["n"]),
                      "token accuracy": with_ci(r["metrics"]["token_accuracy"]["mean"], r["metrics"]["token_accuracy"]),
                      "mismatch detected (residual sd)": f"yes ({mm['residual_sd']:.3g})" if mm else "no",
                      f"victim's {st['task']} utility": util})
@@ -328,7 +329,8 @@ EXACT_BEGIN, EXACT_END = "<!-- report:exact-forward:begin -->", "<!-- report:exa
 def exact_forward() -> list[str]:
     return (map_inversion() + releases() + training_releases() + generation() + finetuned_victims()
             + finetuned_victims("attacks_finetuned_victims_nopeek.json")
-            + finetuned_victims("attacks_finetuned_victims_nopeek_adaptive.json") + dp_ceiling() + learned_budget()
+            + finetuned_victims("attacks_finetuned_victims_nopeek_adaptive.json")
+            + finetuned_victims("attacks_finetuned_victims_nopeek_adaptive_wic.json") + dp_ceiling() + learned_budget()
             + gradient() + gradient_epochs())
 
 
