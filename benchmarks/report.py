@@ -95,8 +95,12 @@ def sweep(runs: Path = ROOT / "results" / "runs", spec: str = "sweeps/default.ya
     worst = lb.build_worst_case(per_attack)
     cols = ["split", "defense", "noise_sigma", "finetune_steps", "utility", "baseline", "relative_utility",
             "worst_recovery", "worst_attack", "score", "pareto"]
+    from flbench.experiments.sweep import expand, load_spec
+
     cells = len({lb.cell_key(r) for r in recs})
-    out = [f"`flbench sweep {spec} --out {runs.relative_to(ROOT)}`: {cells} cells, {_cell_seconds(recs) / 60:.0f} min "
+    total = len(expand(load_spec(ROOT / spec)))
+    done = f"{cells} cells" if cells >= total else f"{cells} of its {total} cells so far (resumable: the rest next)"
+    out = [f"`flbench sweep {spec} --out {runs.relative_to(ROOT)}`: {done}, {_cell_seconds(recs) / 60:.0f} min "
            "summed over the cells' own wall times (records' `timings.total_s`, per cell in the leaderboard's "
            "`seconds`; 2-core machine, shared with other jobs unless said otherwise); tables: `flbench leaderboard --records "
            f"{runs.relative_to(ROOT)} --view worst-case --format md` and `--view claims`.", ""]
