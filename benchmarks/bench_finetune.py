@@ -72,6 +72,7 @@ def main() -> None:
                 "train_seconds": tr["seconds"], "first_loss": tr["first_loss"],
                 "final_loss_mean_last10pct": tr["final_loss_mean_last10pct"],
                 "train_wire_bytes": tr["wire"]["bytes_total"], "metrics": ev["metrics"], "n": ev["n"],
+                "ci": ev.get("ci"), "baselines": ev.get("baselines"), "sample": ev.get("sample"),
                 "eval_seconds": ev["seconds"], "snr": (tr.get("defense_stats") or {}).get("snr_rms"),
             })
             print(strict_json(rows[-1]), file=sys.stderr, flush=True)
