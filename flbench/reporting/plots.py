@@ -168,6 +168,7 @@ def _errors(rows, col: str):
 def plot_tradeoff(df, out_dir: Path, result: PlotResult, worst=None) -> None:
     import pandas as pd
 
+    from flbench.reporting.claims import RECALL_OK
     from flbench.reporting.leaderboard import build_worst_case
 
     w = _with_family(build_worst_case(df) if worst is None else worst)
@@ -209,6 +210,9 @@ def plot_tradeoff(df, out_dir: Path, result: PlotResult, worst=None) -> None:
                         txt = f"ε={r['epsilon']:.3g}"
                     else:
                         txt = f"σ={_num(r['noise_sigma'])}" if _finite(r["noise_sigma"]) else "σ=?"
+                    recall = r.get("candidate_recall", float("nan"))
+                    if _finite(recall) and recall < RECALL_OK:  # the search, not the defense, limited it: a lower bound
+                        txt += f" (≥: recall {recall:.2f})"
                     ax.annotate(txt, (r[ap], r["utility"]), textcoords="offset points",
                                 xytext=(4, 3), fontsize=6.5, color=colors[split])
                 drawn_any = True
