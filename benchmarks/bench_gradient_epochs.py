@@ -95,22 +95,22 @@ def main(argv: list[str] | None = None) -> None:
         for e in counts:
             sub = TrainingTraffic(_prefix(traffic.tap, e * args.examples), trace=traffic.trace, rt=traffic.rt,
                                   answers=answers, chance=chance, task="sst2", examples_per_epoch=len(samples))
-            for pool in ("none" if e == 1 else "linked",):
-                t0 = time.perf_counter()
-                res = evaluate_gradient_attack("gradient-label", {"positions": "all", "candidates": "answers",
-                                                                  "pool": pool}, sub, args.seed)
-                m = res["metrics"]
-                acc = gd.accounting(e)
-                row = {"noise_multiplier": z, "clip": clip, "epochs": e, "pool": pool,
-                       "n": res["n"], "label_accuracy": m["label_accuracy"], "label_chance": m.get("label_chance"),
-                       "linking_accuracy": res["diagnostics"].get("linking_accuracy"),
-                       "epsilon": acc.get("epsilon"), "delta": acc.get("delta"), "accounting": acc,
-                       "seconds": round(time.perf_counter() - t0, 1),
-                       "train": {"first_loss": summary["first_loss"], "final_loss": summary["final_loss"]}}
-                rows.append(row)
-                print(f"[bench] z={z:g} epochs={e} pool={row['pool']}: label "
-                      f"{m['label_accuracy']['mean']:.3f} (n={res['n']}, links {row['linking_accuracy']}, "
-                      f"ε={row['epsilon']:.3g}, {row['seconds']:.0f} s)", file=sys.stderr, flush=True)
+            pool = "none" if e == 1 else "linked"
+            t0 = time.perf_counter()
+            res = evaluate_gradient_attack("gradient-label", {"positions": "all", "candidates": "answers",
+                                                              "pool": pool}, sub, args.seed)
+            m = res["metrics"]
+            acc = gd.accounting(e)
+            row = {"noise_multiplier": z, "clip": clip, "epochs": e, "pool": pool,
+                   "n": res["n"], "label_accuracy": m["label_accuracy"], "label_chance": m.get("label_chance"),
+                   "linking_accuracy": res["diagnostics"].get("linking_accuracy"),
+                   "epsilon": acc.get("epsilon"), "delta": acc.get("delta"), "accounting": acc,
+                   "seconds": round(time.perf_counter() - t0, 1),
+                   "train": {"first_loss": summary["first_loss"], "final_loss": summary["final_loss"]}}
+            rows.append(row)
+            print(f"[bench] z={z:g} epochs={e} pool={row['pool']}: label "
+                  f"{m['label_accuracy']['mean']:.3f} (n={res['n']}, links {row['linking_accuracy']}, "
+                  f"ε={row['epsilon']:.3g}, {row['seconds']:.0f} s)", file=sys.stderr, flush=True)
         del traffic
     result = {"benchmark": "attacks_gradient_epochs", "model": loaded.name, "split": args.split,
               "examples": args.examples, "batch_size": args.batch_size, "epochs": args.epochs, "lr": args.lr,
