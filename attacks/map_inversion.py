@@ -41,7 +41,6 @@ from transformers import DynamicCache
 
 from attacks.base import Attack, Knowledge, Observations, register
 from defenses.base import squared_distance_sum
-from defenses.clipping import ClippedGaussian
 from flbench.core.errors import FlbenchError
 from flbench.core.params import NonNegativeInt, PositiveInt
 from splits.parts import Part
@@ -259,7 +258,7 @@ class MAPInversion(Attack):
         d = first.shape[1]
         best = torch.stack([self._defense.observation_log_likelihood(o, self._table0, reference_rms=self._ref_rms).max()
                             for o in first])
-        self._mismatch_seen = self._clip_law_var = None
+        self._mismatch_seen = None
         if float(best.median()) >= -(d + PLAUSIBLE_Z * (2 * d) ** 0.5) / 2:
             return None
         resid = squared_distance_sum(first.unsqueeze(1), self._table0).min(1).values / d  # (N,)
@@ -267,9 +266,6 @@ class MAPInversion(Attack):
         law_sd = self._defense.noise_scale().per_coordinate_std(d, float(self._ref_rms or rms))
         total = max(float(resid.median()), law_sd ** 2)
         self._mismatch_seen = {"residual_sd": float(resid.median()) ** 0.5, "law_sd": law_sd}
-        # a clipping defense (dp-forward): keep its own law — the candidate clipped first — widened to the total
-        # variance, instead of comparing the observation with the unclipped candidate
-        self._clip_law_var = law_sd ** 2 if isinstance(self._defense, ClippedGaussian) and law_sd > 0 else None
         return total
 
     def _select(self, victim: torch.Tensor, cand: torch.Tensor, total: torch.Tensor):
@@ -291,11 +287,8 @@ class MAPInversion(Attack):
     def _log_lik(self, obs_rows: torch.Tensor, hid: torch.Tensor) -> torch.Tensor:
         """(R, K) log-likelihoods of observation rows (R, k, d) (k releases each, their log-likelihoods add)
         against candidate h_A: (R, K, d) per row, or (K, d) shared by every row."""
-        if self._total_var is not None:
-            if self._clip_law_var is not None:  # −||o − clip(c)||² / (2 σ_law²) rescaled to the total variance
-                ll = self._defense.observation_log_likelihood(obs_rows, hid, reference_rms=self._ref_rms)
-                return ll * (self._clip_law_var / self._total_var)
-            return -squared_distance_sum(obs_rows, hid) / (2.0 * self._total_var)
+        if self._total_var is not None:  # the defense's law widened to the measured residual (clip first, etc.)
+            return self._defense.widened_log_likelihood(obs_rows, hid, self._total_var, reference_rms=self._ref_rms)
         return self._defense.observation_log_likelihood(obs_rows, hid, reference_rms=self._ref_rms)
 
     def _first_position(self, obs_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -408,6 +408,18 @@ class BaseDefense:
         raise FlbenchError(f"defense {self.name!r} does not state the likelihood of what it sends "
                            "(observation_log_likelihood); likelihood-based attacks cannot run against it")
 
+    def widened_log_likelihood(self, observed: torch.Tensor, candidates: torch.Tensor, total_var: float, *,
+                               reference_rms: float | None = None) -> torch.Tensor:
+        """log p(observed | candidate) (shapes as `observation_log_likelihood`) when the attacker's model of
+        the client is off by an unknown residual (e.g. fine-tuned adapters it does not have), modelled as
+        isotropic Gaussian: the law's noise widened to `total_var` per coordinate (the law's own variance plus
+        the measured residual; see map-inversion's `mismatch`). Default: the candidate is the mean,
+        −Σ||o − c||² / (2 total_var). A defense whose law transforms the candidate before adding noise
+        overrides this to apply that transform first (clipping: `ClippedGaussian`)."""
+        if not total_var > 0:
+            raise FlbenchError(f"widened likelihood: total_var={total_var!r}; expected a positive variance")
+        return -squared_distance_sum(observed, candidates) / (2.0 * total_var)
+
     @classmethod
     def states_likelihood(cls) -> bool:
         """True when this defense implements `observation_log_likelihood`."""

@@ -157,6 +157,16 @@ class ClippedGaussian(BaseDefense):
         depends on the whole example). reference_rms is not used (the scale is absolute)."""
         return clipped_gaussian_log_likelihood(observed, candidates, self.clip, self.sigma, self.per_example)
 
+    def widened_log_likelihood(self, observed: torch.Tensor, candidates: torch.Tensor, total_var: float, *,
+                               reference_rms: float | None = None) -> torch.Tensor:
+        """The mechanism's own law (candidate clipped first) with its variance σ² widened to `total_var`:
+        the clipped log-likelihood rescaled by σ²/total_var, rather than comparing the observation with the
+        unclipped candidate (which misreads every clipped row). Without noise (σ = 0) the base law."""
+        if self.sigma <= 0:
+            return super().widened_log_likelihood(observed, candidates, total_var, reference_rms=reference_rms)
+        ll = self.observation_log_likelihood(observed, candidates, reference_rms=reference_rms)
+        return ll * (self.sigma ** 2 / total_var)
+
     # ------------------------------------------------------------------ accounting
 
     def effective_noise_multiplier(self, vectors: int = 1) -> float:

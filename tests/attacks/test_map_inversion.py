@@ -216,14 +216,10 @@ def test_a_fine_tuned_victim_under_a_binding_clip_is_scored_with_the_clip(tiny, 
     acc = {}
     for with_clip in (True, False):
         attack = make_attack("map-inversion", knowledge, candidates="all").fit([], knowledge)
-        if not with_clip:  # the behaviour before: the unclipped candidate against the clipped observation
-            orig = attack._mismatch_variance
-
-            def unclipped(o, orig=orig, attack=attack):
-                v = orig(o)
-                attack._clip_law_var = None
-                return v
-            attack._mismatch_variance = unclipped
+        if not with_clip:  # the base law: the unclipped candidate against the clipped observation
+            object.__setattr__(attack._defense, "widened_log_likelihood",
+                               lambda o, c, v, reference_rms=None: BaseDefense.widened_log_likelihood(
+                                   attack._defense, o, c, v))
         rec = attack.invert(obs)
         assert attack.diagnostics(ids)["model_mismatch"] is not None
         acc[with_clip] = _acc(ids, rec)

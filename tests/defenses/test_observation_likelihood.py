@@ -106,3 +106,22 @@ def test_shape_errors_are_one_line(rows):
     with pytest.raises(FlbenchError, match="does not match"):
         d.observation_log_likelihood(o[0], c[:, :8])
     assert math.isfinite(float(d.observation_log_likelihood(o[0].double(), c).sum()))
+
+
+def test_widened_likelihood_at_the_law_variance_is_the_law(rows):
+    """`widened_log_likelihood` with total_var = the law's own variance gives the law back (up to a constant):
+    Gaussian by default; dp-forward with the candidate clipped first. Wider variance flattens it by that
+    ratio; a non-positive variance is refused."""
+    o, c = rows
+    g = make_defense("gaussian", sigma=0.7)
+    _same_up_to_constant(g.widened_log_likelihood(o, c, 0.49), g.observation_log_likelihood(o, c))
+    clip = float(c.norm(dim=-1).median())  # binds on some candidates
+    dp = make_defense("dp-forward", clip=clip, noise_multiplier=0.1, unit="token")
+    law = dp.observation_log_likelihood(o, c)
+    _same_up_to_constant(dp.widened_log_likelihood(o, c, dp.sigma ** 2), law)
+    _same_up_to_constant(dp.widened_log_likelihood(o, c, 4 * dp.sigma ** 2), law / 4)
+    # the base (unclipped) law ranks the candidates differently once the clip binds
+    base = BaseDefense.widened_log_likelihood(dp, o, c, dp.sigma ** 2)
+    assert not torch.allclose(base - base[0], law - law[0], rtol=1e-3, atol=1e-3)
+    with pytest.raises(FlbenchError, match="total_var"):
+        g.widened_log_likelihood(o, c, 0.0)
