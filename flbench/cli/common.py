@@ -202,6 +202,16 @@ def grad_defense_options(f):
     return f
 
 
+def party_defense_options(f):
+    """A client process's own defenses (`flbench client`, whose --seed is a job option): --defense and its
+    flags, --secure-noise, --grad-defense and its flags."""
+    f = grad_defense_options(f)
+    f = click.option("--secure-noise", is_flag=True, help="seed the noise generators from the OS instead of --seed")(f)
+    for o in reversed(_edge_options("h_a")):
+        f = o(f)
+    return f
+
+
 def pop_grad_options(opts: dict) -> dict:
     """Remove the gradient-edge options (`grad_defense_options`) from a command's keyword arguments."""
     names = {"grad_defense"} | {_dest(flag) for flag in _owners("grad_b")}

@@ -108,9 +108,6 @@ def train(model, split_text, data_file, task_name, data_dir, centralized, strate
     if centralized and grad_defense is not None:
         raise FlbenchError(f"--grad-defense {grad_defense.name} has no effect with --centralized (the unsplit model "
                            "sends no gradient over a wire); drop one of them")
-    if transport == "distributed" and grad_defense is not None:
-        raise FlbenchError("--transport distributed runs without a --grad-defense for now; drop --grad-defense or "
-                           "use --transport inprocess")
     if centralized and (defense.name != "none" or clients != 1):
         raise FlbenchError("--centralized trains the unsplit model: no wire for a --defense, one client (--clients 1)")
     out_dir = check_train_out(out, overwrite)
@@ -137,7 +134,7 @@ def train(model, split_text, data_file, task_name, data_dir, centralized, strate
                                     data_file=data_file, task=task_name, data_dir=data_dir, out_dir=out_dir,
                                     overwrite=overwrite, timeout=timeout, centralized=centralized,
                                     defense=defense, dtype=dtype, devices=devices,
-                                    secure_noise=bool(defense_opts.get("secure_noise")))
+                                    secure_noise=bool(defense_opts.get("secure_noise")), grad_defense=grad_defense)
         emit(summary, as_json, _human)
         return
     loaded = load_model(model, dtype=dtype, device=devices["device"])
@@ -148,7 +145,8 @@ def train(model, split_text, data_file, task_name, data_dir, centralized, strate
     rt = SplitRuntime(loaded, spec, n_clients=clients, wire_dtype=wire_dtype, defense=defense, generator=gen,
                       client_device=devices["client_device"], server_device=devices["server_device"],
                       grad_defense=grad_defense, grad_generator=grad_gen)
-    if clients > 1 and defense.name != "none":  # each client its own noise stream, as each client process has
+    if clients > 1 and (defense.name != "none" or grad_defense is not None):  # each client its own noise streams,
+        # as each client process has
         from flbench.pipeline.distributed import seed_client_generators
 
         seed_client_generators(rt, cfg.seed, bool(defense_opts.get("secure_noise")))

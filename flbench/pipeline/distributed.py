@@ -37,14 +37,15 @@ SHARED = ("kind", "model", "split", "clients", "train", "lora", "wire_dtype", "t
 
 def make_job(*, model: str, split: str, clients: int, train: dict, lora: dict, wire_dtype: str = "fp32",
              data_file: str | None = None, task: str | None = None, data_dir: str | None = None,
-             defense: dict | None = None, task_limit: int | None = None, threads: int | None = None) -> dict:
+             defense: dict | None = None, task_limit: int | None = None, threads: int | None = None,
+             grad_defense: dict | None = None) -> dict:
     """The job's options. Where the data lives (data_file, data_dir) is each client's own business (it may
     differ between hosts; the server has no data): the handshake compares only `SHARED`."""
     if data_file is not None and task is not None:
         raise FlbenchError("give one of --data-file FILE or --task NAME, not both")
     return {"model": model, "split": split, "clients": int(clients), "train": dict(train), "lora": dict(lora),
             "wire_dtype": wire_dtype, "data_file": data_file, "task": task, "data_dir": data_dir,
-            "defense": defense, "task_limit": task_limit, "threads": threads}
+            "defense": defense, "grad_defense": grad_defense, "task_limit": task_limit, "threads": threads}
 
 
 def _configs(job: dict):
@@ -166,11 +167,23 @@ def client_generator(seed: int | None, cid: int, secure: bool = False):
     return make_generator(None, secure=True) if secure else make_generator(client_seed(seed or 0, cid))
 
 
+def client_grad_generator(seed: int | None, cid: int, secure: bool = False):
+    """The generator of client `cid`'s gradient-edge defense: the gradient stream (`grad_seed`) of the client's
+    own seed (`client_seed`; client 0 of any run: the one-client stream), or one seeded from the OS."""
+    from defenses import make_generator
+    from flbench.pipeline.gradient import grad_seed
+
+    return make_generator(None, secure=True) if secure else make_generator(grad_seed(client_seed(seed or 0, cid)))
+
+
 def seed_client_generators(rt, seed: int | None, secure: bool = False) -> None:
-    """Give each client of an in-process runtime its own noise stream (`client_generator`), as each client
-    process of the distributed transport has: both transports then draw the same noise."""
+    """Give each client of an in-process runtime its own noise streams (`client_generator`, and
+    `client_grad_generator` where a gradient defense sits), as each client process of the distributed
+    transport has: both transports then draw the same noise."""
     for c in rt.clients:
         c.generator = client_generator(seed, c.cid, secure)
+        if c.grad_defense is not None:
+            c.grad_generator = client_grad_generator(seed, c.cid, secure)
 
 
 def defense_job(defense, secure: bool = False) -> dict | None:
@@ -277,12 +290,16 @@ def _client_party(cid: int, endpoint, job: dict, loaded, spec, crc: int, cfg, lo
     server = sub_server_rank(cid, n) if hier else SERVER_RANK
     if hier:
         endpoint.names[server] = f"sub-server {cid} (rank {server})"
-    dspec = job.get("defense")
-    defense = gen = None
+    dspec, gspec = job.get("defense"), job.get("grad_defense")
+    defense = gen = grad_defense = grad_gen = None
     if dspec:
         defense = make_defense(dspec["name"], **dspec["params"])
         gen = client_generator(cfg.seed, cid, dspec.get("secure", False))
-    rt = SplitRuntime(loaded, spec, n_clients=1, wire_dtype=job["wire_dtype"], defense=defense, generator=gen)
+    if gspec:
+        grad_defense = make_defense(gspec["name"], **gspec["params"])
+        grad_gen = client_grad_generator(cfg.seed, cid, gspec.get("secure", False))
+    rt = SplitRuntime(loaded, spec, n_clients=1, wire_dtype=job["wire_dtype"], defense=defense, generator=gen,
+                      grad_defense=grad_defense, grad_generator=grad_gen)
     rt.clients[0].cid = cid
     rt.servers = []  # the trunk runs in the server's process
     rt.parts.trunk = None
@@ -331,6 +348,7 @@ def _client_party(cid: int, endpoint, job: dict, loaded, spec, crc: int, cfg, lo
             "train_seconds": None if train_seconds is None else round(train_seconds, 4), "error": error,
             "wire": rt.wire.stats(), **_wire_counts(rt.wire),
             **({"defense_stats": defense.stats()} if defense is not None else {}),
+            **({"grad_defense_stats": grad_defense.stats()} if grad_defense is not None else {}),
             **({"fedavg": {"syncs": fed.syncs, "bytes": fed.bytes, "weight": fed.weight}} if fed else {})}
 
 
@@ -494,9 +512,10 @@ def assemble(parts_dir: str | Path, out: Path, job: dict, meta: dict, overwrite:
                                       "client_errors": {str(c["client"]): c["error"] for c in got["clients"] if c["error"]}},
         "out": str(out),
     }
-    stats = [c["defense_stats"] for c in got["clients"] if "defense_stats" in c]
-    if stats:  # each client's own defense (one client: its stats, as in process)
-        summary["defense_stats"] = stats[0] if n == 1 else {"clients": stats}
+    for key in ("defense_stats", "grad_defense_stats"):
+        stats = [c[key] for c in got["clients"] if key in c]
+        if stats:  # each client's own defense (one client: its stats, as in process)
+            summary[key] = stats[0] if n == 1 else {"clients": stats}
     files["run.json"] = (strict_json(summary, indent=2, default=str) + "\n").encode()
     atomic_write_dir(out, files, overwrite=overwrite)
     return summary
@@ -505,10 +524,11 @@ def assemble(parts_dir: str | Path, out: Path, job: dict, meta: dict, overwrite:
 def train_distributed(*, model: str, spec, clients: int, cfg, lora, wire_dtype: str, data_file: str | None,
                       task: str | None, data_dir: str | None, out_dir: Path, overwrite: bool = False,
                       timeout: float | None = None, centralized: bool = False, defense=None, dtype: str = "fp32",
-                      devices: dict | None = None, secure_noise: bool = False) -> dict:
+                      devices: dict | None = None, secure_noise: bool = False, grad_defense=None) -> dict:
     """`flbench train --transport distributed`: refuse what the distributed transport does not do yet, start
     the parties as local processes, and write their outputs to `out_dir` as one run. `defense` runs in each
-    client process on its h_A edge, drawing from that client's own stream (`client_generator`)."""
+    client process on its h_A edge, drawing from that client's own stream (`client_generator`), and
+    `grad_defense` on its dL/dh_B edge (`client_grad_generator`)."""
     import tempfile
     from dataclasses import asdict
 
@@ -519,10 +539,13 @@ def train_distributed(*, model: str, spec, clients: int, cfg, lora, wire_dtype: 
                            "--transport inprocess")
     job = make_job(model=model, split=str(spec), clients=clients, train=asdict(cfg), lora=asdict(lora),
                    wire_dtype=wire_dtype, data_file=None if data_file is None else str(Path(data_file).resolve()),
-                   task=task, data_dir=data_dir, defense=defense_job(defense, secure_noise))
+                   task=task, data_dir=data_dir, defense=defense_job(defense, secure_noise),
+                   grad_defense=defense_job(grad_defense, secure_noise))
     with tempfile.TemporaryDirectory(prefix="flbench-dist-") as tmp:
         launch_local(job, tmp, timeout)
-        meta = {"model": model, "split": str(spec), "data": {"task": task, "data_file": data_file, "data_dir": data_dir}}
+        meta = {"model": model, "split": str(spec), "data": {"task": task, "data_file": data_file, "data_dir": data_dir},
+                **({"defense": defense.describe()} if defense is not None else {}),
+                **({"grad_defense": grad_defense.describe()} if grad_defense is not None else {})}
         return assemble(tmp, out_dir, job, meta, overwrite=overwrite)
 
 
