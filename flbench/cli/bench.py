@@ -143,9 +143,9 @@ def _bench_strategies(model, split_text, batch, seq_len, strategies, clients, ex
     from flbench.tasks import get_task
 
     refuse_with("--strategies", True, "steps", why="each strategy trains one pass over --examples")
-    if dtype != "fp32" or device != "cpu" or client_device or server_device:
-        raise FlbenchError("--strategies runs fp32 on the CPU (the distributed transport's parties do); drop "
-                           "--dtype/--device/--client-device/--server-device")
+    if device != "cpu" or client_device or server_device:
+        raise FlbenchError("--strategies runs every party on the CPU (the distributed transport's parties are "
+                           "there); drop --device/--client-device/--server-device")
     clients = SD["clients"] if clients is None else clients
     examples = SD["examples"] if examples is None else examples
     task_name = task_name or SD["task_name"]
@@ -160,12 +160,12 @@ def _bench_strategies(model, split_text, batch, seq_len, strategies, clients, ex
     if out is not None:
         check_output(out, kind="file", overwrite=overwrite or resume)
     setting = strategy_setting(model, split_text, names, clients, examples, batch, seq_len, task_name, eval_limit, lr,
-                               seed, threads)
+                               seed, threads, dtype)
     try:
         done = resumed(out, setting, resume).get("results", []) if out is not None else []
     except SystemExit as e:
         raise FlbenchError(str(e)) from None
-    argv = _without(invocation(), ONE_STEP_ONLY)
+    argv = _without(invocation(), tuple(o for o in ONE_STEP_ONLY if o != "--dtype" or dtype == "fp32"))
 
     def save(rows: list[dict]) -> None:
         if out is not None:
@@ -174,7 +174,7 @@ def _bench_strategies(model, split_text, batch, seq_len, strategies, clients, ex
 
     res = bench_training_strategies(model, split_text, names, clients, examples, batch, seq_len, task=task_name,
                                     eval_limit=eval_limit, lr=lr, seed=seed, threads=threads, data_dir=data_dir,
-                                    timeout=timeout, done=done, on_row=save)
+                                    timeout=timeout, done=done, on_row=save, dtype=dtype)
     write_result(res, out, argv)
 
     def human(o):

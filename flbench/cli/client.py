@@ -17,7 +17,7 @@ from flbench.core.errors import FlbenchError
 @party_defense_options
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 def client_cmd(rank, model, split_text, clients, strategy, sync_every, steps, batch_size, max_length, lr, lora_rank,
-               lora_alpha, train_parts, task_name, seed, timeout, out, wire_dtype, data_file, data_dir, as_json,
+               lora_alpha, train_parts, task_name, seed, dtype, timeout, out, wire_dtype, data_file, data_dir, as_json,
                **defense_opts) -> None:
     """Run one client party of a distributed training run; MASTER_ADDR/MASTER_PORT from the environment. Its
     defenses (--defense on the hidden states it sends, --grad-defense on the gradient its tail sends back) are
@@ -31,7 +31,7 @@ def client_cmd(rank, model, split_text, clients, strategy, sync_every, steps, ba
         raise FlbenchError("give exactly one of --data-file FILE (plain text) or --task NAME (flbench ls tasks)")
     job = build_job(model, split_text, clients, strategy, steps, batch_size, max_length, lr, lora_rank, lora_alpha,
                     train_parts, task_name, seed, wire_dtype, data_file=data_file, data_dir=data_dir,
-                    sync_every=sync_every)
+                    sync_every=sync_every, dtype=dtype)
     secure = bool(defense_opts.get("secure_noise"))
     grad_opts = pop_grad_options(defense_opts)
     defense, _ = make_cli_defense(seed=seed, **defense_opts)

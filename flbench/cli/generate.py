@@ -68,11 +68,12 @@ def generate(model, split_text, prompts, max_new_tokens, centralized, no_kv_cach
     if transport == "distributed":
         from flbench.pipeline.distributed import generate_distributed
 
-        res = generate_distributed(model=model, spec=spec, prompts=list(prompts), max_new_tokens=max_new_tokens,
-                                   mode=mode, chat=chat, wire_dtype=wire_dtype, timeout=timeout, defense=defense,
-                                   dtype=dtype, devices=devices)
+        res, remote_stats = generate_distributed(
+            model=model, spec=spec, prompts=list(prompts), max_new_tokens=max_new_tokens, mode=mode, chat=chat,
+            wire_dtype=wire_dtype, timeout=timeout, defense=defense, dtype=dtype, devices=devices,
+            seed=defense_opts.get("seed", 0), secure_noise=bool(defense_opts.get("secure_noise")))
     else:
-        res = run_generation(loaded, ids, mask, max_new_tokens, mode, spec, rt)
+        res, remote_stats = run_generation(loaded, ids, mask, max_new_tokens, mode, spec, rt), None
     texts = [loaded.tokenizer.decode(t, skip_special_tokens=True) for t in res.token_ids]
     out = {
         "model": loaded.name,
@@ -86,7 +87,7 @@ def generate(model, split_text, prompts, max_new_tokens, centralized, no_kv_cach
         "tokens_per_s": round(res.tokens_per_s, 3),
         "wire": res.wire,
         "defense": defense.describe(),
-        "defense_stats": defense.stats(),
+        "defense_stats": remote_stats if remote_stats is not None else defense.stats(),
     }
 
     def human(o):

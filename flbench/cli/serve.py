@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from flbench.cli.common import DEFAULT_MODEL, DEFAULT_SPLIT, POSITIVE_INT, FiniteFloatRange, emit, wire_options
+from flbench.cli.common import DEFAULT_MODEL, DEFAULT_SPLIT, DTYPE_HELP, POSITIVE_INT, FiniteFloatRange, emit, wire_options
 from flbench.pipeline.config import FinetuneConfig, default
 from splits.strategies import strategies
 
@@ -37,6 +37,8 @@ def job_options(f):
         click.option("--train-parts", default="head,trunk,tail", show_default=True),
         click.option("--task", "task_name", default=None, help="the task the clients train on (if not --data-file)"),
         click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+                     help=DTYPE_HELP + " (every party the same)"),
         click.option("--timeout", type=FiniteFloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT,
                      show_default=True, help="seconds to wait for a peer (connecting, every message)"),
         click.option("--out", type=click.Path(file_okay=False), required=True,
@@ -48,7 +50,8 @@ def job_options(f):
 
 
 def build_job(model, split_text, clients, strategy, steps, batch_size, max_length, lr, lora_rank, lora_alpha,
-              train_parts, task_name, seed, wire_dtype, data_file=None, data_dir=None, sync_every=None) -> dict:
+              train_parts, task_name, seed, wire_dtype, data_file=None, data_dir=None, sync_every=None,
+              dtype="fp32") -> dict:
     from dataclasses import asdict
 
     from flbench.cli.common import parse_split_option
@@ -62,7 +65,7 @@ def build_job(model, split_text, clients, strategy, steps, batch_size, max_lengt
                       sync_every=sync_every)
     lora = LoraSpec(rank=lora_rank, alpha=lora_alpha, parts=tuple(p.strip() for p in train_parts.split(",") if p.strip()))
     return make_job(model=model, split=str(spec), clients=clients, train=asdict(cfg), lora=asdict(lora),
-                    wire_dtype=wire_dtype, data_file=data_file, task=task_name, data_dir=data_dir)
+                    wire_dtype=wire_dtype, data_file=data_file, task=task_name, data_dir=data_dir, dtype=dtype)
 
 
 @click.command("serve")
@@ -71,7 +74,7 @@ def build_job(model, split_text, clients, strategy, steps, batch_size, max_lengt
               help="server-hierarchical: which sub-server trunk this process runs (0..K-1; 0 is rank 0, S ≥ 1 rank K+S)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 def serve_cmd(model, split_text, clients, strategy, sync_every, steps, batch_size, max_length, lr, lora_rank,
-              lora_alpha, train_parts, task_name, seed, timeout, out, wire_dtype, sub_server, as_json) -> None:
+              lora_alpha, train_parts, task_name, seed, dtype, timeout, out, wire_dtype, sub_server, as_json) -> None:
     """Run the server party (rank 0) of a distributed training run, or one sub-server of a server-hierarchical
     one; MASTER_ADDR/MASTER_PORT from the environment."""
     from flbench.core.errors import FlbenchError
@@ -84,7 +87,7 @@ def serve_cmd(model, split_text, clients, strategy, sync_every, steps, batch_siz
     if sub_server >= clients:
         raise FlbenchError(f"--sub-server {sub_server}: with --clients {clients} the sub-servers are 0..{clients - 1}")
     job = build_job(model, split_text, clients, strategy, steps, batch_size, max_length, lr, lora_rank, lora_alpha,
-                    train_parts, task_name, seed, wire_dtype, sync_every=sync_every)
+                    train_parts, task_name, seed, wire_dtype, sync_every=sync_every, dtype=dtype)
     report = run_party(sub_server_rank(sub_server, clients), job_world_size(job), job, out, timeout)
 
     def human(o):

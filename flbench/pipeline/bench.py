@@ -260,13 +260,14 @@ def bench_training_strategies(model: str, split: str, names: list[str], clients:
                               batch: int, seq_len: int, task: str = "sst2", eval_limit: int = 100,
                               lr: float = 1e-3, seed: int = 0, threads: int = 1, data_dir: str | None = None,
                               timeout: float | None = None, progress: bool = True, done: list[dict] | None = None,
-                              on_row=None) -> dict:
+                              on_row=None, dtype: str = "fp32") -> dict:
     """One pass over the same N task examples for each (strategy, K) and for the centralized reference, all in
     this one run: seconds per pass (the training loop only), time ratios to sequential (same K) and to
     centralized, wire bytes per example, final training loss and the task's metric on `eval_limit` fixed eval
     examples (client 0's model; after server-hierarchical's final FedAvg every client holds the same one).
     server-hierarchical runs its K sub-server/client pairs as 2K local processes (`--transport distributed`),
-    the other strategies in this process; every party and this process use `threads` torch threads.
+    the other strategies in this process; every party and this process use `threads` torch threads and
+    compute in `dtype`.
 
     `done`: rows of an earlier run to keep (resume); `on_row(rows)` after each new row (to save progress)."""
     import tempfile
@@ -289,7 +290,7 @@ def bench_training_strategies(model: str, split: str, names: list[str], clients:
         raise FlbenchError(f"--examples {examples}: task {task} has only {len(train_examples)} training examples")
     the_task.load("eval", data_dir, eval_limit)  # missing eval data fails before any training
     torch.set_num_threads(threads)
-    loaded = load_model(model, progress=False)
+    loaded = load_model(model, progress=False, dtype=dtype)
     spec.validate(len(loaded.model.model.layers))
     check_max_length(loaded, seq_len, "--seq-len")
     samples = task_samples(loaded.tokenizer, the_task, train_examples, seq_len)
@@ -320,7 +321,7 @@ def bench_training_strategies(model: str, split: str, names: list[str], clients:
             log(f"{strategy} with {k} client(s), {steps} step(s) of {batch} per client ({transport})")
             if transport == "distributed":
                 job = make_job(model=model, split=str(spec), clients=k, train=asdict(cfg), lora=asdict(lora),
-                               task=task, data_dir=data_dir, task_limit=examples, threads=threads)
+                               task=task, data_dir=data_dir, task_limit=examples, threads=threads, dtype=dtype)
                 launch_local(job, Path(tmp) / f"parts{i}", timeout)
                 summary = assemble(Path(tmp) / f"parts{i}", ckpt, job, {"model": loaded.identity, "split": str(spec)})
                 seconds = summary["train_seconds"]
@@ -343,7 +344,7 @@ def bench_training_strategies(model: str, split: str, names: list[str], clients:
         "split": str(spec),
         "task": task,
         "setting": strategy_setting(model, split, names, clients, examples, batch, seq_len, task, eval_limit, lr, seed,
-                                    threads),
+                                    threads, dtype),
         "lora": {"rank": lora.rank, "alpha": lora.alpha, "parts": list(lora.parts)},
         "transports": {s: STRATEGY_TRANSPORT[s] for s in names},
         "targets": STRATEGY_TARGETS,
@@ -354,9 +355,11 @@ def bench_training_strategies(model: str, split: str, names: list[str], clients:
 
 
 def strategy_setting(model: str, split: str, names: list[str], clients: list[int], examples: int, batch: int,
-                     seq_len: int, task: str, eval_limit: int, lr: float, seed: int, threads: int) -> dict:
-    """What makes two `bench training --strategies` results comparable (the `resumed` key)."""
+                     seq_len: int, task: str, eval_limit: int, lr: float, seed: int, threads: int,
+                     dtype: str = "fp32") -> dict:
+    """What makes two `bench training --strategies` results comparable (the `resumed` key; the compute dtype
+    only when it is not fp32, so fp32 results written before it existed still resume)."""
     return {"model": model, "split": split, "strategies": list(names), "clients": list(clients), "examples": examples,
             "batch": batch, "seq_len": seq_len, "task": task, "eval_limit": eval_limit, "lr": lr, "seed": seed,
-            "threads": threads}
+            "threads": threads, **({"dtype": dtype} if dtype != "fp32" else {})}
 

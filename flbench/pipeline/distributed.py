@@ -32,20 +32,21 @@ TIMEOUT_ENV = "FLBENCH_DIST_TIMEOUT"
 TASK_SAMPLE_SEED = 0  # the shuffle before a job's task_limit (fixed: every run of a benchmark trains on the same N)
 
 
-SHARED = ("kind", "model", "split", "clients", "train", "lora", "wire_dtype", "task", "mode")  # what the handshake compares
+SHARED = ("kind", "model", "split", "clients", "train", "lora", "wire_dtype", "task", "mode", "dtype")  # what the handshake compares
 
 
 def make_job(*, model: str, split: str, clients: int, train: dict, lora: dict, wire_dtype: str = "fp32",
              data_file: str | None = None, task: str | None = None, data_dir: str | None = None,
              defense: dict | None = None, task_limit: int | None = None, threads: int | None = None,
-             grad_defense: dict | None = None) -> dict:
+             grad_defense: dict | None = None, dtype: str = "fp32") -> dict:
     """The job's options. Where the data lives (data_file, data_dir) is each client's own business (it may
     differ between hosts; the server has no data): the handshake compares only `SHARED`."""
     if data_file is not None and task is not None:
         raise FlbenchError("give one of --data-file FILE or --task NAME, not both")
     return {"model": model, "split": split, "clients": int(clients), "train": dict(train), "lora": dict(lora),
             "wire_dtype": wire_dtype, "data_file": data_file, "task": task, "data_dir": data_dir,
-            "defense": defense, "grad_defense": grad_defense, "task_limit": task_limit, "threads": threads}
+            "defense": defense, "grad_defense": grad_defense, "task_limit": task_limit, "threads": threads,
+            "dtype": dtype}
 
 
 def _configs(job: dict):
@@ -96,10 +97,13 @@ def _save_adapters(path: Path, part) -> None:
 
 
 def make_generate_job(*, model: str, split: str, prompts: list[str], max_new_tokens: int, mode: str = "kv-cache",
-                      chat: bool = False, wire_dtype: str = "fp32") -> dict:
-    """A generation job: one client (rank 1) generates through the server (rank 0)."""
+                      chat: bool = False, wire_dtype: str = "fp32", dtype: str = "fp32", defense: dict | None = None,
+                      seed: int = 0) -> dict:
+    """A generation job: one client (rank 1) generates through the server (rank 0); its h_A `defense`
+    (`defense_job`) draws from client 0's stream of `seed`, i.e. the in-process generator of `seed`."""
     return {"kind": "generate", "model": model, "split": split, "clients": 1, "prompts": list(prompts),
-            "max_new_tokens": int(max_new_tokens), "mode": mode, "chat": bool(chat), "wire_dtype": wire_dtype}
+            "max_new_tokens": int(max_new_tokens), "mode": mode, "chat": bool(chat), "wire_dtype": wire_dtype,
+            "dtype": dtype, "defense": defense, "seed": int(seed)}
 
 
 def _generate_party(rank: int, endpoint, job: dict, loaded, spec, crc: int, log) -> dict:
@@ -120,9 +124,14 @@ def _generate_party(rank: int, endpoint, job: dict, loaded, spec, crc: int, log)
         finally:
             endpoint.close()
         return {"role": "server", "rank": 0, "report": report.as_dict(), "wire": rt.wire.stats()}
+    from defenses import make_defense
+
     ids, mask = encode_prompts(loaded.tokenizer, job["prompts"], job["chat"])
     check_context(loaded, mask, job["max_new_tokens"])
-    rt = SplitRuntime(loaded, spec, n_clients=1, wire_dtype=job["wire_dtype"])
+    dspec = job.get("defense")
+    defense = make_defense(dspec["name"], **dspec["params"]) if dspec else None
+    gen = client_generator(job.get("seed", 0), 0, dspec.get("secure", False)) if dspec else None
+    rt = SplitRuntime(loaded, spec, n_clients=1, wire_dtype=job["wire_dtype"], defense=defense, generator=gen)
     rt.clients[0].cid = rank - 1
     rt.servers, rt.parts.trunk = [], None
     rt.transport = ClientTransport(rt.wire, endpoint)
@@ -134,7 +143,8 @@ def _generate_party(rank: int, endpoint, job: dict, loaded, spec, crc: int, log)
     finally:
         endpoint.close()
     return {"role": "client", "rank": rank, "client": rank - 1, "token_ids": res.token_ids,
-            "seconds": res.seconds, "wire": res.wire, "error": None}
+            "seconds": res.seconds, "wire": res.wire, "error": None,
+            **({"defense_stats": defense.stats()} if defense is not None else {})}
 
 
 def is_hierarchical(job: dict) -> bool:
@@ -385,7 +395,7 @@ def run_party(rank: int, world_size: int, job: dict, parts_dir: str | Path, time
         cfg, lora = _configs(job)
     parts_dir = Path(parts_dir)
     parts_dir.mkdir(parents=True, exist_ok=True)
-    loaded = load_model(job["model"], progress=False)
+    loaded = load_model(job["model"], progress=False, dtype=job.get("dtype") or "fp32")
     spec = parse_split(job["split"])
     spec.validate(len(loaded.model.model.layers))
     crc = job_crc({k: job.get(k) for k in SHARED})
@@ -534,13 +544,11 @@ def train_distributed(*, model: str, spec, clients: int, cfg, lora, wire_dtype: 
 
     if centralized:
         raise FlbenchError("--transport distributed with --centralized: the unsplit reference has no parties; drop one")
-    if dtype != "fp32" or any(v not in (None, "cpu") for v in (devices or {}).values()):
-        raise FlbenchError("--transport distributed runs fp32 on the CPU for now; drop --dtype/--device or use "
-                           "--transport inprocess")
+    _cpu_only(devices)
     job = make_job(model=model, split=str(spec), clients=clients, train=asdict(cfg), lora=asdict(lora),
                    wire_dtype=wire_dtype, data_file=None if data_file is None else str(Path(data_file).resolve()),
                    task=task, data_dir=data_dir, defense=defense_job(defense, secure_noise),
-                   grad_defense=defense_job(grad_defense, secure_noise))
+                   grad_defense=defense_job(grad_defense, secure_noise), dtype=dtype)
     with tempfile.TemporaryDirectory(prefix="flbench-dist-") as tmp:
         launch_local(job, tmp, timeout)
         meta = {"model": model, "split": str(spec), "data": {"task": task, "data_file": data_file, "data_dir": data_dir},
@@ -551,23 +559,31 @@ def train_distributed(*, model: str, spec, clients: int, cfg, lora, wire_dtype: 
 
 def generate_distributed(*, model: str, spec, prompts: list[str], max_new_tokens: int, mode: str, chat: bool,
                          wire_dtype: str, timeout: float | None = None, defense=None, dtype: str = "fp32",
-                         devices: dict | None = None):
-    """`flbench generate --transport distributed`: the server and the client as local processes."""
+                         devices: dict | None = None, seed: int = 0, secure_noise: bool = False):
+    """`flbench generate --transport distributed`: the server and the client as local processes, the client
+    applying `defense` to the h_A it sends (its generator: `seed`'s, as in process). → (GenerateResult, the
+    client process's defense stats or None)."""
     import tempfile
 
     from flbench.pipeline.generation import GenerateResult
 
     if mode == "centralized":
         raise FlbenchError("--transport distributed with --centralized: the unsplit model has no parties; drop one")
-    if defense is not None and getattr(defense, "name", "none") != "none":
-        raise FlbenchError("--transport distributed runs without a --defense for now; drop --defense or use "
-                           "--transport inprocess")
-    if dtype != "fp32" or any(v not in (None, "cpu") for v in (devices or {}).values()):
-        raise FlbenchError("--transport distributed runs fp32 on the CPU for now; drop --dtype/--device or use "
-                           "--transport inprocess")
+    _cpu_only(devices)
     job = make_generate_job(model=model, split=str(spec), prompts=prompts, max_new_tokens=max_new_tokens, mode=mode,
-                            chat=chat, wire_dtype=wire_dtype)
+                            chat=chat, wire_dtype=wire_dtype, dtype=dtype, defense=defense_job(defense, secure_noise),
+                            seed=seed)
     with tempfile.TemporaryDirectory(prefix="flbench-dist-") as tmp:
         got = launch_local(job, tmp, timeout)
     c = got["clients"][0]
-    return GenerateResult(mode, c["token_ids"], c["seconds"], c["wire"])
+    return GenerateResult(mode, c["token_ids"], c["seconds"], c["wire"]), c.get("defense_stats")
+
+
+def _cpu_only(devices: dict | None) -> None:
+    """The distributed transport places every party on the CPU (tensors cross gloo from host memory); a
+    GPU party needs the in-process transport for now."""
+    bad = {k: v for k, v in (devices or {}).items() if v not in (None, "cpu")}
+    if bad:
+        k, v = sorted(bad.items())[0]
+        raise FlbenchError(f"--{k.replace('_', '-')} {v}: --transport distributed places every party on the CPU "
+                           "(accepted: cpu); use --transport inprocess for a GPU party")

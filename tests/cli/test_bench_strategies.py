@@ -54,6 +54,20 @@ def test_strategies_one_run(cli, tmp_path):
     assert "--resume" in line and "another measurement" in line
 
 
+def test_strategies_in_bf16(cli, tmp_path):
+    """--dtype reaches every party (server-hierarchical's processes too) and the resume key."""
+    out = tmp_path / "bf16.json"
+    run = [*TR, "--strategies", "server-hierarchical", "--clients", "2", "--examples", "4", "--batch", "1",
+           "--seq-len", "32", "--eval-limit", "2", "--timeout", "120", "--dtype", "bf16"]
+    code, stdout, err = cli(*run, "--json", "--out", str(out))
+    assert code == 0, err[-2000:]
+    res = json.loads(stdout)
+    assert res["setting"]["dtype"] == "bf16" and "--dtype bf16" in res["command"]
+    assert all(math.isfinite(r["final_loss"]) for r in res["results"])
+    line = one_line_error(cli, *run[:-2], "--out", str(out), "--resume")  # fp32 is another measurement
+    assert "another measurement" in line
+
+
 @pytest.mark.parametrize("extra,needle", [
     (["--strategies", "sequential,bogus"],
      "--strategies bogus: accepted comma-separated names among client-batch, sequential, server-hierarchical"),
@@ -62,7 +76,7 @@ def test_strategies_one_run(cli, tmp_path):
     (["--strategies", "sequential", "--clients", "2,4", "--examples", "12", "--batch", "2"],
      "--examples 12: must be a multiple of"),
     (["--strategies", "sequential", "--steps", "3"], "--steps 3 has no effect with --strategies"),
-    (["--strategies", "sequential", "--dtype", "bf16"], "--strategies runs fp32 on the CPU"),
+    (["--strategies", "sequential", "--device", "cuda"], "--strategies runs every party on the CPU"),
     (["--strategies", "sequential", "--task", "nope"], "unknown task 'nope'"),
     (["--strategies", "sequential", "--resume"], "--resume needs --out"),
     (["--examples", "8"], "--examples 8 has no effect with the one-step comparison"),

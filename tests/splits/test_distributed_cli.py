@@ -95,9 +95,51 @@ def test_train_distributed_grad_defense_equals_in_process(tmp_path, cli):
     assert losses(tmp_path / "dist") == pytest.approx(losses(tmp_path / "ref"), abs=1e-5)
 
 
+def test_train_distributed_bf16_equals_in_process(tmp_path, cli):
+    """--dtype over processes: every party computes in bf16 (the handshake compares it) and the losses are the
+    in-process bf16 run's; they differ from fp32's (the dtype reached the parties)."""
+    data = tmp_path / "train.txt"
+    data.write_text("".join(f"a short training line number {i} for the split\n" for i in range(6)))
+    args = ["train", *[a for a in COMMON if a not in ("--timeout", "120")], "--data-file", str(data), "--json"]
+
+    def losses(d):
+        return [json.loads(x)["loss"] for x in (d / "losses.jsonl").read_text().splitlines()]
+    for name, extra in (("ref", ["--dtype", "bf16"]), ("dist", ["--dtype", "bf16", "--transport", "distributed"]),
+                        ("fp32", [])):
+        code, out, err = cli(*args, *extra, "--out", str(tmp_path / name))
+        assert code == 0, err
+    assert losses(tmp_path / "dist") == pytest.approx(losses(tmp_path / "ref"), abs=1e-6)
+    assert losses(tmp_path / "dist") != pytest.approx(losses(tmp_path / "fp32"), abs=1e-6)
+
+
+def test_generate_distributed_with_defense_equals_in_process(cli):
+    """`flbench generate --transport distributed --noise-sigma`: the client process noises the h_A it sends
+    from the generator of --seed, so the tokens are the in-process run's; the stats are the client's."""
+    args = ["generate", "--model", "tiny-llama", "--split", "1,1", "--prompt", "hello there", "--max-new-tokens", "5",
+            "--noise-sigma", "2", "--seed", "4", "--json"]
+    got = {}
+    for name, extra in (("ref", []), ("dist", ["--transport", "distributed", "--timeout", "120"])):
+        code, out, err = cli(*args, *extra)
+        assert code == 0, err
+        got[name] = json.loads(out)
+    assert got["dist"]["token_ids"] == got["ref"]["token_ids"]
+    assert got["dist"]["defense_stats"]["calls"] == got["ref"]["defense_stats"]["calls"] > 0
+    code, out, err = cli(*args[:-5], "--json")  # no noise: other tokens (the noise reached the wire)
+    assert code == 0, err
+    assert json.loads(out)["token_ids"] != got["ref"]["token_ids"]
+
+
+def test_distributed_places_parties_on_the_cpu_only():
+    from flbench.core.errors import FlbenchError
+    from flbench.pipeline.distributed import _cpu_only
+
+    _cpu_only({"device": "cpu", "client_device": "cpu", "server_device": "cpu"})
+    with pytest.raises(FlbenchError, match=r"--server-device cuda:0: --transport distributed .*accepted: cpu"):
+        _cpu_only({"device": "cpu", "client_device": "cpu", "server_device": "cuda:0"})
+
+
 @pytest.mark.parametrize("extra,match", [
     (["--timeout", "5"], "--timeout"),
-    (["--transport", "distributed", "--dtype", "bf16"], "--dtype"),
 ])
 def test_train_transport_refusals(tmp_path, cli, extra, match):
     data = tmp_path / "t.txt"
