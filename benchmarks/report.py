@@ -43,6 +43,35 @@ def training() -> list[str]:
             f"(batch {d['batch']} × {d['seq_len']} tokens, split {d['split']})."]
 
 
+def training_strategies() -> list[str]:
+    """Issue 11's benchmark: one pass per (strategy, K), centralized beside, with the time ratios, wire bytes,
+    final loss and the task metric with its CI."""
+    path = BENCH / "training_strategies.json"
+    if not path.exists():
+        return []
+    d = json.loads(path.read_text())
+    st = d["setting"]
+    rows = []
+    for r in d["results"]:
+        m = r["metric"]
+        ci = m.get("ci") or {}
+        rows.append({"strategy": r["strategy"], "K": str(r["clients"]),
+                     "parties": f"{r['transport']}, {r['processes']} process(es)",
+                     "s / pass": f"{r['seconds_per_pass']:.1f}",
+                     "speed-up vs sequential": "–" if r["ratio_to_sequential"] is None
+                     else f"{r['speedup_over_sequential']:.2f}×",
+                     "time / centralized": f"{r['ratio_to_centralized']:.2f}",
+                     "wire B / example": f"{r['wire_bytes_per_example']:.0f}",
+                     "final loss (last 10 %)": f"{r['final_loss_mean_last10pct']:.3f}",
+                     f"{m['task']} {m['name']} [95% CI], n": f"{m['value']:.3f} [{ci.get('ci_low', float('nan')):.3f}, "
+                                                             f"{ci.get('ci_high', float('nan')):.3f}], {m['n']}"})
+    targets = "; ".join(f"{k} {v}" for k, v in d["targets"].items())
+    return [f"`{d['command']}` ({d['model']['name']}, split {d['split']}, {st['examples']} {d['task']} training "
+            f"examples, batch {st['batch']}, LoRA r{d['lora']['rank']}, {st['threads']} torch thread per process, "
+            f"{d['machine']['cpu_count']} cores; one pass each, all in one run, {d['date']}). Targets: {targets}.",
+            "", *_lines(markdown_table(rows))]
+
+
 def attacks(name: str = "attacks.json") -> list[str]:
     d = json.loads((BENCH / name).read_text())
     relative = d["rows"][0].get("relative_sigma", False)
@@ -339,6 +368,7 @@ def exact_forward() -> list[str]:
 
 
 BEGIN, END = "<!-- report:utility-and-sweep:begin -->", "<!-- report:utility-and-sweep:end -->"
+STRATEGIES_BEGIN, STRATEGIES_END = "<!-- report:training-strategies:begin -->", "<!-- report:training-strategies:end -->"
 
 
 def utility_and_sweep() -> list[str]:
@@ -351,10 +381,12 @@ def utility_and_sweep() -> list[str]:
 
 
 def update_readme() -> None:
-    """Replace the blocks between the markers in README.md with `utility_and_sweep()` and `exact_forward()`."""
+    """Replace the blocks between the markers in README.md with `utility_and_sweep()`, `exact_forward()` and
+    `training_strategies()`."""
     readme = ROOT / "README.md"
     text = readme.read_text()
-    for begin, end, lines in ((BEGIN, END, utility_and_sweep()), (EXACT_BEGIN, EXACT_END, exact_forward())):
+    for begin, end, lines in ((BEGIN, END, utility_and_sweep()), (EXACT_BEGIN, EXACT_END, exact_forward()),
+                              (STRATEGIES_BEGIN, STRATEGIES_END, training_strategies())):
         if begin not in text:
             continue
         a, b = text.index(begin) + len(begin), text.index(end)
@@ -368,7 +400,7 @@ if __name__ == "__main__":
     if "--readme" in sys.argv:
         update_readme()
         raise SystemExit(0)
-    parts = inference() + [""] + training() + [""]
+    parts = inference() + [""] + training() + [""] + training_strategies() + [""]
     for f in ("attacks.json", "attacks_absolute_sigma.json", "attacks_embedding-nn.json",
               "attacks_output-inversion.json"):
         if (BENCH / f).exists():
