@@ -95,25 +95,29 @@ def bench_inference_cmd(model, split_text, prompt_tokens, new_tokens, batch_size
 @click.option("--timeout", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="--strategies: seconds a party process waits for a peer [default: 300]")
 @click.option("--resume", is_flag=True, help="--strategies: keep the rows an earlier run of the same setting left in --out")
+@click.option("--transport", type=click.Choice(["auto", "inprocess", "distributed"]), default=None,
+              help="--strategies: where the parties run; auto: server-hierarchical's pairs as processes, the other "
+                   "strategies in this process; distributed: every strategy's parties as local processes (one core "
+                   "per party); inprocess: all in this process [default: auto]")
 @compute_options()
 @click.option("--out", type=click.Path(), default=None, help=OUT_HELP.format("training"))
 @click.option("--overwrite", is_flag=True, help="replace an existing --out file")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 def bench_training_cmd(model, split_text, batch, seq_len, steps, strategies, clients, examples, task_name, eval_limit,
-                       lr, seed, threads, data_dir, timeout, resume, dtype, device, client_device, server_device, out,
-                       overwrite, as_json) -> None:
+                       lr, seed, threads, data_dir, timeout, resume, transport, dtype, device, client_device,
+                       server_device, out, overwrite, as_json) -> None:
     """Split LoRA training step vs the unsplit model's step, side by side; with --strategies, one pass over a
     fixed set of examples per training strategy and number of clients, centralized beside them."""
     from flbench.pipeline.bench import bench_training, write_result
 
     parse_split_option(split_text)
     refuse_with("the one-step comparison (no --strategies)", strategies is None, "clients", "examples", "task_name",
-                "eval_limit", "lr", "seed", "threads", "data_dir", "timeout", "resume",
+                "eval_limit", "lr", "seed", "threads", "data_dir", "timeout", "resume", "transport",
                 why="these options set up the --strategies comparison")
     if strategies is not None:
         _bench_strategies(model, split_text, batch, seq_len, strategies, clients, examples, task_name, eval_limit, lr,
                           seed, threads, data_dir, timeout, resume, out, overwrite, as_json, dtype, device,
-                          client_device, server_device)
+                          client_device, server_device, transport or "auto")
         return
     if out is not None:
         check_output(out, kind="file", overwrite=overwrite)
@@ -131,7 +135,7 @@ def bench_training_cmd(model, split_text, batch, seq_len, steps, strategies, cli
 
 def _bench_strategies(model, split_text, batch, seq_len, strategies, clients, examples, task_name, eval_limit, lr, seed,
                       threads, data_dir, timeout, resume, out, overwrite, as_json, dtype, device, client_device,
-                      server_device) -> None:
+                      server_device, transport="auto") -> None:
     from flbench.pipeline.bench import (
         bench_training_strategies,
         check_strategy_grid,
@@ -160,7 +164,7 @@ def _bench_strategies(model, split_text, batch, seq_len, strategies, clients, ex
     if out is not None:
         check_output(out, kind="file", overwrite=overwrite or resume)
     setting = strategy_setting(model, split_text, names, clients, examples, batch, seq_len, task_name, eval_limit, lr,
-                               seed, threads, dtype)
+                               seed, threads, dtype, transport)
     try:
         done = resumed(out, setting, resume).get("results", []) if out is not None else []
     except SystemExit as e:
@@ -174,7 +178,7 @@ def _bench_strategies(model, split_text, batch, seq_len, strategies, clients, ex
 
     res = bench_training_strategies(model, split_text, names, clients, examples, batch, seq_len, task=task_name,
                                     eval_limit=eval_limit, lr=lr, seed=seed, threads=threads, data_dir=data_dir,
-                                    timeout=timeout, done=done, on_row=save, dtype=dtype)
+                                    timeout=timeout, done=done, on_row=save, dtype=dtype, transport=transport)
     write_result(res, out, argv)
 
     def human(o):

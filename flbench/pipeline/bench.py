@@ -204,6 +204,15 @@ def bench_training(model: str, split: str, batch: int, seq_len: int, steps: int,
 # Where each strategy's parties run in `bench_training_strategies`: in processes where that is the point (the
 # sub-server/client pairs of server-hierarchical train in parallel), in this process otherwise.
 STRATEGY_TRANSPORT = {"sequential": "inprocess", "client-batch": "inprocess", "server-hierarchical": "distributed"}
+TRANSPORT_MODES = ("auto", "inprocess", "distributed")
+
+
+def strategy_transport(strategy: str, mode: str = "auto") -> str:
+    """Where `bench training --strategies` runs a strategy's parties: `mode`, or with "auto" the strategy's
+    default (`STRATEGY_TRANSPORT`); the centralized reference always in process."""
+    if strategy == "centralized":
+        return "inprocess"
+    return STRATEGY_TRANSPORT.get(strategy, "inprocess") if mode == "auto" else mode
 STRATEGY_TARGETS = {  # the issue's expectations on a 2-core machine (time ratios; < 1 is faster)
     "server-hierarchical K=2: time / sequential K=2": "<= 1/1.7",
     "client-batch K=4: time / sequential K=4": "<= 1/1.2",
@@ -260,14 +269,16 @@ def bench_training_strategies(model: str, split: str, names: list[str], clients:
                               batch: int, seq_len: int, task: str = "sst2", eval_limit: int = 100,
                               lr: float = 1e-3, seed: int = 0, threads: int = 1, data_dir: str | None = None,
                               timeout: float | None = None, progress: bool = True, done: list[dict] | None = None,
-                              on_row=None, dtype: str = "fp32") -> dict:
+                              on_row=None, dtype: str = "fp32", transport: str = "auto") -> dict:
     """One pass over the same N task examples for each (strategy, K) and for the centralized reference, all in
     this one run: seconds per pass (the training loop only), time ratios to sequential (same K) and to
     centralized, wire bytes per example, final training loss and the task's metric on `eval_limit` fixed eval
     examples (client 0's model; after server-hierarchical's final FedAvg every client holds the same one).
-    server-hierarchical runs its K sub-server/client pairs as 2K local processes (`--transport distributed`),
-    the other strategies in this process; every party and this process use `threads` torch threads and
-    compute in `dtype`.
+    `transport` "auto": server-hierarchical runs its K sub-server/client pairs as 2K local processes
+    (`--transport distributed`), the other strategies in this process; "distributed": every strategy's
+    parties as local processes (a server and K clients; one core per party); "inprocess": all in this process
+    (server-hierarchical's sub-servers then take turns). Centralized always runs here. Every party and this
+    process use `threads` torch threads and compute in `dtype`.
 
     `done`: rows of an earlier run to keep (resume); `on_row(rows)` after each new row (to save progress)."""
     import tempfile
@@ -283,6 +294,9 @@ def bench_training_strategies(model: str, split: str, names: list[str], clients:
     from splits.training import LoraSpec
 
     names = check_strategy_grid(names, clients, examples, batch)
+    mode = transport
+    if mode not in TRANSPORT_MODES:
+        raise FlbenchError(f"--transport {mode!r}: accepted {', '.join(TRANSPORT_MODES)}")
     spec = parse_split(split)
     the_task = get_task(task)
     train_examples = the_task.load("train", data_dir, examples, seed=TASK_SAMPLE_SEED)
@@ -317,7 +331,7 @@ def bench_training_strategies(model: str, split: str, names: list[str], clients:
             cfg = TrainConfig(steps=steps, batch_size=batch, max_length=seq_len, lr=lr, seed=seed,
                               strategy="sequential" if strategy == "centralized" else strategy)
             ckpt = Path(tmp) / f"row{i}"
-            transport = STRATEGY_TRANSPORT.get(strategy, "inprocess")
+            transport = strategy_transport(strategy, mode)
             log(f"{strategy} with {k} client(s), {steps} step(s) of {batch} per client ({transport})")
             if transport == "distributed":
                 job = make_job(model=model, split=str(spec), clients=k, train=asdict(cfg), lora=asdict(lora),
@@ -344,9 +358,9 @@ def bench_training_strategies(model: str, split: str, names: list[str], clients:
         "split": str(spec),
         "task": task,
         "setting": strategy_setting(model, split, names, clients, examples, batch, seq_len, task, eval_limit, lr, seed,
-                                    threads, dtype),
+                                    threads, dtype, mode),
         "lora": {"rank": lora.rank, "alpha": lora.alpha, "parts": list(lora.parts)},
-        "transports": {s: STRATEGY_TRANSPORT[s] for s in names},
+        "transports": {s: strategy_transport(s, mode) for s in names},
         "targets": STRATEGY_TARGETS,
         "results": _with_ratios(rows),
         "machine": machine(),
@@ -356,10 +370,11 @@ def bench_training_strategies(model: str, split: str, names: list[str], clients:
 
 def strategy_setting(model: str, split: str, names: list[str], clients: list[int], examples: int, batch: int,
                      seq_len: int, task: str, eval_limit: int, lr: float, seed: int, threads: int,
-                     dtype: str = "fp32") -> dict:
+                     dtype: str = "fp32", transport: str = "auto") -> dict:
     """What makes two `bench training --strategies` results comparable (the `resumed` key; the compute dtype
-    only when it is not fp32, so fp32 results written before it existed still resume)."""
+    and transport only when not the defaults, so results written before they existed still resume)."""
     return {"model": model, "split": split, "strategies": list(names), "clients": list(clients), "examples": examples,
             "batch": batch, "seq_len": seq_len, "task": task, "eval_limit": eval_limit, "lr": lr, "seed": seed,
-            "threads": threads, **({"dtype": dtype} if dtype != "fp32" else {})}
+            "threads": threads, **({"dtype": dtype} if dtype != "fp32" else {}),
+            **({"transport": transport} if transport != "auto" else {})}
 

@@ -54,6 +54,26 @@ def test_strategies_one_run(cli, tmp_path):
     assert "--resume" in line and "another measurement" in line
 
 
+def test_strategies_transport_choice(cli, tmp_path):
+    """--transport distributed runs every strategy's parties as processes (a server and K clients, or 2K),
+    --transport inprocess runs them all here; the same strategy trains the same losses either way."""
+    run = [*TR, "--strategies", "sequential,client-batch,server-hierarchical", "--clients", "2", "--examples", "4",
+           "--batch", "1", "--seq-len", "32", "--eval-limit", "2", "--timeout", "120", "--json"]
+    got = {}
+    for transport in ("inprocess", "distributed"):
+        code, stdout, err = cli(*run, "--transport", transport)
+        assert code == 0, err[-2000:]
+        res = json.loads(stdout)
+        assert res["setting"]["transport"] == transport
+        got[transport] = {(r["strategy"], r["clients"]): r for r in res["results"]}
+    dist, inp = got["distributed"], got["inprocess"]
+    assert [dist[k]["processes"] for k in (("sequential", 2), ("client-batch", 2), ("server-hierarchical", 2))] == [3, 3, 4]
+    assert {r["transport"] for k, r in inp.items()} == {"inprocess"} and dist["centralized", 1]["transport"] == "inprocess"
+    for key, r in inp.items():
+        assert dist[key]["final_loss"] == pytest.approx(r["final_loss"], abs=1e-5), key
+        assert dist[key]["wire_bytes_per_example"] == r["wire_bytes_per_example"]
+
+
 def test_strategies_in_bf16(cli, tmp_path):
     """--dtype reaches every party (server-hierarchical's processes too) and the resume key."""
     out = tmp_path / "bf16.json"
@@ -80,6 +100,7 @@ def test_strategies_in_bf16(cli, tmp_path):
     (["--strategies", "sequential", "--task", "nope"], "unknown task 'nope'"),
     (["--strategies", "sequential", "--resume"], "--resume needs --out"),
     (["--examples", "8"], "--examples 8 has no effect with the one-step comparison"),
+    (["--transport", "distributed"], "--transport distributed has no effect with the one-step comparison"),
     (["--strategies", "sequential", "--eval-limit", "0"], "'--eval-limit': 0"),
 ])
 def test_bad_strategy_inputs(cli, extra, needle):
