@@ -355,11 +355,17 @@ class ServerParty:
             if m.phase != Phase.TRAIN:
                 raise protocol_error(f"{_what(m)}: a client batch carries training forwards only")
         slots = [self._check_prompt(m) for m in msgs]
+        # Packed, not padded: every sample's real tokens (the wire carries no padding) in ONE row, positions
+        # restarting at 0 for each sample, so transformers' packed-sequence mask (masking_utils) lets each token
+        # attend only to its own sample's causal prefix. The trunk then computes no padded slot: with clients'
+        # samples of unequal length a padded batch of K would cost K × the longest (measured on SST-2 at K = 4:
+        # 1.45 × the real tokens).
         lengths = torch.cat([m.ints.long() for m in msgs])
-        left = all(m.left_pad for m in msgs)
-        state = SequenceState.from_lengths(lengths, max(m.seqlen for m in msgs), left)
-        x = _recv(self.trunk, torch.cat([m.tensor for m in msgs]), state.mask).requires_grad_(True)
-        h = self.trunk(x, state.mask, state.prefill_positions(), None)
+        flat = torch.cat([m.tensor for m in msgs])
+        state = SequenceState(torch.ones(1, flat.shape[0], dtype=torch.long), left=False)
+        positions = torch.cat([torch.arange(int(n)) for n in lengths]).unsqueeze(0)
+        x = _recv(self.trunk, flat, state.mask).requires_grad_(True)
+        h = self.trunk(x, None, positions, None)
         group = _Group(cids, [m.n for m in msgs], state, x, h)
         replies = []
         for m, slot, part in zip(msgs, slots, torch.split(_pack_edge(h.detach(), state.mask), group.counts)):

@@ -147,11 +147,15 @@ class Part(nn.Module):
     ) -> torch.Tensor:
         """x: token ids (B, T) for the head, hidden states (B, T, d) otherwise.
 
-        mask2d: (B, past + T) padding mask (1 = real token); position_ids: (B, T).
-        Returns hidden states (B, T, d), or logits (B, T, V) for the tail.
+        mask2d: (B, past + T) padding mask (1 = real token), or None for packed sequences without a cache
+        (positions restarting at 0 start a new sequence: transformers builds the block-diagonal causal mask);
+        position_ids: (B, T). Returns hidden states (B, T, d), or logits (B, T, V) for the tail.
         """
         device, dtype = part_placement(self)
-        mask2d, position_ids = mask2d.to(device), position_ids.to(device)
+        if mask2d is None and cache is not None:
+            raise ValueError("packed sequences (mask2d=None) run without a KV cache")
+        mask2d = None if mask2d is None else mask2d.to(device)
+        position_ids = position_ids.to(device)
         hidden = self.embed_tokens(x.to(device)) if self.embed_tokens is not None else x.to(device=device, dtype=dtype)
         if self.n_blocks:
             masks = self._masks(hidden, mask2d, position_ids, cache)

@@ -200,3 +200,16 @@ def test_client_batch_rejects_an_incomplete_batch_of_gradients(tiny):
         rt.server.backward_batch([grad0])
     with pytest.raises(WireError, match="its gradient goes with the batch"):
         rt.server.backward(grad0)
+
+
+def test_client_batch_trunk_runs_packed_without_padding(tiny):
+    """The server packs the clients' real tokens into one row (each sample attending only to itself: the
+    equality tests above), so the trunk's forward computes exactly the real tokens, no padded slot."""
+    client_batches = [batch([9, 5], seed=21), batch([3], seed=22, left=True)]
+    rt, cb = make(tiny, ClientBatchTrainer, n_clients=2)
+    seen = []
+    hook = rt.server.trunk.register_forward_pre_hook(lambda mod, args: seen.append(tuple(args[0].shape)))
+    cb.train_round(client_batches)
+    hook.remove()
+    real = sum(int(b["attention_mask"].sum()) for b in client_batches)
+    assert seen == [(1, real, tiny.model.config.hidden_size)]
