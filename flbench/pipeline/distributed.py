@@ -124,13 +124,9 @@ def _generate_party(rank: int, endpoint, job: dict, loaded, spec, crc: int, log)
         finally:
             endpoint.close()
         return {"role": "server", "rank": 0, "report": report.as_dict(), "wire": rt.wire.stats()}
-    from defenses import make_defense
-
     ids, mask = encode_prompts(loaded.tokenizer, job["prompts"], job["chat"])
     check_context(loaded, mask, job["max_new_tokens"])
-    dspec = job.get("defense")
-    defense = make_defense(dspec["name"], **dspec["params"]) if dspec else None
-    gen = client_generator(job.get("seed", 0), 0, dspec.get("secure", False)) if dspec else None
+    defense, gen = job_defense(job.get("defense"), client_generator, job.get("seed", 0), 0)
     rt = SplitRuntime(loaded, spec, n_clients=1, wire_dtype=job["wire_dtype"], defense=defense, generator=gen)
     rt.clients[0].cid = rank - 1
     rt.servers, rt.parts.trunk = [], None
@@ -194,6 +190,16 @@ def seed_client_generators(rt, seed: int | None, secure: bool = False) -> None:
         c.generator = client_generator(seed, c.cid, secure)
         if c.grad_defense is not None:
             c.grad_generator = client_grad_generator(seed, c.cid, secure)
+
+
+def job_defense(spec: dict | None, stream, seed: int | None, cid: int):
+    """A `defense_job` spec rebuilt in client `cid`'s process → (defense, its generator from `stream`:
+    `client_generator` or `client_grad_generator`), or (None, None) without one."""
+    if not spec:
+        return None, None
+    from defenses import make_defense
+
+    return make_defense(spec["name"], **spec["params"]), stream(seed, cid, spec.get("secure", False))
 
 
 def defense_job(defense, secure: bool = False) -> dict | None:
@@ -280,7 +286,6 @@ def _client_party(cid: int, endpoint, job: dict, loaded, spec, crc: int, cfg, lo
     """Client `cid`: its head and tail, its shard of the data, its defense on the h_A edge."""
     import torch
 
-    from defenses import make_defense
     from splits.distributed import (
         SERVER_RANK,
         ClientTransport,
@@ -300,14 +305,8 @@ def _client_party(cid: int, endpoint, job: dict, loaded, spec, crc: int, cfg, lo
     server = sub_server_rank(cid, n) if hier else SERVER_RANK
     if hier:
         endpoint.names[server] = f"sub-server {cid} (rank {server})"
-    dspec, gspec = job.get("defense"), job.get("grad_defense")
-    defense = gen = grad_defense = grad_gen = None
-    if dspec:
-        defense = make_defense(dspec["name"], **dspec["params"])
-        gen = client_generator(cfg.seed, cid, dspec.get("secure", False))
-    if gspec:
-        grad_defense = make_defense(gspec["name"], **gspec["params"])
-        grad_gen = client_grad_generator(cfg.seed, cid, gspec.get("secure", False))
+    defense, gen = job_defense(job.get("defense"), client_generator, cfg.seed, cid)
+    grad_defense, grad_gen = job_defense(job.get("grad_defense"), client_grad_generator, cfg.seed, cid)
     rt = SplitRuntime(loaded, spec, n_clients=1, wire_dtype=job["wire_dtype"], defense=defense, generator=gen,
                       grad_defense=grad_defense, grad_generator=grad_gen)
     rt.clients[0].cid = cid

@@ -15,6 +15,11 @@ COMMON = ["--model", "tiny-llama", "--split", "1,1", "--clients", "1", "--steps"
           "--max-length", "16", "--seed", "1", "--timeout", "120"]
 
 
+def losses(run_dir):
+    """The per-step losses a training run wrote (losses.jsonl)."""
+    return [json.loads(x)["loss"] for x in (run_dir / "losses.jsonl").read_text().splitlines()]
+
+
 def test_serve_and_client_processes_train_like_in_process(tmp_path, cli):
     data = tmp_path / "train.txt"
     data.write_text("".join(f"a short training line number {i} for the split\n" for i in range(6)))
@@ -67,7 +72,7 @@ def test_client_process_defenses_match_in_process(tmp_path, cli):
     for name, extra in (("defended", defenses), ("plain", [])):
         code, out, err = cli("train", *base, *extra, "--out", str(tmp_path / name))
         assert code == 0, err
-        want[name] = [json.loads(x)["loss"] for x in (tmp_path / name / "losses.jsonl").read_text().splitlines()]
+        want[name] = losses(tmp_path / name)
     assert [r["loss"] for r in got["losses"]] == pytest.approx(want["defended"], abs=1e-5)
     assert want["defended"][1:] != pytest.approx(want["plain"][1:], abs=1e-5)  # the defenses changed training
 
@@ -89,9 +94,6 @@ def test_train_distributed_grad_defense_equals_in_process(tmp_path, cli):
     got = json.loads(out)
     assert got["grad_defense"] == ref["grad_defense"] and got["grad_defense"]["name"] == "grad-dp"
     assert [c["unseeded_calls"] for c in got["grad_defense_stats"]["clients"]] == [0, 0]
-
-    def losses(d):
-        return [json.loads(x)["loss"] for x in (d / "losses.jsonl").read_text().splitlines()]
     assert losses(tmp_path / "dist") == pytest.approx(losses(tmp_path / "ref"), abs=1e-5)
 
 
@@ -101,9 +103,6 @@ def test_train_distributed_bf16_equals_in_process(tmp_path, cli):
     data = tmp_path / "train.txt"
     data.write_text("".join(f"a short training line number {i} for the split\n" for i in range(6)))
     args = ["train", *[a for a in COMMON if a not in ("--timeout", "120")], "--data-file", str(data), "--json"]
-
-    def losses(d):
-        return [json.loads(x)["loss"] for x in (d / "losses.jsonl").read_text().splitlines()]
     for name, extra in (("ref", ["--dtype", "bf16"]), ("dist", ["--dtype", "bf16", "--transport", "distributed"]),
                         ("fp32", [])):
         code, out, err = cli(*args, *extra, "--out", str(tmp_path / name))
