@@ -107,6 +107,27 @@ class Knowledge:
         """A new defense with the same class and parameters (own statistics)."""
         return type(self.defense)(**self.defense.params())
 
+    def fit_identity(self) -> dict[str, Any]:
+        """What an attacker's fit on public text can depend on (attacks.fit_cache): the public weights the attacker
+        runs (its own surrogate head's weights when it has one), the split, the h_A defense's law (class and
+        parameters), the wire dtype and the compute dtype. Not the victims, the victim's adapters, the gradient-edge
+        defense or the vantage point (an attack whose fit reads those must not declare `fit_cacheable`)."""
+        import hashlib
+
+        model = self.model
+        head = None
+        if self.head is not None:
+            h = hashlib.sha256()
+            for name, t in sorted(self.head.state_dict().items()):
+                h.update(name.encode())
+                h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+            head = h.hexdigest()
+        ident = getattr(self.loaded, "identity", None) or {}
+        return {"model": {"name": getattr(self.loaded, "name", "?"), "weights_sha256": ident.get("weights_sha256")},
+                "split": str(self.spec), "defense": {"name": self.defense.name, "params": self.defense.params()},
+                "wire_dtype": self.wire_dtype, "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+                "head": head}
+
     def describe(self) -> dict[str, Any]:
         return {
             "model": getattr(self.loaded, "name", "?"),
@@ -361,6 +382,9 @@ class Attack:
     primary_metric: ClassVar[str] = "token_accuracy"
     # True: `_invert` reads every release (Observations.h_a_releases) itself; False: it gets the pooled mean.
     combines_releases: ClassVar[bool] = False
+    # True: the fit reads only its parameters, the aux texts and `Knowledge.fit_identity()`, and `fit_state` /
+    # `load_fit_state` round-trip it, so attacks.fit_cache may store and reuse it across cells.
+    fit_cacheable: ClassVar[bool] = False
     seed: NonNegativeInt = 0
     _knowledge: Knowledge | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -393,6 +417,16 @@ class Attack:
 
     def _fit(self, aux_texts: list[str], knowledge: Knowledge) -> None:
         pass
+
+    def fit_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The fitted state as (tensors, JSON-able metadata) for attacks.fit_cache, or None when there is
+        nothing worth storing (default; an attack that returns one sets `fit_cacheable`)."""
+        return None
+
+    def load_fit_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], aux_texts: list[str],
+                       knowledge: Knowledge) -> None:
+        """Restore what `fit_state` returned, as if `fit(aux_texts, knowledge)` had just run."""
+        raise NotImplementedError(f"attack {self.name!r} has no cacheable fit")
 
     def invert(self, obs: Observations) -> list[list[int]]:
         if self._knowledge is None:

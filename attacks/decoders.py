@@ -28,7 +28,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -325,6 +325,34 @@ class DecoderAttack(Attack):
         if self.patience > 0 and self.eval_every is not None and self.eval_every > self.steps:
             raise FlbenchError(f"attack {self.name!r}: eval_every={self.eval_every} is more than steps={self.steps}, "
                                "so no plateau could be seen; expected eval_every ≤ steps, or patience=0")
+
+    fit_cacheable = True
+    _decoder: Decoder | None = field(default=None, init=False, repr=False, compare=False)
+    fit_log: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _new_decoder(self, knowledge: Knowledge) -> Decoder:
+        """A fresh, untrained decoder of this attack's kind, built from the public weights."""
+        raise NotImplementedError
+
+    def fit_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The trained decoder's trainable tensors (the rest is the public weights `_new_decoder` copies) and
+        the fit log; None when no decoder was trained (e.g. output-inversion's lens decoders)."""
+        if self._decoder is None or not self.fit_log:
+            return None
+        tensors = {n: p.detach().clone() for n, p in self._decoder.named_parameters() if p.requires_grad}
+        return tensors, {"fit_log": self.fit_log}
+
+    def load_fit_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], aux_texts: list[str],
+                       knowledge: Knowledge) -> None:
+        decoder = self._new_decoder(knowledge)
+        want = {n for n, p in decoder.named_parameters() if p.requires_grad}
+        if set(tensors) != want:
+            extra = sorted(set(tensors) ^ want)
+            raise FlbenchError(f"attack {self.name!r}: a cached fit has tensors that do not match this decoder "
+                               f"(first difference: {extra[0]!r}); delete the cache entry to refit")
+        decoder.load_state_dict(tensors, strict=False)
+        self._decoder = decoder.eval()
+        self.fit_log = dict(meta["fit_log"])
 
     def eval_interval(self) -> int:
         """Steps between validation evaluations (`eval_every`, or its default for this budget)."""

@@ -13,7 +13,7 @@ of exactly `steps` steps (attacks.decoders, `DecoderAttack`). The fit log record
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -65,8 +65,6 @@ class LearnedInversion(DecoderAttack):
     vocab_sample: NonNegativeInt = 8192
     train_head: bool = False
     random_tokens: Fraction = 0.2
-    _decoder: Decoder | None = field(default=None, init=False, repr=False, compare=False)
-    fit_log: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def _fit(self, aux_texts: list[str], knowledge: Knowledge) -> None:
         model, tok = knowledge.model, knowledge.tokenizer
@@ -81,9 +79,12 @@ class LearnedInversion(DecoderAttack):
                 ids = torch.where(swap, torch.randint(vocab, ids.shape, generator=gen), ids)
             return client.h_a(ids, mask, positions_from_mask(mask)), ids, mask
 
-        self._decoder = build_decoder(model, self.decoder, knowledge.spec.p, self.mlp_hidden, self.train_head)
+        self._decoder = self._new_decoder(knowledge)
         self.fit_log = self._train(self._decoder, seqs, knowledge, client, inputs, batch_size=self.batch_size,
                                    lr=self.lr, weight_decay=self.weight_decay, vocab_sample=self.vocab_sample)
+
+    def _new_decoder(self, knowledge: Knowledge) -> Decoder:
+        return build_decoder(knowledge.model, self.decoder, knowledge.spec.p, self.mlp_hidden, self.train_head)
 
     def _invert(self, obs: Observations) -> list[list[int]]:
         return self._decoder.predict(obs.h_a, self.batch_size)

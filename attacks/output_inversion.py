@@ -65,9 +65,7 @@ class OutputInversion(DecoderAttack):
     max_length: PositiveInt = 48
     mlp_hidden: PositiveInt = 1024
     vocab_sample: NonNegativeInt = 8192
-    _decoder: Decoder | None = field(default=None, init=False, repr=False, compare=False)
     _first: int = field(default=0, init=False, repr=False, compare=False)
-    fit_log: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -78,9 +76,7 @@ class OutputInversion(DecoderAttack):
 
     def _fit(self, aux_texts: list[str], knowledge: Knowledge) -> None:
         model, tok = knowledge.model, knowledge.tokenizer
-        seqs = tokenize_aux(tok, aux_texts[: self.max_aux], self.max_length) if aux_texts else []
-        firsts = Counter(s[0] for s in seqs)
-        self._first = firsts.most_common(1)[0][0] if firsts else int(tok.bos_token_id or 0)
+        seqs = self._set_first(aux_texts, tok)
         if self.decoder == "logit-lens":
             self._decoder = build_decoder(model, "lens").eval()
             return
@@ -104,9 +100,24 @@ class OutputInversion(DecoderAttack):
                 return h, targets, loss_mask
             return h, ids, mask
 
-        self._decoder = build_decoder(model, "mlp", mlp_hidden=self.mlp_hidden)
+        self._decoder = self._new_decoder(knowledge)
         self.fit_log = self._train(self._decoder, seqs, knowledge, client, inputs, batch_size=self.batch_size,
                                    lr=self.lr, weight_decay=0.0, vocab_sample=self.vocab_sample)
+
+    def _set_first(self, aux_texts: list[str], tok) -> list[list[int]]:
+        """Tokenize the aux texts and set the token predicted at position 0 (the most common first token:
+        position 0 has no previous output to read it from). Returns the tokenized texts."""
+        seqs = tokenize_aux(tok, aux_texts[: self.max_aux], self.max_length) if aux_texts else []
+        firsts = Counter(s[0] for s in seqs)
+        self._first = firsts.most_common(1)[0][0] if firsts else int(tok.bos_token_id or 0)
+        return seqs
+
+    def _new_decoder(self, knowledge: Knowledge) -> Decoder:
+        return build_decoder(knowledge.model, "mlp", mlp_hidden=self.mlp_hidden)
+
+    def load_fit_state(self, tensors, meta, aux_texts, knowledge) -> None:
+        self._set_first(aux_texts, knowledge.tokenizer)
+        super().load_fit_state(tensors, meta, aux_texts, knowledge)
 
     def _invert(self, obs: Observations) -> list[list[int]]:
         preds = self._public_tail(obs.h_b) if self.decoder == "public-tail" else self._decoder.predict(obs.h_b, self.batch_size)

@@ -107,8 +107,10 @@ def _explicit(names) -> list[str]:
 @compute_options()
 @click.option("--out", default="results/runs", show_default=True, help="directory for the records")
 @click.option("--json", "as_json", is_flag=True, help="print the records as one JSON object on stdout")
+@click.option("--fit-cache", default=None, type=click.Path(file_okay=False),
+              help="directory where learned attackers' fits are stored and reused (see flbench sweep --fit-cache)")
 def run_cmd(model, split_text, centralized, task_name, task_limit, task_batch_size, finetune_steps, attacks,
-            attack_params, dtype, device, client_device, server_device, out, as_json, **opts) -> None:
+            attack_params, dtype, device, client_device, server_device, out, as_json, fit_cache, **opts) -> None:
     """One benchmark cell: [fine-tune] → utility → capture → attacks; one record per attack under --out.
 
     Everything is validated (names, parameters, output directory) before the model is loaded."""
@@ -161,7 +163,10 @@ def run_cmd(model, split_text, centralized, task_name, task_limit, task_batch_si
     cfg = validate(RunConfig, data, options=options)
     devices = resolve_devices(device, client_device, server_device, centralized)
     out_dir = check_output(out, kind="dir", existing_dir_ok=True)
-    records = run_cell(cfg, progress=True, devices=devices)
+    from attacks.fit_cache import open_fit_cache
+
+    cache = open_fit_cache(fit_cache)
+    records = run_cell(cfg, progress=True, devices=devices, fit_cache=cache)
     paths = [str(p) for p in write_cell(records, out_dir, cfg.hash)]
     click.echo(f"[flbench] cell {cfg.hash}: {len(records)} record(s) in {out_dir}", err=True)
 

@@ -15,7 +15,10 @@ from flbench.core.errors import FlbenchError
               help="skip cells whose config hash already has its records")
 @click.option("--shard", default=None, help="run only shard I of N (I/N, 1-based), e.g. for array jobs")
 @click.option("--dry-run", is_flag=True, help="list the cells (hash, done or not) without running them")
-def sweep_cmd(spec_file, out, resume, shard, dry_run) -> None:
+@click.option("--fit-cache", default=None, type=click.Path(file_okay=False),
+              help="directory where learned attackers' fits are stored and reused by cells whose fit reads the "
+                   "same public inputs (e.g. cells differing only in the gradient defense or fine-tuning)")
+def sweep_cmd(spec_file, out, resume, shard, dry_run, fit_cache) -> None:
     """Run a grid of cells from a YAML spec (safe YAML; never executed as code).
 
     The whole spec is validated (every value of every axis, every cell) before the first cell runs; then each
@@ -26,6 +29,9 @@ def sweep_cmd(spec_file, out, resume, shard, dry_run) -> None:
     if shard:
         sw.parse_shard(shard)  # the options first: they are cheap to check
     out_dir = Path(out) if dry_run else check_output(out, kind="dir", existing_dir_ok=True)
+    from attacks.fit_cache import open_fit_cache
+
+    cache = None if dry_run else open_fit_cache(fit_cache)
     spec = sw.load_spec(spec_file)
     cells = sw.expand(spec)
     if shard:
@@ -45,7 +51,7 @@ def sweep_cmd(spec_file, out, resume, shard, dry_run) -> None:
         from flbench.experiments.records import read_records
 
         seed_attack_memo(read_records(out_dir))
-    summary = sw.run_sweep(cells, out_dir, lambda c: run_cell(c, progress=False), resume=resume, progress=True)
+    summary = sw.run_sweep(cells, out_dir, lambda c: run_cell(c, progress=False, fit_cache=cache), resume=resume, progress=True)
     failed = summary.failed
     click.echo(f"[flbench] sweep {spec_file}: {summary.ran} cell(s) run, {summary.skipped} skipped (done), "
                f"{len(failed)} failed; records in {out}", err=True)

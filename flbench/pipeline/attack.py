@@ -71,19 +71,22 @@ class FittedAttack:
     defense: object
     attack: object
     fit_seconds: float
+    fit_cache: dict | None = None  # attacks.fit_cache.fit_with_cache's report, when a cache was given
 
 
 def fit_attack(cfg: AttackConfig, defense, generator, progress: bool = True, loaded=None,
                checkpoint=None, rt=None, aux: list[str] | None = None, devices: dict | None = None,
-               attacker_checkpoint=None) -> FittedAttack:
+               attacker_checkpoint=None, fit_cache=None) -> FittedAttack:
     """`loaded`: an already loaded model (else cfg.model is loaded). `checkpoint`: a `flbench train --out`
     directory whose adapters the victim client runs; the attacker still knows only the public weights.
     `rt` / `aux`: a runtime built by `victim_runtime` and auxiliary texts already loaded (several attacks on
     one capture, as `flbench run` does). `cfg` is validated (names, split, parameters) before any loading.
     `attacker_checkpoint`: adapters the ATTACKER trained (`flbench train --out`, on public data with the client's
     known recipe): the attacker runs that surrogate head instead of the public one (attacks that run the head:
-    map-inversion, relaxation, learned-inversion's simulated client)."""
+    map-inversion, relaxation, learned-inversion's simulated client). `fit_cache`: an attacks.fit_cache.FitCache
+    through which cacheable fits are stored and reused."""
     from attacks import Knowledge, make_attack
+    from attacks.fit_cache import fit_with_cache
     from flbench.models import load_model
 
     params = dict(cfg.params)
@@ -101,8 +104,8 @@ def fit_attack(cfg: AttackConfig, defense, generator, progress: bool = True, loa
     if aux is None:
         aux = load_aux(cfg.victims, cfg.seed)
     t0 = time.perf_counter()
-    attack.fit(aux, knowledge)
-    return FittedAttack(cfg, loaded, rt, defense, attack, time.perf_counter() - t0)
+    cached = fit_with_cache(attack, aux, knowledge, fit_cache)
+    return FittedAttack(cfg, loaded, rt, defense, attack, time.perf_counter() - t0, cached)
 
 
 def victim_runtime(cfg: AttackConfig, loaded, defense, generator, checkpoint=None, devices: dict | None = None):
@@ -216,6 +219,8 @@ def evaluate_attack(fa: FittedAttack, records, notes: list[str] | None = None, d
         "metrics": {k: {m: v[m] for m in ("mean", "ci_low", "ci_high")} for k, v in metrics.items()},
         "seconds": {"fit": round(fa.fit_seconds, 3), "invert": round(invert_s, 3)},
         "fit_log": getattr(fa.attack, "fit_log", {}),
+        # {"key", "hit", "fit_seconds" of the original fit} when the fit went through an on-disk cache
+        "fit_cache": fa.fit_cache,
         # scorer-side diagnostics of this inversion (e.g. candidate recall), computed with the true ids after
         # `invert` returned: the attack never saw them
         "diagnostics": fa.attack.diagnostics(true_ids),

@@ -203,9 +203,11 @@ def _pending_attacks(cfg: RunConfig) -> list[str]:
     return [n for n in _forward_attacks(cfg) if (key := _attack_key(cfg, n)) is None or key not in _ATTACKS]
 
 
-def _attacks(cfg: RunConfig, loaded, checkpoint, victims, progress: bool, devices: dict) -> list[tuple[str, dict, float]]:
+def _attacks(cfg: RunConfig, loaded, checkpoint, victims, progress: bool, devices: dict,
+             fit_cache=None) -> list[tuple[str, dict, float]]:
     """Every attack of the cell on ONE capture of the victim traffic through one client runtime (the server
-    saw that traffic once; all attacks read the same messages). Results are memoised (see `_attack_key`)."""
+    saw that traffic once; all attacks read the same messages). Results are memoised (see `_attack_key`);
+    fits go through `fit_cache` (attacks.fit_cache.FitCache) when one is given."""
     from flbench.pipeline.attack import (
         capture_victims,
         evaluate_attack,
@@ -231,7 +233,8 @@ def _attacks(cfg: RunConfig, loaded, checkpoint, victims, progress: bool, device
         shared_s = (time.perf_counter() - t0) / len(todo)
         for name in todo:
             t1 = time.perf_counter()
-            fa = fit_attack(cfg.attack_config(name), defense, gen, progress=progress, rt=rt, aux=aux)
+            fa = fit_attack(cfg.attack_config(name), defense, gen, progress=progress, rt=rt, aux=aux,
+                            fit_cache=fit_cache)
             res = evaluate_attack(fa, records, notes, captured=captured)
             out[name] = (res, round(shared_s + time.perf_counter() - t1, 3))
             key = _attack_key(cfg, name)
@@ -265,12 +268,15 @@ def attack_primary(name: str) -> str:
 
 
 def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None = None,
-             devices: dict | None = None) -> list[dict]:
+             devices: dict | None = None, fit_cache=None) -> list[dict]:
     """Execute one cell; returns its records (see flbench.experiments.records for the schema), not yet written.
 
     The victim data is read before the model is loaded, and the split checked against the model before any
     training, so bad inputs fail before the expensive work. `devices` ({"device", "client_device",
-    "server_device"}; default: all on the CPU) is where the parties run; not part of the config: records state it."""
+    "server_device"}; default: all on the CPU) is where the parties run; not part of the config: records state it.
+    `fit_cache` (attacks.fit_cache.FitCache): attacker fits are stored there and reused by later cells whose fit
+    reads the same public inputs; not part of the config (a cached fit is the seeded fit a rerun would compute, up
+    to floating-point reduction order), the records say which fits came from it."""
     from flbench.core.provenance import provenance
     from flbench.pipeline.attack import load_victims
     from splits.partition import parse_split
@@ -303,7 +309,7 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
         t0 = time.perf_counter()
         task, uinfo = _utility(cfg, loaded, spec, checkpoint, progress, devices)
         timings["eval_s"] = round(time.perf_counter() - t0, 3)
-        attack_results = _attacks(cfg, loaded, checkpoint, victims, progress, devices)
+        attack_results = _attacks(cfg, loaded, checkpoint, victims, progress, devices, fit_cache)
         if ft_info.get("traffic") is not None:
             by_name = {n: (n, r, s) for n, r, s in attack_results + _gradient_attacks(cfg, ft_info["traffic"])}
             attack_results = [by_name[n] for n in cfg.attacks]
@@ -362,6 +368,8 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
                 attack["diagnostics"] = res["diagnostics"]
             if res.get("reused_from"):
                 attack["reused_from"] = res["reused_from"]
+            if res.get("fit_cache"):  # the fit came from (or went to) an on-disk cache; fit_s is then the load time
+                attack["fit_cache"] = res["fit_cache"]
         records.append({
             **base,
             "record_id": f"{h}__{name or 'none'}",
