@@ -18,6 +18,7 @@ from attacks.base import (
 )
 from attacks.embedding_nn import EmbeddingNN
 from attacks.gradient_label import GradientLabel  # noqa: F401
+from attacks.joint_inversion import JointInversion  # noqa: F401
 from attacks.learned_inversion import LearnedInversion
 from attacks.map_inversion import MAPInversion  # noqa: F401
 from attacks.output_inversion import OutputInversion

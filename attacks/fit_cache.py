@@ -18,8 +18,9 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from flbench.core.canonical import canonical_json, normalize_numbers
 from flbench.core.errors import FlbenchError

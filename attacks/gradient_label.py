@@ -59,7 +59,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -103,6 +103,7 @@ class GradientLabel(Attack):
 
     requires = frozenset({"h_b", "grad_b"})
     primary_metric = "token_accuracy"
+    channel: ClassVar[str] = "grad_b"  # what a record says it read (attacks.joint_inversion reads h_A as well)
     candidates: Literal["vocab", "answers"] = "vocab"
     min_fit: Fraction = 0.5
     false_alarm: UnitIntervalOpen = 1e-3
@@ -286,9 +287,11 @@ class GradientLabel(Attack):
         q2 = torch.maximum(q2, 1e-6 * v2.clamp_min(0.0))  # rounding never makes a candidate's gradient vanish
         return dot, (q2 / r2).sqrt()
 
-    def _decode(self, h: torch.Tensor, g: torch.Tensor, releases: int = 1) -> tuple[list[int], list[int], list[float]]:
-        """Labelled positions t (logit positions: t predicts input token t + 1), their labels and fits (the
-        best candidate's cosine) for one training sequence."""
+    def _project(self, h: torch.Tensor, g: torch.Tensor, releases: int = 1
+                 ) -> tuple[list[int], torch.Tensor, torch.Tensor, float]:
+        """The candidate logit positions t of one training sequence, the observation's projection on every
+        candidate's unit hypothesis there, proj[t, y] = o_t·â_{t,y} (P, K), the observed row norms (T,) and the
+        noise σ per coordinate (0 without a gradient defense)."""
         T = h.shape[0]
         rows = g.norm(dim=-1)
         noisy = self._sigma > 0
@@ -297,31 +300,64 @@ class GradientLabel(Attack):
             cand_pos = list(range(T - 1))
         else:  # a row without gradient: no loss at or after it
             cand_pos = [t for t in (rows > ZERO_ROW * top).nonzero().flatten().tolist() if t < T - 1] if top > 0 else []
-        if not cand_pos:
-            return [], [], []
         sigma = self._sigma_of(g, releases) if noisy else 0.0
-        best_cos, best_y, stat = [], [], []
+        if not cand_pos:
+            return [], torch.empty(0, int(self._cand.numel())), rows, sigma
         x, n, dn = self._own_jvp(h, g, cand_pos)
+        proj = []
         for start in range(0, len(cand_pos), self.chunk):
             sl = slice(start, start + self.chunk)
-            idx = torch.tensor(cand_pos[sl])
             dot, norm = self._scores(x[sl], n[sl], dn[sl])
-            proj = dot / norm  # o_t·â_{t,y}: the observation along each unit hypothesis
-            c, j = proj.max(-1)
-            best_cos.append(c / rows[idx].clamp_min(1e-30))
-            best_y.append(self._cand[j])
-            stat.append(c.clamp_min(0.0).square() / (sigma * sigma) if noisy else c)
-        cos_all = torch.cat(best_cos)
-        y_all = torch.cat(best_y)
-        if self.positions == "all" or (not noisy and self._body.n_blocks == 0):
-            keep = torch.ones_like(cos_all, dtype=torch.bool)  # every candidate position; Q = 0: a gradient means a label
-        elif noisy:  # generalized likelihood-ratio test against "noise only" (module docstring)
-            keep = torch.cat(stat) > 2.0 * math.log(int(self._cand.numel()) / self.false_alarm)
-        else:
-            keep = cos_all >= self.min_fit
-            keep[-1] = True  # the last position with a gradient is labelled (causal attention)
-        sel = keep.nonzero().flatten().tolist()
-        return [cand_pos[s] for s in sel], [int(y_all[s]) for s in sel], [float(cos_all[s]) for s in sel]
+            proj.append(dot / norm)
+        return cand_pos, torch.cat(proj), rows, sigma
+
+    def _labelled(self, cand_pos: list[int], proj: torch.Tensor, rows: torch.Tensor, sigma: float
+                  ) -> torch.Tensor:
+        """Which candidate positions are taken as labelled (bool (P,)): the module docstring's tests."""
+        c = proj.max(-1).values
+        cos_all = c / rows[torch.tensor(cand_pos)].clamp_min(1e-30)
+        if self.positions == "all" or (sigma == 0 and self._body.n_blocks == 0):
+            return torch.ones_like(cos_all, dtype=torch.bool)  # every candidate position; Q = 0: a gradient means a label
+        if sigma > 0:  # generalized likelihood-ratio test against "noise only" (module docstring)
+            return c.clamp_min(0.0).square() / (sigma * sigma) > 2.0 * math.log(int(self._cand.numel()) / self.false_alarm)
+        keep = cos_all >= self.min_fit
+        keep[-1] = True  # the last position with a gradient is labelled (causal attention)
+        return keep
+
+    def _decode(self, h: torch.Tensor, g: torch.Tensor, releases: int = 1) -> tuple[list[int], list[int], list[float]]:
+        """Labelled positions t (logit positions: t predicts input token t + 1), their labels and fits (the
+        best candidate's cosine) for one training sequence."""
+        cand_pos, proj, rows, sigma = self._project(h, g, releases)
+        if not cand_pos:
+            return [], [], []
+        c, j = proj.max(-1)
+        cos_all = c / rows[torch.tensor(cand_pos)].clamp_min(1e-30)
+        sel = self._labelled(cand_pos, proj, rows, sigma).nonzero().flatten().tolist()
+        return [cand_pos[s] for s in sel], [int(self._cand[j[s]]) for s in sel], [float(cos_all[s]) for s in sel]
+
+    def evidence(self, h: torch.Tensor, g: torch.Tensor, releases: int = 1) -> dict[int, torch.Tensor]:
+        """The backward channel's log-evidence about the INPUT tokens of one training sequence, for combining
+        with another channel: {input position t + 1: (K,) per candidate y, the log-likelihood ratio of "t is
+        labelled y" against "no label at t" (o_t noise only)} at the positions taken as labelled. Under the
+        gradient defense's noise that ratio is (o_t·â_{t,y})₊² / (2σ²) (the profile likelihood of the module
+        docstring against −||o_t||²/(2σ²), so it is ≥ 0 and near 0 where no label is); without noise the residual of the
+        best candidate stands in for σ (σ² = (||o_t||² − max_y (o_t·â_{t,y})²) / (d − 1): what no candidate
+        explains, e.g. the client's unknown adapters, treated as isotropic noise), so a position the public
+        tail explains exactly gives sharp evidence and a poorly explained one weak evidence."""
+        cand_pos, proj, rows, sigma = self._project(h, g, releases)
+        if not cand_pos:
+            return {}
+        keep = self._labelled(cand_pos, proj, rows, sigma)
+        d = g.shape[-1]
+        out: dict[int, torch.Tensor] = {}
+        for s in keep.nonzero().flatten().tolist():
+            p = proj[s]
+            var = sigma * sigma
+            if sigma == 0:
+                r = float(rows[cand_pos[s]])
+                var = max((r * r - float(p.max()) ** 2) / (d - 1), (1e-6 * r) ** 2 / d)
+            out[cand_pos[s] + 1] = p.clamp_min(0.0).square() / (2.0 * var)
+        return out
 
     def diagnostics(self, true_ids: list[list[int]]) -> dict[str, Any]:
         out: dict[str, Any] = {"labelled_positions": sum(len(p) for p in self.labelled)}

@@ -102,6 +102,9 @@ class MAPInversion(Attack):
     fit_log: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     combines_releases: ClassVar[bool] = True  # k releases of a position: their log-likelihoods add
     _trace: list = field(default_factory=list, init=False, repr=False, compare=False)
+    # Another channel's log-evidence about the input tokens (attacks.joint_inversion): obs index i →
+    # {position t: (V,) log-evidence per token}, added to the prior at those positions; None: h_A alone.
+    _evidence_fn: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -192,14 +195,17 @@ class MAPInversion(Attack):
             group = order[start : start + self.batch_size]
             rows = [obs.h_a_releases[i].transpose(0, 1).float() if obs.releases > 1 else obs.h_a[i].float().unsqueeze(1)
                     for i in group]  # (T_i, k, d): the k releases of every position
-            for i, ids, cands in zip(group, *self._decode_group(rows)):
+            evidence = [self._evidence_fn(i) for i in group] if self._evidence_fn is not None else None
+            for i, ids, cands in zip(group, *self._decode_group(rows, evidence)):
                 out[i], self._trace[i] = ids, cands
         self._seconds = time.perf_counter() - t0
         return out
 
-    def _decode_group(self, h_obs: list[torch.Tensor]) -> tuple[list[list[int]], list[list[Any]]]:
+    def _decode_group(self, h_obs: list[torch.Tensor], evidence: list[dict[int, torch.Tensor]] | None = None
+                      ) -> tuple[list[list[int]], list[list[Any]]]:
         """Beam search over a group of victims in lockstep. Returns per victim the recovered ids and, per
-        position, the candidate ids scored on the returned path (None: the whole vocabulary)."""
+        position, the candidate ids scored on the returned path (None: the whole vocabulary). `evidence`: per
+        victim, another channel's log-evidence {position: (V,)}, added to the prior where given."""
         n = len(h_obs)
         lengths = [len(h) for h in h_obs]
         victim = torch.arange(n)  # rows are (victim, beam) prefixes
@@ -212,15 +218,16 @@ class MAPInversion(Attack):
         done: dict[int, tuple[list[int], list[Any]]] = {}
         for t in range(max(lengths)):
             obs_rows = torch.stack([h_obs[int(v)][t] for v in victim])  # (R, k, d): k releases per row
+            lp = log_prior if t == 0 or evidence is None else _with_evidence(log_prior, evidence, victim, t)
             if t == 0:
                 cand, ll = self._first_position(obs_rows)
             else:  # only each victim's leading prefix may expand its candidates (bounded cost with beams)
                 lead = score == torch.full((n,), float("-inf"), dtype=score.dtype).scatter_reduce(
                     0, victim, score, "amax")[victim]
-                cand, ll = self._step_candidates(obs_rows, head_cache, log_prior, t, lead)
+                cand, ll = self._step_candidates(obs_rows, head_cache, lp, t, lead)
             total = ll.double() + score.unsqueeze(1)
-            if log_prior is not None:
-                total = total + log_prior.gather(1, cand).double()
+            if lp is not None:
+                total = total + lp.gather(1, cand).double()
             parents, picks, score = self._select(victim, cand, _mask_duplicates(cand, total))
             victim = victim[parents]
             whole = t == 0 or self.candidates == "all"
@@ -411,6 +418,17 @@ class MAPInversion(Attack):
                 "full_vocabulary_fallbacks": self._fallbacks,
                 "model_mismatch": (None if self._total_var is None
                                    else {**self._mismatch_seen, "total_sd": self._total_var ** 0.5})}
+
+
+def _with_evidence(log_prior: torch.Tensor | None, evidence: list[dict[int, torch.Tensor]], victim: torch.Tensor,
+                   t: int) -> torch.Tensor | None:
+    """The log-prior (R, V) of the rows at position t plus another channel's log-evidence for their victims
+    (`evidence[v][t]`, zero where a victim has none); unchanged when no row's victim has evidence at t."""
+    if not any(t in evidence[int(v)] for v in victim):
+        return log_prior
+    some = next(evidence[int(v)][t] for v in victim if t in evidence[int(v)])
+    ev = torch.stack([evidence[int(v)].get(t, torch.zeros_like(some)).float() for v in victim])
+    return ev if log_prior is None else log_prior + ev
 
 
 def _mask_duplicates(cand: torch.Tensor, total: torch.Tensor) -> torch.Tensor:

@@ -34,31 +34,63 @@ from flbench.pipeline.bench import machine, write_result
 
 
 def _train_tapped(loaded, spec, samples, steps: int, batch: int, lr: float, seed: int, grad_defense=None,
-                  task=None, answers=None, chance=None):
-    """One fine-tuning run with the server's tap on: returns the TrainingTraffic and the train summary."""
+                  task=None, answers=None, chance=None, defense=None):
+    """One fine-tuning run with the server's tap on (`defense` on h_A, `grad_defense` on dL/dh_B, each with its
+    own seeded stream): returns the TrainingTraffic and the train summary."""
     from flbench.pipeline.finetune import TrainConfig, model_meta, train
     from defenses import NoDefense, make_generator
     from flbench.pipeline.gradient import TrainingTap, TrainingTraffic, grad_seed
     from splits.runtime import SplitRuntime
     from splits.training import LoraSpec
 
-    rt = SplitRuntime(loaded, spec, grad_defense=grad_defense,
+    rt = SplitRuntime(loaded, spec, defense=defense, generator=None if defense is None else make_generator(seed),
+                      grad_defense=grad_defense,
                       grad_generator=None if grad_defense is None else make_generator(grad_seed(seed)))
     traffic = TrainingTraffic(TrainingTap(steps * batch), rt=rt, task=task, answers=answers, chance=chance,
                               examples_per_epoch=len(samples))
     rt.wire.taps.append(traffic.tap)
     cfg = TrainConfig(steps=steps, batch_size=batch, lr=lr, seed=seed, max_length=256)
     with tempfile.TemporaryDirectory() as tmp:
-        summary = train(rt, samples, cfg, LoraSpec(), Path(tmp) / "run", model_meta(loaded, rt, NoDefense(), grad_defense),
+        summary = train(rt, samples, cfg, LoraSpec(), Path(tmp) / "run",
+                        model_meta(loaded, rt, defense or NoDefense(), grad_defense),
                         progress=False, trace=traffic.trace)
     return traffic, summary
 
 
-def _attack(traffic, params: dict, seed: int) -> dict:
+def add_training_args(ap: argparse.ArgumentParser, examples: int, lm_max_length: int) -> None:
+    """The options every backward-channel benchmark shares (model, split, the tapped training run)."""
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--split", default="2,2")
+    ap.add_argument("--examples", type=int, default=examples, help="training sequences (one epoch)")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lm-max-length", type=int, default=lm_max_length)
+
+
+def training_setup(args: argparse.Namespace) -> tuple:
+    """(loaded model, split spec, training steps for one epoch of --examples, the sst2 training data: its
+    samples, verbalised answers and chance level) for `add_training_args`' options."""
+    from flbench.models import load_model
+    from flbench.pipeline.finetune import task_samples
+    from flbench.pipeline.gradient import task_answers, task_chance
+    from flbench.tasks import get_task
+    from splits.partition import parse_split
+
+    loaded = load_model(args.model, progress=False)
+    spec = parse_split(args.split)
+    spec.validate(len(loaded.model.model.layers))
+    task = get_task("sst2")
+    examples = task.load("train")
+    sst2 = {"samples": task_samples(loaded.tokenizer, task, examples, 256), "task": "sst2",
+            "answers": task_answers(loaded.tokenizer, task, examples, 256), "chance": task_chance(task)}
+    return loaded, spec, max(1, args.examples // args.batch_size), sst2
+
+
+def _attack(traffic, params: dict, seed: int, name: str = "gradient-label") -> dict:
     from flbench.pipeline.gradient import evaluate_gradient_attack
 
     t0 = time.perf_counter()
-    res = evaluate_gradient_attack("gradient-label", params, traffic, seed)
+    res = evaluate_gradient_attack(name, params, traffic, seed)
     res["seconds"]["total"] = round(time.perf_counter() - t0, 3)
     return res
 
@@ -94,12 +126,7 @@ def _example_norms(traffic) -> list[float]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--split", default="2,2")
-    ap.add_argument("--examples", type=int, default=64, help="training sequences (one epoch)")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--lm-max-length", type=int, default=64)
+    add_training_args(ap, examples=64, lm_max_length=64)
     ap.add_argument("--grad-dp-z", type=float, nargs="*", default=[0.3, 3.0], help="grad-dp noise multipliers")
     ap.add_argument("--no-lm", action="store_true", help="skip the whole-text LM-loss row")
     ap.add_argument("--seed", type=int, default=0)
@@ -109,22 +136,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from defenses import make_defense
     from flbench.data import load_corpus
-    from flbench.models import load_model
-    from flbench.pipeline.finetune import task_samples, text_samples
-    from flbench.pipeline.gradient import task_answers, task_chance
-    from flbench.tasks import get_task
-    from splits.partition import parse_split
+    from flbench.pipeline.finetune import text_samples
 
     t_start = time.perf_counter()
-    loaded = load_model(args.model, progress=False)
-    spec = parse_split(args.split)
-    spec.validate(len(loaded.model.model.layers))
-    steps = max(1, args.examples // args.batch_size)
-    task = get_task("sst2")
-    examples = task.load("train")
-    samples = task_samples(loaded.tokenizer, task, examples, 256)
-    answers = task_answers(loaded.tokenizer, task, examples, 256)
-    chance = task_chance(task)
+    loaded, spec, steps, sst2 = training_setup(args)
+    samples, answers, chance = sst2["samples"], sst2["answers"], sst2["chance"]
     rows = []
     common = dict(steps=steps, batch=args.batch_size, lr=args.lr, seed=args.seed, task="sst2", answers=answers,
                   chance=chance)

@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 import warnings
-from pathlib import Path
 
 from flbench.pipeline.attack import (
     AttackConfig,
@@ -27,7 +26,7 @@ from flbench.pipeline.attack import (
     fit_attack,
     load_victims,
 )
-from flbench.pipeline.bench import machine, write_result
+from flbench.pipeline.bench import machine, resumable_rows, write_result
 
 PLATEAU = "plateau"
 
@@ -43,16 +42,6 @@ def _params(budget: str, common: dict, plateau_steps: int | None) -> dict:
     if budget != PLATEAU:
         return {**common, "steps": int(budget), "patience": 0}
     return {**common, **({"steps": plateau_steps} if plateau_steps else {})}
-
-
-def _resumable_rows(path: Path, measurement: dict) -> list[dict]:
-    """Rows of an earlier run of the same measurement in `path`; a different measurement is refused."""
-    if not path.is_file():
-        return []
-    old = json.loads(path.read_text())
-    if old.get("measurement") != measurement:
-        raise SystemExit(f"--resume: {path} holds a different measurement ({old.get('measurement')}); use another --out")
-    return old["rows"]
 
 
 def _summary(rows: list[dict], budgets: list[str]) -> list[dict]:
@@ -102,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             victims[v] = load_victims(VictimsConfig(data=v, limit=args.limit), args.seed)
-    rows = _resumable_rows(Path(args.out), measurement) if args.resume else []
+    rows = resumable_rows(args.out, measurement) if args.resume else []
     done = {b for b in args.budgets if {r["data"] for r in rows if r["budget"] == b} >= set(args.victims)}
     rows = [r for r in rows if r["budget"] in done or r["budget"] not in args.budgets]  # redo partial budgets
 

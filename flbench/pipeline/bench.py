@@ -13,6 +13,7 @@ import shlex
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -119,6 +120,17 @@ def resumed(out: str, setting: dict, resume: bool) -> dict:
     if old.get("setting") != setting:
         raise SystemExit(f"--resume: {out} holds another measurement ({old.get('setting')}); use another --out")
     return old
+
+
+def resumable_rows(path: str | os.PathLike | None, measurement: dict) -> list[dict]:
+    """The rows of an earlier run of the same `measurement` in the benchmark file `path` (a benchmark's
+    `--resume`); a file holding a different measurement is refused (its rows are not comparable)."""
+    if not path or not Path(path).is_file():
+        return []
+    old = json.loads(Path(path).read_text())
+    if old.get("measurement") != measurement:
+        raise SystemExit(f"--resume: {path} holds a different measurement ({old.get('measurement')}); use another --out")
+    return old["rows"]
 
 
 def write_result(result: dict, out: str | None, argv: list[str]) -> None:

@@ -142,20 +142,25 @@ def training_truth(trace: list, n: int) -> list[dict]:
     return out
 
 
-def score_gradient(recovered: list[list[int]], truth: list[dict], labelled: list[list[int]], seed: int,
+def score_gradient(recovered: list[list[int]], truth: list[dict], labelled: list[list[int]] | None, seed: int,
                    chance: float | None = None) -> dict:
-    """Recovery metrics of a gradient attack (see the module docstring), each with a seeded bootstrap CI."""
+    """Recovery metrics of a gradient attack (see the module docstring), each with a seeded bootstrap CI.
+    `labelled` None: the attack does not decide which positions carry a label (no detection metrics)."""
     from flbench.metrics import bootstrap_ci
 
-    per: dict[str, list[float]] = {"token_accuracy": [], "label_accuracy": [], "detection_precision": [],
-                                   "detection_recall": []}
-    for rec, t, lab in zip(recovered, truth, labelled):
+    per: dict[str, list[float]] = {"token_accuracy": [], "label_accuracy": []}
+    if labelled is not None:
+        per.update(detection_precision=[], detection_recall=[])
+    for i, (rec, t) in enumerate(zip(recovered, truth)):
         targets = t["targets"]
         if not targets:
             continue
         hits = [rec[p] == t["ids"][p] for p in targets]
         per["token_accuracy"].append(sum(hits) / len(hits))
         per["label_accuracy"].append(float(all(hits)))
+        if labelled is None:
+            continue
+        lab = labelled[i]
         found = set(lab) & set(targets)
         if lab:
             per["detection_precision"].append(len(found) / len(set(lab)))
@@ -189,7 +194,7 @@ def evaluate_gradient_attack(name: str, params: dict, traffic: TrainingTraffic, 
     t1 = time.perf_counter()
     recovered = attack.invert(obs)
     invert_s = time.perf_counter() - t1
-    metrics = score_gradient(recovered, truth, attack.labelled, seed, traffic.chance)
+    metrics = score_gradient(recovered, truth, getattr(attack, "labelled", None), seed, traffic.chance)
     tok = rt.loaded.tokenizer
 
     def show(ids: list[int], positions: list[int]) -> str:
@@ -209,5 +214,5 @@ def evaluate_gradient_attack(name: str, params: dict, traffic: TrainingTraffic, 
         "diagnostics": {**attack.diagnostics([t["ids"] for t in truth]),
                         "training_steps": len(set(obs.steps or [])), "epochs": epochs},
         "examples": examples,
-        "channel": "grad_b",
+        "channel": attack.channel,  # what the attack read: "grad_b" (backward alone), "h_a", or both
     })

@@ -31,6 +31,7 @@ EXAMPLES = {
     "map-inversion": {"top_k": 16},
     "relaxation": {"steps": 100, "top_k": 64},
     "gradient-label": {},  # reads training traffic: its suite run is in tests/attacks/test_gradient_label.py
+    "joint-inversion": {},  # reads training traffic: tests/attacks/test_joint_inversion.py
 }
 SPLIT = SplitSpec(1, 1)
 
@@ -53,10 +54,10 @@ def _run(tiny, name, aux, victims, sigma):
 
 
 def test_registry_names():
-    assert attacks.names() == ["embedding-nn", "gradient-label", "learned-inversion", "map-inversion",
-                               "output-inversion", "relaxation"]
-    with pytest.raises(FlbenchError, match="known: embedding-nn, gradient-label, learned-inversion, map-inversion, "
-                                           "output-inversion, relaxation"):
+    assert attacks.names() == ["embedding-nn", "gradient-label", "joint-inversion", "learned-inversion",
+                               "map-inversion", "output-inversion", "relaxation"]
+    with pytest.raises(FlbenchError, match="known: embedding-nn, gradient-label, joint-inversion, learned-inversion, "
+                                           "map-inversion, output-inversion, relaxation"):
         make_attack("no-such-attack")
 
 
@@ -67,7 +68,7 @@ def test_every_attack_has_an_example():
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_attack_beats_baseline_and_noise_hurts(tiny, texts, name):
     if "grad_b" in attacks.get(name).requires:  # no gradients in eval traffic; the same contract on training
-        pytest.skip("gradient attacks read training traffic: tests/attacks/test_gradient_label.py")
+        pytest.skip("gradient attacks read training traffic: tests/attacks/test_gradient_label.py, test_joint_inversion.py")
     aux, victims = texts
     clean, ids = _run(tiny, name, aux, victims, 0.0)
     guess = most_frequent_token(tokenize_aux(tiny.tokenizer, aux, 64))
