@@ -267,6 +267,31 @@ def gradient(name: str = "attacks_gradient.json") -> list[str]:
             *_lines(markdown_table(rows)), ""]
 
 
+def gradient_channels(name: str = "attacks_gradient_channels.json") -> list[str]:
+    d = _bench(name)
+    if d is None:
+        return []
+    m = d["measurement"]
+    rows = []
+    for r in d["rows"]:  # in run order: per setting, backward alone, forward alone, both
+        lm = r["loss"] == "lm"
+        g = r.get("grad_defense")
+        metric = "token_accuracy" if lm else "label_accuracy"
+        rows.append({"traffic": "LM loss, private-records" if lm else "sst2, answer-only loss",
+                     "h_A defense": f"σ = {r['sigma_h_a']:g}×RMS" if r["sigma_h_a"] else "none",
+                     "gradient defense": f"grad-dp z = {r['grad_dp_z']:g}" if r["grad_dp_z"] else "none",
+                     "grad ε (δ)": f"{g['epsilon']:.3g} ({g['delta']:g})" if g and g.get("epsilon") is not None else MISSING,
+                     "channel read": {"grad_b": "dL/dh_B alone (gradient-label)", "h_a": "h_A alone (joint-inversion channels=h_a)",
+                                      "h_a+grad_b": "both (joint-inversion)"}[r["channel"]],
+                     "n": str(r["n"]), "recovered": with_ci(r["metrics"][metric]["mean"], r["metrics"][metric]),
+                     "chance": MISSING if lm or r.get("label_chance") is None else f"{r['label_chance']:.2f}"})
+    return [f"**Each channel of the fine-tuning traffic alone, and both**, `{d['command']}` ({m['model']}, split "
+            f"{m['split']}, {m['examples']} training sequences, one epoch, each setting its own tapped fine-tuning run "
+            "with the defenses on; sst2: share of training examples whose class word is recovered; LM loss: token "
+            "accuracy of the training text; scored alike at the training targets):", "",
+            *_lines(markdown_table(rows)), ""]
+
+
 def _victim_defense(st: dict) -> str:
     if st.get("nopeek_weight"):
         return f"nopeek α = {st['nopeek_weight']:g} in training (identity on the wire)"
@@ -365,7 +390,7 @@ def exact_forward() -> list[str]:
             + finetuned_victims("attacks_finetuned_victims_nopeek.json")
             + finetuned_victims("attacks_finetuned_victims_nopeek_adaptive.json")
             + finetuned_victims("attacks_finetuned_victims_nopeek_adaptive_wic.json") + dp_ceiling() + learned_budget()
-            + gradient() + gradient_epochs())
+            + gradient() + gradient_epochs() + gradient_channels())
 
 
 BEGIN, END = "<!-- report:utility-and-sweep:begin -->", "<!-- report:utility-and-sweep:end -->"
