@@ -88,8 +88,11 @@ class GradientLabel(Attack):
       answers, e.g. sst2's " negative" / " positive"; needs a task with answers in the knowledge).
     min_fit: without noise, with tail blocks: the cosine an earlier position's best candidate must reach to be
       taken as labelled (the last position with a gradient always is). positions: "detect" (test each
-      position as above) or "all" (decode every position that can carry a label — with a gradient, or any
-      under noise — without testing: a whole-text LM loss, or a scorer that reads known answer positions).
+      position as above), "all" (decode every position that can carry a label — with a gradient, or any
+      under noise — without testing: a whole-text LM loss, or a scorer that reads known answer positions) or
+      "answer" (the public answer-only recipe of a choice task: the answer ends the sequence, so its last L
+      positions are labelled, L the shortest verbalised answer's length in tokens — sst2's class word: the
+      last one; needs the task's answers in the knowledge, as candidates="answers").
       false_alarm: under noise, the probability bound for declaring a noise-only position labelled
       (likelihood-ratio test). chunk: positions per batched JVP and vocabulary product (memory bound only).
     pool: "none" (each recorded training sequence alone) or "linked": a run of several epochs sends every
@@ -107,7 +110,7 @@ class GradientLabel(Attack):
     candidates: Literal["vocab", "answers"] = "vocab"
     min_fit: Fraction = 0.5
     false_alarm: UnitIntervalOpen = 1e-3
-    positions: Literal["detect", "all"] = "detect"
+    positions: Literal["detect", "all", "answer"] = "detect"
     chunk: PositiveInt = 32
     pool: Literal["none", "linked"] = "none"
     fit_log: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -120,6 +123,9 @@ class GradientLabel(Attack):
         if self.candidates == "answers" and not knowledge.answers:
             raise FlbenchError(f"attack {self.name!r}: candidates='answers' needs a training task with verbalised "
                                "answers (a choice task such as sst2); use candidates='vocab'")
+        if self.positions == "answer" and not knowledge.answers:
+            raise FlbenchError(f"attack {self.name!r}: positions='answer' needs a training task with verbalised "
+                               "answers (a choice task such as sst2); use positions='detect' or 'all'")
 
     # ------------------------------------------------------------------ fit: the public tail, no training
 
@@ -147,6 +153,7 @@ class GradientLabel(Attack):
         self._w = w  # (V, d): the softmax needs every logit
         self._wc = w[self._cand]  # (K, d): the candidates
         self._wg2 = (self._wc * self._gamma).square().sum(-1)  # ||γ ⊙ w_y||² per candidate
+        self._answer_len = min(len(a) for a in knowledge.answers) if knowledge.answers else 0
         self._scale = self._noise(knowledge)
         self._sigma = 0.0 if self._scale is None else float(self._scale.value)
         self._relative = bool(self._scale is not None and self._scale.relative)
@@ -296,7 +303,9 @@ class GradientLabel(Attack):
         rows = g.norm(dim=-1)
         noisy = self._sigma > 0
         top = float(rows.max())
-        if noisy:
+        if self.positions == "answer":  # the recipe's labelled positions: the answer's, at the end (noise or not)
+            cand_pos = list(range(max(0, T - 1 - self._answer_len), T - 1)) if noisy or top > 0 else []
+        elif noisy:
             cand_pos = list(range(T - 1))
         else:  # a row without gradient: no loss at or after it
             cand_pos = [t for t in (rows > ZERO_ROW * top).nonzero().flatten().tolist() if t < T - 1] if top > 0 else []
@@ -316,7 +325,7 @@ class GradientLabel(Attack):
         """Which candidate positions are taken as labelled (bool (P,)): the module docstring's tests."""
         c = proj.max(-1).values
         cos_all = c / rows[torch.tensor(cand_pos)].clamp_min(1e-30)
-        if self.positions == "all" or (sigma == 0 and self._body.n_blocks == 0):
+        if self.positions in ("all", "answer") or (sigma == 0 and self._body.n_blocks == 0):
             return torch.ones_like(cos_all, dtype=torch.bool)  # every candidate position; Q = 0: a gradient means a label
         if sigma > 0:  # generalized likelihood-ratio test against "noise only" (module docstring)
             return c.clamp_min(0.0).square() / (sigma * sigma) > 2.0 * math.log(int(self._cand.numel()) / self.false_alarm)

@@ -35,7 +35,9 @@ class JointInversion(Attack):
     channels: "h_a+grad_b" (both) or "h_a" (the forward channel alone, on the same traffic).
     top_k, prior, beam, expand, fallback, batch_size, mismatch: map-inversion's search (see `map-inversion`).
     grad_candidates, positions, false_alarm, min_fit: gradient-label's decoder (see `gradient-label`), whose
-      evidence is added at the positions it takes as labelled.
+      evidence is added at the positions it takes as labelled (with positions="answer" and
+      grad_candidates="answers", the recipe-aware attacker of an answer-only loss: the sequence ends with one
+      of the public answers).
     """
 
     requires = frozenset({"h_a", "h_b", "grad_b"})
@@ -49,7 +51,7 @@ class JointInversion(Attack):
     batch_size: PositiveInt = 8
     mismatch: bool = True
     grad_candidates: Literal["vocab", "answers"] = "vocab"
-    positions: Literal["detect", "all"] = "detect"
+    positions: Literal["detect", "all", "answer"] = "detect"
     false_alarm: UnitIntervalOpen = 1e-3
     min_fit: Fraction = 0.5
     fit_log: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -86,18 +88,20 @@ class JointInversion(Attack):
     def _evidence(self, obs: Observations, i: int) -> dict[int, torch.Tensor]:
         """Entry i's gradient evidence over the whole vocabulary ({input position: (V,)}): the log-likelihood
         ratio of "labelled with y" against "no label here" (`GradientLabel.evidence`). A token outside the
-        gradient decoder's candidates (grad_candidates="answers") cannot be the label, so for it the position is
-        unlabelled: ratio 0 — never -inf, since which positions carry a label is itself uncertain (with
-        positions="all" every position is scored, and an unlabelled one must stay free to hold any token)."""
+        gradient decoder's candidates (grad_candidates="answers") cannot be the label: at a position the recipe
+        makes labelled (positions="answer") it is impossible (-inf); elsewhere being labelled is itself uncertain
+        (detect: a test; all: every position is scored, and an unlabelled one must stay free to hold any token),
+        so for such a token the position is simply unlabelled: ratio 0."""
         if obs.grad_b[i] is None or obs.lengths[i] < 2:
             return {}
         ev = self._backward.evidence(obs.h_b[i].float(), obs.grad_b[i].float())
         cand = self._backward._cand
         if int(cand.numel()) == self._vocab:
             return ev
+        outside = float("-inf") if self.positions == "answer" else 0.0
         full = {}
         for t, e in ev.items():
-            row = torch.zeros(self._vocab)
+            row = torch.full((self._vocab,), outside)
             row[cand] = e
             full[t] = row
         return full

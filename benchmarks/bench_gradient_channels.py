@@ -13,8 +13,8 @@ Each setting is one tapped LoRA fine-tuning run (one epoch of `--examples` seque
 run --finetune-steps N`); on its traffic three attacks, scored alike at the training targets
 (flbench.pipeline.gradient): `gradient-label` (backward alone), `joint-inversion channels=h_a` (forward alone:
 the exact-forward search on the training h_A) and `joint-inversion` (both). sst2 rows decode the label with the
-answers as candidates (the recipe and its answers are public) at every position; lm rows decode every position
-with the whole vocabulary. The file records the command that produced it; `--resume` keeps finished settings.
+answers as candidates at the answer's position (positions="answer": the recipe and its answers are public); lm
+rows decode every position with the whole vocabulary. The file records the command that produced it; `--resume` keeps finished settings.
 """
 from __future__ import annotations
 
@@ -74,7 +74,11 @@ def main(argv: list[str] | None = None) -> None:
         "lm": dict(samples=text_samples(loaded.tokenizer, texts, args.lm_max_length), task=None, answers=None,
                    chance=None),
     }
-    decode = {"sst2": {"positions": "all", "grad_candidates": "answers"}, "lm": {"positions": "all"}}
+    decode = {  # sst2: the public answer-only recipe (the sequence ends with a class word); lm: every position
+        "sst2": {"gradient-label": {"positions": "answer", "candidates": "answers"},
+                 "joint-inversion": {"positions": "answer", "grad_candidates": "answers"}},
+        "lm": {"gradient-label": {"positions": "all"}, "joint-inversion": {"positions": "all"}},
+    }
     measurement = {"model": args.model, "split": args.split, "examples": args.examples,
                    "batch_size": args.batch_size, "lr": args.lr, "lm_max_length": args.lm_max_length, "seed": args.seed}
     rows = resumable_rows(args.out, measurement) if args.resume else []
@@ -94,11 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         gd = make_defense("grad-dp", clip=clips[loss], noise_multiplier=z) if z > 0 else None
         traffic, summary = _train_tapped(loaded, spec, d["samples"], grad_defense=gd, defense=defense, **common)
         for name, params in ATTACKS:
-            p = dict(params)
-            if name == "gradient-label":
-                p.update(positions="all", candidates="answers" if loss == "sst2" else "vocab")
-            else:
-                p.update(decode[loss])
+            p = {**params, **decode[loss][name]}
             res = _attack(traffic, p, args.seed, name)
             row = _row(f"{text} {res.get('channel')}", traffic, summary, res,
                        {"setting": text, "loss": loss, "sigma_h_a": sigma, "grad_dp_z": z, "attack": name,

@@ -103,7 +103,9 @@ def _finetune(cfg: RunConfig, loaded, spec, workdir: Path, progress: bool, devic
     if centralized:
         from splits.partition import parse_split
 
-        spec = parse_split("2,2")  # layout of the saved adapters only; the unsplit model trains
+        # layout of the saved adapters only; the unsplit model trains. 2,2 as in every committed record (the LoRA
+        # initialisation is seeded per part); 1,1 for models too shallow for it (fewer than 5 blocks)
+        spec = parse_split("2,2" if len(loaded.model.model.layers) >= 5 else "1,1")
     grad_defense, grad_gen = (None, None) if centralized else cell_grad_defense(cfg)
     rt = SplitRuntime(loaded, spec, wire_dtype=cfg.wire_dtype, defense=defense, generator=gen, dtype=cfg.dtype,
                       client_device=devices.get("client_device"), server_device=devices.get("server_device"),

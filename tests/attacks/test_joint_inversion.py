@@ -86,18 +86,33 @@ def test_joint_inversion_needs_the_training_traffic_and_valid_channels():
                              "task": {"name": "sst2", "limit": 2}, "victims": {"limit": 2}})
 
 
-def test_tokens_outside_the_label_candidates_keep_a_neutral_evidence():
-    """With grad_candidates="answers" a non-answer token means "no label here" (ratio 0), never -inf: with
-    positions="all" every position is scored, and an unlabelled one must stay free to hold any token (a -inf
-    there forced answer tokens into the prompt and broke an exact forward decode)."""
+@pytest.mark.parametrize("positions,outside", [("all", 0.0), ("detect", 0.0), ("answer", float("-inf"))])
+def test_tokens_outside_the_label_candidates(positions, outside):
+    """With grad_candidates="answers" a non-answer token means "no label here" (ratio 0) where being labelled is
+    uncertain — with positions="all" every position is scored, and an unlabelled one must stay free to hold any
+    token (a -inf there forced answer tokens into the prompt and broke an exact forward decode) — and is
+    impossible (-inf) at the position the answer-only recipe labels (positions="answer")."""
     from types import SimpleNamespace
 
     from attacks.joint_inversion import JointInversion
 
-    j = JointInversion(grad_candidates="answers")
+    j = JointInversion(grad_candidates="answers", positions=positions)
     j._vocab = 6
     j._backward = SimpleNamespace(_cand=torch.tensor([1, 4]),
                                   evidence=lambda h, g: {3: torch.tensor([2.0, 5.0])})
     obs = SimpleNamespace(grad_b=[torch.zeros(4, 2)], h_b=[torch.zeros(4, 2)], lengths=[4])
     (row,) = j._evidence(obs, 0).values()
-    assert row.tolist() == [0.0, 2.0, 0.0, 0.0, 5.0, 0.0]
+    assert row.tolist() == [outside, 2.0, outside, outside, 5.0, outside]
+
+
+def test_recipe_aware_joint_is_at_least_the_better_channel_under_both_defenses():
+    """Both edges defended (loud h_A noise, grad-dp): with the answer-only recipe (positions="answer", answers as
+    candidates) the joint decision keeps the label among the answers, so it is no worse than the gradient alone
+    up to the sampling noise of 8 examples, and better than the destroyed forward channel."""
+    cfg = {**CELL, "attacks": ["gradient-label", "joint-inversion"], "defense": LOUD_H_A,
+           "grad_defense": {"name": "grad-dp", "params": {"clip": 1e-2, "noise_multiplier": 0.5}},
+           "attack_params": {"joint-inversion": {"grad_candidates": "answers", "positions": "answer"},
+                             "gradient-label": {"candidates": "answers", "positions": "answer"}}}
+    recs = {r["attack"]["name"]: r["attack"] for r in run_cell(validate(RunConfig, cfg), progress=False)}
+    grad, joint = (recs[n]["metrics"]["token_accuracy"]["mean"] for n in ("gradient-label", "joint-inversion"))
+    assert joint >= grad - 0.125, (grad, joint)

@@ -220,3 +220,12 @@ def test_finetuned_dp_forward_cell_composes_the_training_epochs(monkeypatch):
     (plain,) = run_cell(_cell("sst2", defense=GAUSS, victims={"limit": 1},
                               finetune={"steps": 1, "batch_size": 2, "max_length": 48}), progress=False)
     assert "accounting" not in plain["finetune"]  # no formal guarantee, no statement
+
+
+def test_finetuned_centralized_cell_runs_on_a_shallow_model():
+    """The unsplit reference fine-tunes through an adapter layout that fits the model (tiny-llama has 4 blocks,
+    too few for the 2,2 layout of the committed smollm2 records)."""
+    cell = validate(RunConfig, {"model": "tiny-llama", "split": None, "task": {"name": "sst2", "limit": 2},
+                                "finetune": {"steps": 1, "batch_size": 2, "max_length": 64}, "seed": 0})
+    (r,) = run_cell(cell, progress=False)
+    assert r["split"] is None and r["finetune"]["steps"] == 1 and r["task"]["checkpoint_trained"] is True
