@@ -35,7 +35,7 @@ from bench_gradient_attack import (
     training_setup,
 )
 
-from flbench.pipeline.bench import machine, resumable_rows, write_result
+from flbench.pipeline.bench import machine, resumed, write_result
 
 ATTACKS = (("gradient-label", {}), ("joint-inversion", {"channels": "h_a"}), ("joint-inversion", {}))
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     measurement = {"model": args.model, "split": args.split, "examples": args.examples,
                    "batch_size": args.batch_size, "lr": args.lr, "lm_max_length": args.lm_max_length, "seed": args.seed}
-    rows = resumable_rows(args.out, measurement) if args.resume else []
+    rows = resumed(args.out, measurement, args.resume, key="measurement").get("rows", [])
     done = {r["setting"] for r in rows}
     clips: dict[str, float] = {r["loss"]: r["clip"] for r in rows if r.get("clip")}
     for text, (loss, sigma, z) in zip(args.settings, settings):

@@ -26,7 +26,7 @@ from flbench.pipeline.attack import (
     fit_attack,
     load_victims,
 )
-from flbench.pipeline.bench import machine, resumable_rows, write_result
+from flbench.pipeline.bench import machine, resumed, write_result
 
 PLATEAU = "plateau"
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             victims[v] = load_victims(VictimsConfig(data=v, limit=args.limit), args.seed)
-    rows = resumable_rows(args.out, measurement) if args.resume else []
+    rows = resumed(args.out, measurement, args.resume, key="measurement").get("rows", [])
     done = {b for b in args.budgets if {r["data"] for r in rows if r["budget"] == b} >= set(args.victims)}
     rows = [r for r in rows if r["budget"] in done or r["budget"] not in args.budgets]  # redo partial budgets
 

@@ -108,29 +108,16 @@ def bench_inference(model: str, split: str, prompt_tokens: int, new_tokens: int,
     }
 
 
-def resumed(out: str, setting: dict, resume: bool) -> dict:
+def resumed(out: str | os.PathLike | None, setting: dict, resume: bool, key: str = "setting") -> dict:
     """The result an earlier run of the same measurement left in `out` (`{}` without --resume or file); a file
-    holding another `setting` stops the run with one line (its rows are not comparable)."""
-    from pathlib import Path
-
-    path = Path(out)
-    if not (resume and path.is_file()):
+    holding another measurement (its `key` block differs from `setting`) stops the run with one line (its rows
+    are not comparable)."""
+    if not (resume and out and Path(out).is_file()):
         return {}
-    old = json.loads(path.read_text())
-    if old.get("setting") != setting:
-        raise SystemExit(f"--resume: {out} holds another measurement ({old.get('setting')}); use another --out")
+    old = json.loads(Path(out).read_text())
+    if old.get(key) != setting:
+        raise SystemExit(f"--resume: {out} holds another measurement ({old.get(key)}); use another --out")
     return old
-
-
-def resumable_rows(path: str | os.PathLike | None, measurement: dict) -> list[dict]:
-    """The rows of an earlier run of the same `measurement` in the benchmark file `path` (a benchmark's
-    `--resume`); a file holding a different measurement is refused (its rows are not comparable)."""
-    if not path or not Path(path).is_file():
-        return []
-    old = json.loads(Path(path).read_text())
-    if old.get("measurement") != measurement:
-        raise SystemExit(f"--resume: {path} holds a different measurement ({old.get('measurement')}); use another --out")
-    return old["rows"]
 
 
 def write_result(result: dict, out: str | None, argv: list[str]) -> None:
