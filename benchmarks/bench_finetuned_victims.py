@@ -57,12 +57,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workdir", default="benchmarks/.work/finetuned_victims", help="checkpoints (not committed)")
     ap.add_argument("--out", default="results/bench/attacks_finetuned_victims.json")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--fit-cache", default=None,
+                    help="directory of reusable attacker fits (attacks.fit_cache): a learned attack's fit reads only "
+                         "public inputs, so it is the same for every N (the victim's adapters never enter it)")
     args = ap.parse_args(argv)
     if any(n < 0 for n in args.steps):
         ap.error(f"--steps {args.steps}: every N must be ≥ 0")
 
+    from attacks.fit_cache import open_fit_cache
     from defenses import make_defense, make_generator
     from flbench.pipeline.config import VictimsConfig
+
+    cache = open_fit_cache(args.fit_cache)
 
     setting = {k: getattr(args, k) for k in ("model", "split", "task", "train_batch_size", "sigma", "relative",
                                             "data", "limit", "max_length")}
@@ -127,14 +133,15 @@ def main(argv: list[str] | None = None) -> None:
                                defense={"name": dname, "params": dparams})
             defense = make_defense(dname, **dparams)
             fa = fit_attack(cfg, defense, make_generator(seed=0), progress=False, checkpoint=ckpt,
-                            attacker_checkpoint=own)
+                            attacker_checkpoint=own, fit_cache=cache)
             row = evaluate_attack(fa, records, notes)
             acc = row["metrics"]["token_accuracy"]
             print(f"[bench] {n} steps, {attack}: token accuracy {acc['mean']:.3f} [{acc['ci_low']:.3f}, "
                   f"{acc['ci_high']:.3f}]", file=sys.stderr, flush=True)
             rows.append({"finetune_steps": n, "checkpoint": str(ckpt) if ckpt else None, "attack": attack,
                          "attacker_checkpoint": str(own) if own else None,
-                         **{k: row[k] for k in ("n", "metrics", "seconds", "diagnostics", "attack_params", "examples")}})
+                         **{k: row[k] for k in ("n", "metrics", "seconds", "diagnostics", "attack_params", "examples",
+                                                "fit_cache") if row.get(k) is not None}})
             save()
     save()
     print(json.dumps({"rows": len(rows), "out": args.out}))
