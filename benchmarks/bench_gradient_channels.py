@@ -19,6 +19,7 @@ rows decode every position with the whole vocabulary. The file records the comma
 from __future__ import annotations
 
 import argparse
+import collections
 import statistics
 import sys
 import time
@@ -82,8 +83,17 @@ def main(argv: list[str] | None = None) -> None:
     measurement = {"model": args.model, "split": args.split, "examples": args.examples,
                    "batch_size": args.batch_size, "lr": args.lr, "lm_max_length": args.lm_max_length, "seed": args.seed}
     rows = resumed(args.out, measurement, args.resume, key="measurement").get("rows", [])
-    done = {r["setting"] for r in rows}
+    count = collections.Counter(r["setting"] for r in rows)
+    done = {t for t, k in count.items() if k == len(ATTACKS)}  # a setting cut short is rerun whole
+    rows = [r for r in rows if r["setting"] in done]
     clips: dict[str, float] = {r["loss"]: r["clip"] for r in rows if r.get("clip")}
+
+    def save(rows: list[dict]) -> None:  # after every row: a killed run keeps what it measured
+        result = {"benchmark": "attacks_gradient_channels", "measurement": measurement, "steps": steps,
+                  "rows": rows, "seconds": round(time.perf_counter() - t_start, 1), "machine": machine()}
+        write_result(result, args.out, ["python", "benchmarks/bench_gradient_channels.py",
+                                        *(sys.argv[1:] if argv is None else argv)])
+
     for text, (loss, sigma, z) in zip(args.settings, settings):
         if text in done:
             continue
@@ -104,11 +114,9 @@ def main(argv: list[str] | None = None) -> None:
                        {"setting": text, "loss": loss, "sigma_h_a": sigma, "grad_dp_z": z, "attack": name,
                         "channel": res.get("channel"), "clip": clips.get(loss) if z > 0 else None})
             rows.append(row)
-            result = {"benchmark": "attacks_gradient_channels", "measurement": measurement, "steps": steps,
-                      "rows": rows, "seconds": round(time.perf_counter() - t_start, 1), "machine": machine()}
-            write_result(result, args.out, ["python", "benchmarks/bench_gradient_channels.py",
-                                            *(sys.argv[1:] if argv is None else argv)])
+            save(rows)
         del traffic
+    save(rows)  # also after a --resume with nothing left to run: the file then records that command
     for r in rows:
         print(f"{r['setting']:10s} {r['channel']:11s} label {r['label_accuracy']:.3f} token {r['token_accuracy']:.3f}")
 

@@ -120,10 +120,31 @@ def resumed(out: str | os.PathLike | None, setting: dict, resume: bool, key: str
     return old
 
 
+def portable_argv(argv: list[str], out: str | os.PathLike | None) -> list[str]:
+    """`argv` with every absolute path inside the checkout that holds `out` written relative to that checkout's
+    root (the directory with `.git` above it), so the recorded command reruns from any clone of the repository
+    (e.g. a benchmark run from a second clone that writes into this one)."""
+    if not out:
+        return list(argv)
+    root = Path(out).resolve().parent
+    while not (root / ".git").exists():
+        if root.parent == root:
+            return list(argv)
+        root = root.parent
+    fixed = []
+    for a in argv:
+        p = Path(a)
+        if p.is_absolute() and p.resolve().is_relative_to(root) and p.resolve() != root:
+            a = str(p.resolve().relative_to(root))
+        fixed.append(a)
+    return fixed
+
+
 def write_result(result: dict, out: str | None, argv: list[str]) -> None:
-    """Record the command in `result` and write it (strict JSON) atomically to `out`; a failed write keeps the
-    result in a temp file that the FlbenchError names."""
-    result["command"] = " ".join(shlex.quote(a) for a in argv)
+    """Record the command in `result` (absolute paths inside the checkout made relative, `portable_argv`) and
+    write it (strict JSON) atomically to `out`; a failed write keeps the result in a temp file that the
+    FlbenchError names."""
+    result["command"] = " ".join(shlex.quote(a) for a in portable_argv(argv, out))
     if out:
         atomic_write_text(out, strict_json(result, indent=2) + "\n")
 
