@@ -32,7 +32,9 @@ class JointInversion(Attack):
 
     Assumes: the server records the fine-tuning traffic (h_A, h_B, dL/dh_B), knows the public weights, the
     split, the loss, and both defenses' laws (Kerckhoffs); not the client's adapters or noise draws.
-    channels: "h_a+grad_b" (both) or "h_a" (the forward channel alone, on the same traffic).
+    channels: "h_a+grad_b" (both) or "h_a" (the forward channel alone, on the same traffic; with
+      positions="answer" and grad_candidates="answers" it still uses the public recipe — the sequence ends with
+      one of the answers — which needs no gradient).
     top_k, prior, beam, expand, fallback, batch_size, mismatch: map-inversion's search (see `map-inversion`).
     grad_candidates, positions, false_alarm, min_fit: gradient-label's decoder (see `gradient-label`), whose
       evidence is added at the positions it takes as labelled (with positions="answer" and
@@ -61,15 +63,15 @@ class JointInversion(Attack):
     def channel(self) -> str:
         return self.channels
 
-    def _parts(self, knowledge: Knowledge | None) -> tuple[Attack, Attack | None]:
+    def _parts(self, knowledge: Knowledge | None) -> tuple[Attack, Attack]:
         forward = make_attack("map-inversion", knowledge, seed=self.seed, top_k=self.top_k, prior=self.prior,
                               beam=self.beam, expand=self.expand, fallback=self.fallback,
                               batch_size=self.batch_size, mismatch=self.mismatch,
                               candidates="prior+proxy" if self.prior else "proxy")
-        backward = None
-        if self.channels != "h_a":
-            backward = make_attack("gradient-label", knowledge, seed=self.seed, candidates=self.grad_candidates,
-                                   positions=self.positions, false_alarm=self.false_alarm, min_fit=self.min_fit)
+        # the gradient decoder also holds the public recipe (answer tokens, answer length) the forward channel
+        # alone may use; its gradient evidence is read only when channels include grad_b
+        backward = make_attack("gradient-label", knowledge, seed=self.seed, candidates=self.grad_candidates,
+                               positions=self.positions, false_alarm=self.false_alarm, min_fit=self.min_fit)
         return forward, backward
 
     def check(self, knowledge: Knowledge) -> None:
@@ -79,11 +81,11 @@ class JointInversion(Attack):
     def _fit(self, aux_texts: list[str], knowledge: Knowledge) -> None:
         self._forward, self._backward = self._parts(knowledge)
         self._forward.fit(aux_texts, knowledge)
-        if self._backward is not None:
-            self._backward.fit(aux_texts, knowledge)
+        self._backward.fit(aux_texts, knowledge)
+        self._gradient = self.channels != "h_a"
         self._vocab = int(knowledge.model.get_input_embeddings().weight.shape[0])
         self.fit_log = {"forward": self._forward.fit_log,
-                        "backward": self._backward.fit_log if self._backward is not None else None}
+                        "backward": self._backward.fit_log if self._gradient else None}
 
     def _evidence(self, obs: Observations, i: int) -> dict[int, torch.Tensor]:
         """Entry i's gradient evidence over the whole vocabulary ({input position: (V,)}): the log-likelihood
@@ -92,9 +94,16 @@ class JointInversion(Attack):
         makes labelled (positions="answer") it is impossible (-inf); elsewhere being labelled is itself uncertain
         (detect: a test; all: every position is scored, and an unlabelled one must stay free to hold any token),
         so for such a token the position is simply unlabelled: ratio 0."""
-        if obs.grad_b[i] is None or obs.lengths[i] < 2:
+        n = obs.lengths[i]
+        if not self._gradient:  # the forward channel alone: only the public recipe, if it pins the answer
+            if self.positions != "answer" or self.grad_candidates != "answers" or n < 2:
+                return {}
+            ev = {t: torch.zeros(int(self._backward._cand.numel()))
+                  for t in range(max(1, n - self._backward._answer_len), n)}
+        elif obs.grad_b[i] is None or n < 2:
             return {}
-        ev = self._backward.evidence(obs.h_b[i].float(), obs.grad_b[i].float())
+        else:
+            ev = self._backward.evidence(obs.h_b[i].float(), obs.grad_b[i].float())
         cand = self._backward._cand
         if int(cand.numel()) == self._vocab:
             return ev
@@ -114,17 +123,17 @@ class JointInversion(Attack):
                 cache[i] = self._evidence(obs, i)
             return cache[i]
 
-        self._forward._evidence_fn = evidence if self._backward is not None else None
+        self._forward._evidence_fn = evidence
         try:
             out = self._forward._invert(obs)
         finally:
             self._forward._evidence_fn = None
         # the positions the gradient took as labelled (None: the forward channel alone decides none)
-        self.labelled = [sorted(cache.get(i, {})) for i in range(len(obs))] if self._backward is not None else None
+        self.labelled = [sorted(cache.get(i, {})) for i in range(len(obs))] if self._gradient else None
         return out
 
     def diagnostics(self, true_ids: list[list[int]]) -> dict[str, Any]:
         out = dict(self._forward.diagnostics(true_ids))
-        if self._backward is not None:
+        if self._gradient:
             out["labelled_positions"] = sum(len(p) for p in self.labelled)
         return out

@@ -97,12 +97,18 @@ def test_tokens_outside_the_label_candidates(positions, outside):
     from attacks.joint_inversion import JointInversion
 
     j = JointInversion(grad_candidates="answers", positions=positions)
-    j._vocab = 6
-    j._backward = SimpleNamespace(_cand=torch.tensor([1, 4]),
+    j._vocab, j._gradient = 6, True
+    j._backward = SimpleNamespace(_cand=torch.tensor([1, 4]), _answer_len=1,
                                   evidence=lambda h, g: {3: torch.tensor([2.0, 5.0])})
     obs = SimpleNamespace(grad_b=[torch.zeros(4, 2)], h_b=[torch.zeros(4, 2)], lengths=[4])
     (row,) = j._evidence(obs, 0).values()
     assert row.tolist() == [outside, 2.0, outside, outside, 5.0, outside]
+    # the forward channel alone reads no gradient, but still knows the recipe: the last token is an answer
+    j.channels, j._gradient = "h_a", False
+    if positions == "answer":
+        assert {t: r.tolist() for t, r in j._evidence(obs, 0).items()} == {3: [outside, 0.0, outside, outside, 0.0, outside]}
+    else:
+        assert j._evidence(obs, 0) == {}
 
 
 def test_recipe_aware_joint_is_at_least_the_better_channel_under_both_defenses():
