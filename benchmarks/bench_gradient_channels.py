@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     ap.add_argument("--resume", action="store_true", help="keep the finished settings of --out")
+    ap.add_argument("--lm-joint-positions", choices=["all", "detect"], default="all",
+                    help="where joint-inversion adds the gradient's evidence under the LM loss: every position, or "
+                         "only where the gradient's likelihood-ratio test finds a label (noise-only rows add none)")
     args = ap.parse_args(argv)
     settings = [parse_setting(s) for s in args.settings]
     torch.manual_seed(args.seed)
@@ -78,10 +81,12 @@ def main(argv: list[str] | None = None) -> None:
     decode = {  # sst2: the public answer-only recipe (the sequence ends with a class word); lm: every position
         "sst2": {"gradient-label": {"positions": "answer", "candidates": "answers"},
                  "joint-inversion": {"positions": "answer", "grad_candidates": "answers"}},
-        "lm": {"gradient-label": {"positions": "all"}, "joint-inversion": {"positions": "all"}},
+        "lm": {"gradient-label": {"positions": "all"}, "joint-inversion": {"positions": args.lm_joint_positions}},
     }
     measurement = {"model": args.model, "split": args.split, "examples": args.examples,
                    "batch_size": args.batch_size, "lr": args.lr, "lm_max_length": args.lm_max_length, "seed": args.seed}
+    if args.lm_joint_positions != "all":
+        measurement["lm_joint_positions"] = args.lm_joint_positions
     rows = resumed(args.out, measurement, args.resume, key="measurement").get("rows", [])
     count = collections.Counter(r["setting"] for r in rows)
     done = {t for t, k in count.items() if k == len(ATTACKS)}  # a setting cut short is rerun whole
