@@ -283,12 +283,15 @@ def gradient_channels(name: str = "attacks_gradient_channels.json") -> list[str]
                      "grad ε (δ)": f"{g['epsilon']:.3g} ({g['delta']:g})" if g and g.get("epsilon") is not None else MISSING,
                      "channel read": {"grad_b": "dL/dh_B alone (gradient-label)", "h_a": "h_A alone (joint-inversion channels=h_a)",
                                       "h_a+grad_b": "both (joint-inversion)"}[r["channel"]],
+                     "positions": r["attack_params"]["positions"],
                      "n": str(r["n"]), "recovered": with_ci(r["metrics"][metric]["mean"], r["metrics"][metric]),
                      "chance": MISSING if lm or r.get("label_chance") is None else f"{r['label_chance']:.2f}"})
     return [f"**Each channel of the fine-tuning traffic alone, and both**, `{d['command']}` ({m['model']}, split "
             f"{m['split']}, {m['examples']} training sequences, one epoch, each setting its own tapped fine-tuning run "
             "with the defenses on; sst2: share of training examples whose class word is recovered; LM loss: token "
-            "accuracy of the training text; scored alike at the training targets):", "",
+            "accuracy of the training text; scored alike at the training targets; positions: where the labels (and the "
+            "joint attack's gradient evidence) are taken — answer = the public recipe's answer position, all = every "
+            "position, detect = where the gradient's likelihood-ratio test finds a label):", "",
             *_lines(markdown_table(rows)), ""]
 
 
@@ -390,7 +393,8 @@ def exact_forward() -> list[str]:
             + finetuned_victims("attacks_finetuned_victims_nopeek.json")
             + finetuned_victims("attacks_finetuned_victims_nopeek_adaptive.json")
             + finetuned_victims("attacks_finetuned_victims_nopeek_adaptive_wic.json") + dp_ceiling() + learned_budget()
-            + gradient() + gradient_epochs() + gradient_channels())
+            + gradient() + gradient_epochs() + gradient_channels()
+            + gradient_channels("attacks_gradient_channels_lm_detect.json"))
 
 
 BEGIN, END = "<!-- report:utility-and-sweep:begin -->", "<!-- report:utility-and-sweep:end -->"
