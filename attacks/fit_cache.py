@@ -54,15 +54,23 @@ class FitCache:
                                   "params": attack.params(), "knowledge": knowledge.fit_identity(),
                                   "aux": {"n": len(aux_texts), "sha256": text_digest(aux_texts)}})
 
-    def key(self, attack: Attack, aux_texts: Sequence[str], knowledge: Knowledge) -> str:
-        return hashlib.sha256(canonical_json(self.key_inputs(attack, aux_texts, knowledge)).encode()).hexdigest()[:32]
+    @staticmethod
+    def key_of(inputs: dict[str, Any]) -> str:
+        """The entry name of a fit whose `key_inputs` are `inputs`."""
+        return hashlib.sha256(canonical_json(inputs).encode()).hexdigest()[:32]
 
-    def load(self, attack: Attack, aux_texts: Sequence[str], knowledge: Knowledge) -> dict[str, Any] | None:
-        """Restore `attack`'s fit from the cache; returns the entry's metadata, or None on a miss."""
+    def key(self, attack: Attack, aux_texts: Sequence[str], knowledge: Knowledge) -> str:
+        return self.key_of(self.key_inputs(attack, aux_texts, knowledge))
+
+    def load(self, attack: Attack, aux_texts: Sequence[str], knowledge: Knowledge,
+             inputs: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """Restore `attack`'s fit from the cache; returns the entry's metadata, or None on a miss. `inputs`:
+        the fit's `key_inputs`, when the caller already computed them (they hash the aux texts)."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        key = self.key(attack, aux_texts, knowledge)
+        inputs = self.key_inputs(attack, aux_texts, knowledge) if inputs is None else inputs
+        key = self.key_of(inputs)
         tensors_f, meta_f = self.dir / f"{key}.safetensors", self.dir / f"{key}.json"
         if not (tensors_f.is_file() and meta_f.is_file()):
             return None
@@ -71,22 +79,25 @@ class FitCache:
             tensors = load_file(str(tensors_f))
         except (OSError, ValueError, SafetensorError) as e:
             raise FlbenchError(f"fit cache entry {tensors_f} is unreadable ({e}); delete it to refit") from None
-        if meta.get("inputs") != json.loads(canonical_json(self.key_inputs(attack, aux_texts, knowledge))):
+        if meta.get("inputs") != json.loads(canonical_json(inputs)):
             raise FlbenchError(f"fit cache entry {meta_f} does not match its key; delete it to refit")
         attack.load_fit_state(tensors, meta["state"], list(aux_texts), knowledge)
         return meta
 
-    def store(self, attack: Attack, aux_texts: Sequence[str], knowledge: Knowledge, fit_seconds: float) -> str | None:
-        """Write `attack`'s fitted state (if it has one); returns the key, or None when nothing was stored."""
+    def store(self, attack: Attack, aux_texts: Sequence[str], knowledge: Knowledge, fit_seconds: float,
+              inputs: dict[str, Any] | None = None) -> str | None:
+        """Write `attack`'s fitted state (if it has one); returns the key, or None when nothing was stored.
+        `inputs` as in `load`."""
         from safetensors.torch import save_file
 
         state = attack.fit_state()
         if state is None:
             return None
         tensors, meta = state
-        key = self.key(attack, aux_texts, knowledge)
+        inputs = self.key_inputs(attack, aux_texts, knowledge) if inputs is None else inputs
+        key = self.key_of(inputs)
         self.dir.mkdir(parents=True, exist_ok=True)
-        entry = {"inputs": self.key_inputs(attack, aux_texts, knowledge), "state": meta,
+        entry = {"inputs": inputs, "state": meta,
                  "fit_seconds": round(fit_seconds, 3), "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         tmp = f".{key}.{os.getpid()}.tmp"
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(self.dir / f"{tmp}.safetensors"))
@@ -114,13 +125,14 @@ def fit_with_cache(attack: Attack, aux_texts: Sequence[str], knowledge: Knowledg
         attack.fit(aux_texts, knowledge)
         return None
     attack.check(knowledge)
-    key = cache.key(attack, aux_texts, knowledge)
+    inputs = cache.key_inputs(attack, aux_texts, knowledge)
+    key = cache.key_of(inputs)
     attack._knowledge = knowledge
-    meta = cache.load(attack, aux_texts, knowledge)
+    meta = cache.load(attack, aux_texts, knowledge, inputs)
     if meta is not None:
         return {"key": key, "hit": True, "fit_seconds": meta.get("fit_seconds")}
     t0 = time.perf_counter()
     attack.fit(aux_texts, knowledge)
     seconds = time.perf_counter() - t0
-    stored = cache.store(attack, aux_texts, knowledge, seconds)
+    stored = cache.store(attack, aux_texts, knowledge, seconds, inputs)
     return {"key": key, "hit": False, "fit_seconds": round(seconds, 3), "stored": stored is not None}

@@ -163,6 +163,17 @@ class GradientLabel(Attack):
                         "candidates": int(self._cand.numel()), "noise_sigma": self._sigma,
                         "noise_relative": self._relative}
 
+    @property
+    def candidate_ids(self) -> torch.Tensor:
+        """The token ids the decoder scores as labels (sorted): the whole vocabulary, or the task's answer
+        tokens with candidates="answers"."""
+        return self._cand
+
+    def answer_positions(self, n: int) -> range:
+        """The input positions an answer-only recipe labels in a sequence of n tokens: the last L, with L the
+        shortest public answer's length (at least position 1: position 0 is never a label)."""
+        return range(max(1, n - self._answer_len), n)
+
     @staticmethod
     def _noise(knowledge: Knowledge) -> Any:
         """The gradient defense's noise scale (`NoiseScale`, Kerckhoffs), None without noise."""

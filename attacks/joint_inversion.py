@@ -98,13 +98,13 @@ class JointInversion(Attack):
         if not self._gradient:  # the forward channel alone: only the public recipe, if it pins the answer
             if self.positions != "answer" or self.grad_candidates != "answers" or n < 2:
                 return {}
-            ev = {t: torch.zeros(int(self._backward._cand.numel()))
-                  for t in range(max(1, n - self._backward._answer_len), n)}
+            cand = self._backward.candidate_ids
+            ev = {t: torch.zeros(int(cand.numel())) for t in self._backward.answer_positions(n)}
         elif obs.grad_b[i] is None or n < 2:
             return {}
         else:
             ev = self._backward.evidence(obs.h_b[i].float(), obs.grad_b[i].float())
-        cand = self._backward._cand
+        cand = self._backward.candidate_ids
         if int(cand.numel()) == self._vocab:
             return ev
         outside = float("-inf") if self.positions == "answer" else 0.0
