@@ -143,8 +143,9 @@ def sweep(runs: Path = ROOT / "results" / "runs", spec: str = "sweeps/default.ya
         victims = "/".join(str(int(n)) for n in sorted(set(att["attack_n"].dropna())))
         central = ("" if not len(ref) else "; centralized, same fine-tuning: " + with_ci(
             ref["utility"].iloc[0], {"ci_low": ref["utility_ci_low"].iloc[0], "ci_high": ref["utility_ci_high"].iloc[0]}))
+        shown = lb.with_grad_columns(cols, "grad_defense" in sub.columns and sub["grad_defense"].notna().any())
         out += [f"*{task}* (utility = {primary_metric(task)} [95% CI], n = {int(sub['task_n'].iloc[0])}{central}; "
-                f"worst case over {attacks} on {victims} private records):", "", lb.to_markdown(sub, cols).rstrip(), ""]
+                f"worst case over {attacks} on {victims} private records):", "", lb.to_markdown(sub, shown).rstrip(), ""]
     claims = build_claims(recs)
     if len(claims):
         out += ["Claims view (`--view claims`): per split, the best fine-tuned utility among the noise levels whose "
@@ -404,6 +405,7 @@ STRATEGIES_BEGIN, STRATEGIES_END = "<!-- report:training-strategies:begin -->", 
 def utility_and_sweep() -> list[str]:
     parts: list[str] = []
     for runs, spec in ((ROOT / "results" / "runs-headline", "sweeps/headline_sst2.yaml"),
+                       (ROOT / "results" / "runs-defenses", "sweeps/defenses.yaml"),
                        (ROOT / "results" / "runs", "sweeps/default.yaml")):
         if runs.is_dir():
             parts += sweep(runs, spec)
