@@ -389,13 +389,51 @@ def learned_budget(name: str = "attacks_learned_budget.json") -> list[str]:
 EXACT_BEGIN, EXACT_END = "<!-- report:exact-forward:begin -->", "<!-- report:exact-forward:end -->"
 
 
+def _flag(command: str, flag: str) -> str:
+    """The value of `flag` in a recorded command line, "–" when absent."""
+    words = command.split()
+    return words[words.index(flag) + 1] if flag in words[:-1] else MISSING
+
+
+def attack_costs() -> list[str]:
+    """Fit and invert time of every attack, per 100 victims, from every attack benchmark's rows (one table row per
+    attack and file: the median over the file's rows, and the invert range; a cached fit counts its original fit
+    time). The machine is the shared 2-core one, so these are orders of magnitude, not a timing benchmark."""
+    import statistics
+
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for f in sorted(BENCH.glob("attacks*.json")):
+        for r in json.loads(f.read_text()).get("rows", []):
+            sec = r.get("seconds")
+            if isinstance(sec, dict) and "fit" in sec and "invert" in sec and r.get("attack") and r.get("n"):
+                groups.setdefault((r["attack"], f.name), []).append(r)
+    rows = []
+    for (attack, name), rs in sorted(groups.items()):
+        fit = [float((r.get("fit_cache") or {}).get("fit_seconds") or r["seconds"]["fit"]) for r in rs]
+        per100 = [100.0 * float(r["seconds"]["invert"]) / int(r["n"]) for r in rs]
+        d = json.loads((BENCH / name).read_text())
+        splits = (sorted({str(r["split"]) for r in rs if r.get("split")})
+                  or [str((d.get("setting") or {}).get("split") or _flag(d.get("command", ""), "--split"))])
+        rows.append({"attack": attack, "file": name, "rows": str(len(rs)), "splits": " ".join(splits),
+                     "victims per row": "/".join(str(n) for n in sorted({int(r["n"]) for r in rs})),
+                     "fit s (median)": f"{statistics.median(fit):.0f}",
+                     "invert s / 100 victims (median, range)":
+                         f"{statistics.median(per100):.0f} ({min(per100):.0f}–{max(per100):.0f})"})
+    if not rows:
+        return []
+    return ["**Attack cost** (every attack benchmark above; `python benchmarks/report.py`): fit time and invert "
+            "time per 100 victims, on the shared 2-core machine (one torch thread, other jobs beside it), so "
+            "orders of magnitude only; a cached fit (`--fit-cache`) counts its original fit time. Victim lengths "
+            "differ between files (see each file's command).", "", *_lines(markdown_table(rows)), ""]
+
+
 def exact_forward() -> list[str]:
     return (map_inversion() + releases() + training_releases() + generation() + finetuned_victims()
             + finetuned_victims("attacks_finetuned_victims_nopeek.json")
             + finetuned_victims("attacks_finetuned_victims_nopeek_adaptive.json")
             + finetuned_victims("attacks_finetuned_victims_nopeek_adaptive_wic.json") + dp_ceiling() + learned_budget()
             + gradient() + gradient_epochs() + gradient_channels()
-            + gradient_channels("attacks_gradient_channels_lm_detect.json"))
+            + gradient_channels("attacks_gradient_channels_lm_detect.json") + attack_costs())
 
 
 BEGIN, END = "<!-- report:utility-and-sweep:begin -->", "<!-- report:utility-and-sweep:end -->"

@@ -1,0 +1,49 @@
+"""benchmarks/report.py's attack-cost table: fit and invert time per 100 victims, from every attack benchmark."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def report(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "benchmarks" / "report.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "BENCH", tmp_path)
+    return mod
+
+
+def _write(path: Path, rows: list[dict], command: str = "python benchmarks/x.py --split 2,2") -> None:
+    path.write_text(json.dumps({"rows": rows, "command": command}))
+
+
+def test_attack_costs_normalise_per_100_victims_and_count_cached_fits(report, tmp_path):
+    _write(tmp_path / "attacks_a.json", [
+        {"attack": "map-inversion", "split": "1,1", "n": 50, "seconds": {"fit": 10.0, "invert": 100.0}},
+        {"attack": "map-inversion", "split": "2,2", "n": 20, "seconds": {"fit": 30.0, "invert": 100.0}},
+        {"attack": "learned-inversion", "split": "2,2", "n": 100, "seconds": {"fit": 0.5, "invert": 4.0},
+         "fit_cache": {"hit": True, "fit_seconds": 1234.0}}])
+    _write(tmp_path / "attacks_b.json", [  # no split in the rows: read from the recorded command
+        {"attack": "gradient-label", "n": 32, "seconds": {"fit": 0.0, "invert": 16.0}},
+        {"row": "no attack name: skipped", "n": 4, "seconds": {"fit": 1.0, "invert": 1.0}}])
+    _write(tmp_path / "other.json", [{"attack": "x", "n": 1, "seconds": {"fit": 1, "invert": 1}}])  # not attacks*
+    lines = report.attack_costs()
+    table = [ln for ln in lines if ln.startswith("| ") and "attack" not in ln.split("|")[1]]
+    cells = {(c[1], c[2]): c for c in ([x.strip() for x in ln.split("|")] for ln in table)}
+    assert set(cells) == {("map-inversion", "attacks_a.json"), ("learned-inversion", "attacks_a.json"),
+                          ("gradient-label", "attacks_b.json")}
+    m = cells[("map-inversion", "attacks_a.json")]
+    assert m[3:8] == ["2", "1,1 2,2", "20/50", "20", "350 (200–500)"]  # 100·100/50 = 200, 100·100/20 = 500
+    assert cells[("learned-inversion", "attacks_a.json")][6] == "1234"  # the cached fit's original time
+    assert cells[("gradient-label", "attacks_b.json")][4] == "2,2"
+    assert cells[("gradient-label", "attacks_b.json")][7] == "50 (50–50)"
+
+
+def test_attack_costs_without_benchmarks_is_empty(report):
+    assert report.attack_costs() == []
