@@ -124,10 +124,13 @@ class JointInversion(Attack):
             return cache[i]
 
         self._forward._evidence_fn = evidence
+        # the training traffic comes from a new client version every step (its adapters move): the server knows
+        # each message's step from the order of the traffic, so the mismatch test runs per step
+        self._forward._mismatch_groups = list(obs.steps) if obs.steps is not None else None
         try:
             out = self._forward._invert(obs)
         finally:
-            self._forward._evidence_fn = None
+            self._forward._evidence_fn = self._forward._mismatch_groups = None
         # the positions the gradient took as labelled (None: the forward channel alone decides none)
         self.labelled = [sorted(cache.get(i, {})) for i in range(len(obs))] if self._gradient else None
         return out

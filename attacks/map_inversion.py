@@ -105,6 +105,7 @@ class MAPInversion(Attack):
     # Another channel's log-evidence about the input tokens (attacks.joint_inversion): obs index i →
     # {position t: (V,) log-evidence per token}, added to the prior at those positions; None: h_A alone.
     _evidence_fn: Any = field(default=None, init=False, repr=False, compare=False)
+    _mismatch_groups: Any = field(default=None, init=False, repr=False, compare=False)  # see _mismatch_variance
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -260,19 +261,34 @@ class MAPInversion(Attack):
         """Total per-coordinate residual variance when position 0 shows a model mismatch (see `mismatch`), else
         None (score with the defense's own law). Position 0 depends on the token alone, so under the stated
         law the best of the whole vocabulary explains it (log-likelihood above the plausible level of
-        `expand`); a mismatch is declared when the median victim's best does not."""
+        `expand`); a mismatch is declared when the median victim's best does not.
+
+        Traffic from several client versions (a fine-tuning run: the adapters change every step;
+        `_mismatch_groups[i]` names entry i's version, e.g. its training step, which the server knows from the
+        order of the traffic) is tested per version: a mismatch in any version's median widens the law for all,
+        to the largest version's residual (the versions that match lose a little power under noise, none
+        without it; one pooled median would miss a mismatch in a minority of the versions)."""
         first = torch.stack([h[0].float() for h in obs.h_a])  # (N, d)
         d = first.shape[1]
         best = torch.stack([self._defense.observation_log_likelihood(o, self._table0, reference_rms=self._ref_rms).max()
                             for o in first])
+        groups = self._mismatch_groups if self._mismatch_groups is not None else [0] * len(obs)
+        members: dict[Any, list[int]] = {}
+        for i, g in enumerate(groups):
+            members.setdefault(g, []).append(i)
+        plausible = -(d + PLAUSIBLE_Z * (2 * d) ** 0.5) / 2
+        off = [torch.tensor(ix) for ix in members.values() if float(best[ix].median()) < plausible]
         self._mismatch_seen = None
-        if float(best.median()) >= -(d + PLAUSIBLE_Z * (2 * d) ** 0.5) / 2:
+        if not off:
             return None
         resid = squared_distance_sum(first.unsqueeze(1), self._table0).min(1).values / d  # (N,)
         rms = float(first.square().mean().sqrt())
         law_sd = self._defense.noise_scale().per_coordinate_std(d, float(self._ref_rms or rms))
-        total = max(float(resid.median()), law_sd ** 2)
-        self._mismatch_seen = {"residual_sd": float(resid.median()) ** 0.5, "law_sd": law_sd}
+        worst = max(float(resid[ix].median()) for ix in off)
+        total = max(worst, law_sd ** 2)
+        self._mismatch_seen = {"residual_sd": worst ** 0.5, "law_sd": law_sd}
+        if self._mismatch_groups is not None:
+            self._mismatch_seen["versions"] = {"tested": len(members), "mismatched": len(off)}
         return total
 
     def _select(self, victim: torch.Tensor, cand: torch.Tensor, total: torch.Tensor):
