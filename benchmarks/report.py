@@ -108,7 +108,7 @@ def _cell_seconds(recs: list[dict]) -> float:
     return sum(per_cell.values())
 
 
-def sweep(runs: Path = ROOT / "results" / "runs", spec: str = "sweeps/default.yaml") -> list[str]:
+def sweep(runs: Path = ROOT / "results" / "runs", spec: str | tuple[str, ...] = "sweeps/default.yaml") -> list[str]:
     """A sweep's worst-case view (one table per task: per defense setting, the strongest attack's recovery, the
     fine-tuned utility with its CI and baseline, the gated score and the Pareto flag) and its claims view (the
     best utility below 10 % / 1 % worst-case recovery, against centralized), with the cells' summed wall time."""
@@ -126,10 +126,12 @@ def sweep(runs: Path = ROOT / "results" / "runs", spec: str = "sweeps/default.ya
             "worst_recovery", "worst_attack", "score", "pareto"]
     from flbench.experiments.sweep import expand, load_spec
 
+    specs = (spec,) if isinstance(spec, str) else tuple(spec)
     cells = len({lb.cell_key(r) for r in recs})
-    total = len(expand(load_spec(ROOT / spec)))
+    total = len({c.hash for sp in specs for c in expand(load_spec(ROOT / sp))})
     done = f"{cells} cells" if cells >= total else f"{cells} of its {total} cells so far (resumable: the rest next)"
-    out = [f"`flbench sweep {spec} --out {runs.relative_to(ROOT)}`: {done}, {_cell_seconds(recs) / 60:.0f} min "
+    command = " and ".join(f"`flbench sweep {sp} --out {runs.relative_to(ROOT)}`" for sp in specs)
+    out = [f"{command}: {done}, {_cell_seconds(recs) / 60:.0f} min "
            "summed over the cells' own wall times (records' `timings.total_s`, per cell in the leaderboard's "
            "`seconds`; 2-core machine, shared with other jobs unless said otherwise); tables: `flbench leaderboard --records "
            f"{runs.relative_to(ROOT)} --view worst-case --format md` and `--view claims`.", ""]
@@ -444,7 +446,7 @@ def utility_and_sweep() -> list[str]:
     parts: list[str] = []
     for runs, spec in ((ROOT / "results" / "runs-headline", "sweeps/headline_sst2.yaml"),
                        (ROOT / "results" / "runs-defenses", "sweeps/defenses.yaml"),
-                       (ROOT / "results" / "runs", "sweeps/default.yaml")):
+                       (ROOT / "results" / "runs", ("sweeps/default.yaml", "sweeps/dp.yaml"))):
         if runs.is_dir():
             parts += sweep(runs, spec)
     return parts
