@@ -445,6 +445,7 @@ STRATEGIES_BEGIN, STRATEGIES_END = "<!-- report:training-strategies:begin -->", 
 def utility_and_sweep() -> list[str]:
     parts: list[str] = []
     for runs, spec in ((ROOT / "results" / "runs-headline", "sweeps/headline_sst2.yaml"),
+                       (ROOT / "results" / "runs-headline-qa", "sweeps/headline_qa.yaml"),
                        (ROOT / "results" / "runs-defenses", "sweeps/defenses.yaml"),
                        (ROOT / "results" / "runs", ("sweeps/default.yaml", "sweeps/dp.yaml"))):
         if runs.is_dir():
