@@ -165,6 +165,25 @@ def _errors(rows, col: str):
     return np.vstack([np.clip(below, 0, None), np.clip(above, 0, None)])
 
 
+def _budget(row) -> tuple[int, int]:
+    """A cell's fine-tuning steps and eval-set size: what a utility reference must share with the plotted cells."""
+    steps, n = row["finetune_steps"], row["task_n"]
+    return (0 if steps is None or steps != steps else int(steps)), (-1 if n is None or n != n else int(n))
+
+
+def _references(refs, like) -> list[tuple[str, float]]:
+    """Utility reference lines for the plotted rows `like`: the mean utility of the reference rows `refs` per
+    budget (fine-tuning steps, eval n) that some plotted row shares — a cell trained or scored differently is not
+    its reference — labelled with the budget only when the plotted rows span several."""
+    wanted = {_budget(r) for _, r in like.iterrows()}
+    by: dict[tuple[int, int], list[float]] = {}
+    for _, r in refs.iterrows():
+        if _budget(r) in wanted:
+            by.setdefault(_budget(r), []).append(float(r["utility"]))
+    many = len(wanted) > 1
+    return [((f" ({b[0]} steps, n = {b[1]})" if many else ""), sum(v) / len(v)) for b, v in sorted(by.items())]
+
+
 def plot_tradeoff(df, out_dir: Path, result: PlotResult, worst=None) -> None:
     import pandas as pd
 
@@ -228,8 +247,8 @@ def plot_tradeoff(df, out_dir: Path, result: PlotResult, worst=None) -> None:
                        linewidths=1.0, zorder=3)
         central = w[(w["model"] == model) & (w["task"] == task) & (w["split"] == "centralized")
                     & w["utility"].notna()]
-        if not central.empty:
-            ax.axhline(float(central["utility"].mean()), color="k", ls="--", lw=1.0, label="centralized utility")
+        for k, (suffix, value) in enumerate(_references(central, g)):
+            ax.axhline(value, color="k", ls=("--", "-.", ":")[k % 3], lw=1.0, label="centralized utility" + suffix)
         trivial = g[g["baseline"].notna()]
         if not trivial.empty:
             kind = ", ".join(sorted(map(str, trivial["baseline_kind"].dropna().unique())))
@@ -331,13 +350,12 @@ def plot_epsilon_utility(df, out_dir: Path, result: PlotResult) -> None:
                             label=f"split {split}" + (f" · {name}" if len(names) > 1 else ""))
             ref = df[(df["model"] == model) & (df["task"] == task) & (df["split"] == split)
                      & (df["family"] == "none") & df["utility"].notna()]
-            if not ref.empty:
-                ax.axhline(float(ref["utility"].mean()), color=colors[split], ls=":", lw=1.0,
-                           label=f"split {split} undefended")
+            for suffix, value in _references(ref, g[g["split"] == split]):
+                ax.axhline(value, color=colors[split], ls=":", lw=1.0, label=f"split {split} undefended" + suffix)
         central = df[(df["model"] == model) & (df["task"] == task) & (df["split"] == "centralized")
                      & df["utility"].notna()]
-        if not central.empty:
-            ax.axhline(float(central["utility"].mean()), color="k", ls="--", lw=1.0, label="centralized utility")
+        for suffix, value in _references(central, g):
+            ax.axhline(value, color="k", ls="--", lw=1.0, label="centralized utility" + suffix)
         eps = g["epsilon"].astype(float)
         if eps.min() > 0 and eps.max() / eps.min() > 100:
             ax.set_xscale("log")

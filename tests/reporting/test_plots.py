@@ -1,6 +1,7 @@
 """Plots: files written (PNG + SVG), SVG deterministic, missing data skipped with a note."""
 from __future__ import annotations
 
+import pytest
 from synth_records import grid
 
 from flbench.reporting import leaderboard as lb
@@ -60,3 +61,22 @@ def test_plots_skip_without_data(tmp_path):
     no_dp = [r for r in grid() if r["defense"]["name"] != "dp-forward"]
     res = plot_all(no_dp, tmp_path / "c")
     assert [n.split(":")[0] for n in res["notes"]] == ["epsilon_vs_utility"]
+
+
+def test_reference_lines_come_from_cells_with_the_plotted_budget():
+    """A utility reference (undefended split, centralized) is drawn from cells fine-tuned and scored as the plotted
+    ones: a 40-step, n = 200 centralized cell is not the reference of 60-step, n = 300 cells, and two budgets give
+    two labelled lines, never their mean."""
+    import pandas as pd
+
+    from flbench.reporting.plots import _references
+
+    refs = pd.DataFrame({"finetune_steps": [40, 60, 60], "task_n": [200, 300, 300], "utility": [0.79, 0.84, 0.82]})
+    one = pd.DataFrame({"finetune_steps": [60, 60], "task_n": [300, 300]})
+    assert _references(refs, one) == [("", pytest.approx(0.83))]
+    both = pd.DataFrame({"finetune_steps": [40, 60], "task_n": [200, 300]})
+    assert _references(refs, both) == [(" (40 steps, n = 200)", pytest.approx(0.79)),
+                                       (" (60 steps, n = 300)", pytest.approx(0.83))]
+    assert _references(refs, pd.DataFrame({"finetune_steps": [150], "task_n": [872]})) == []
+    zero_shot = pd.DataFrame({"finetune_steps": [float("nan")], "task_n": [100]})
+    assert _references(pd.DataFrame({"finetune_steps": [None], "task_n": [100], "utility": [0.5]}), zero_shot) == [("", 0.5)]
