@@ -404,8 +404,10 @@ def attack_costs() -> list[str]:
     import statistics
 
     groups: dict[tuple[str, str], list[dict]] = {}
+    docs: dict[str, dict] = {}
     for f in sorted(BENCH.glob("attacks*.json")):
-        for r in json.loads(f.read_text()).get("rows", []):
+        docs[f.name] = json.loads(f.read_text())
+        for r in docs[f.name].get("rows", []):
             sec = r.get("seconds")
             if isinstance(sec, dict) and "fit" in sec and "invert" in sec and r.get("attack") and r.get("n"):
                 groups.setdefault((r["attack"], f.name), []).append(r)
@@ -413,7 +415,7 @@ def attack_costs() -> list[str]:
     for (attack, name), rs in sorted(groups.items()):
         fit = [float((r.get("fit_cache") or {}).get("fit_seconds") or r["seconds"]["fit"]) for r in rs]
         per100 = [100.0 * float(r["seconds"]["invert"]) / int(r["n"]) for r in rs]
-        d = json.loads((BENCH / name).read_text())
+        d = docs[name]
         splits = (sorted({str(r["split"]) for r in rs if r.get("split")})
                   or [str((d.get("setting") or {}).get("split") or _flag(d.get("command", ""), "--split"))])
         rows.append({"attack": attack, "file": name, "rows": str(len(rs)), "splits": " ".join(splits),
