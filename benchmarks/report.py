@@ -145,7 +145,7 @@ def sweep(runs: Path = ROOT / "results" / "runs", spec: str | tuple[str, ...] = 
         victims = "/".join(str(int(n)) for n in sorted(set(att["attack_n"].dropna())))
         central = ("" if not len(ref) else "; centralized, same fine-tuning: " + with_ci(
             ref["utility"].iloc[0], {"ci_low": ref["utility_ci_low"].iloc[0], "ci_high": ref["utility_ci_high"].iloc[0]}))
-        shown = lb.with_grad_columns(cols, "grad_defense" in sub.columns and sub["grad_defense"].notna().any())
+        shown = lb.with_optional_columns(cols, sub.to_dict("records"))
         out += [f"*{task}* (utility = {primary_metric(task)} [95% CI], n = {int(sub['task_n'].iloc[0])}{central}; "
                 f"worst case over {attacks} on {victims} private records):", "", lb.to_markdown(sub, shown).rstrip(), ""]
     claims = build_claims(recs)

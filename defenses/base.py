@@ -172,8 +172,9 @@ class NoiseStats:
       the noise std of its call: the SNR of the typical token, which a few outlying rows cannot move (the
       attention-sink row at position 0 can carry most of a short sequence's energy and so dominates
       `snr_rms`; Xiao et al., arXiv 2309.17453). Rows that are all zero (padding a caller zeroed) are left
-      out, and so are rows a caller marks as padding with `add(..., mask=)`; the split runtime applies a
-      defense to the whole padded (B, T, d) batch without a mask, so there padded rows are counted too.
+      out, and so are rows a caller marks as padding with `add(..., mask=)`. The split runtime's head zeroes
+      its padded rows before the defense sees the (B, T, d) batch, so there padding is left out too
+      (tests/defenses/test_calibration.py).
       Kept exactly: 4 bytes per row released.
     The signal is what the noise is added to: the clean h, or for clipping defenses the CLIPPED h (the
     unclipped norm is not what the receiver could recover; using it overstated dp-forward's SNR).

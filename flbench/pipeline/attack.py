@@ -57,7 +57,8 @@ def _privacy(defense, crossings: int) -> dict:
     (`accounting(releases)`: its unit, ε, δ; None for defenses without accounting)."""
     stats = defense.stats()
     acc = defense.accounting(crossings) or {}
-    return {"snr": {"rms": stats.get("snr_rms"), "mean_abs": stats.get("snr_mean_abs")},
+    return {"snr": {"rms": stats.get("snr_rms"), "mean_abs": stats.get("snr_mean_abs"),
+                    "token_median": stats.get("snr_token_median")},
             "epsilon": acc.get("epsilon"), "delta": acc.get("delta"), "accounting": acc or None}
 
 

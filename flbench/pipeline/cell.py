@@ -30,6 +30,7 @@ amplification is claimed: batches are not Poisson-sampled).
 from __future__ import annotations
 
 import copy
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -143,7 +144,8 @@ def _utility(cfg: RunConfig, loaded, spec, checkpoint, progress: bool, devices: 
              "n": res["n"], "sample": res.get("sample"), "ci": res["ci"], "baselines": res["baselines"],
              "checkpoint_trained": checkpoint is not None},
             {"utility_wire_bytes": res["wire"]["bytes_total"], "eval_s": res["seconds"],
-             "utility_snr": defense.stats().get("snr_rms") if spec is not None else None})
+             "utility_snr": defense.stats().get("snr_rms") if spec is not None else None,
+             "utility_snr_token": defense.stats().get("snr_token_median") if spec is not None else None})
 
 
 # ------------------------------------------------------------------------------------- attack memo
@@ -187,7 +189,7 @@ def seed_attack_memo(records: list[dict]) -> int:
         d = r.get("defense") or {}
         _ATTACKS[key] = {"attack_params": a.get("params"), "data": a.get("data"), "n": a.get("n"),
                          "metrics": a.get("metrics"), "seconds": {"fit": a.get("fit_s")},
-                         "examples": a.get("examples", []), "snr": {"rms": d.get("snr")},
+                         "examples": a.get("examples", []), "snr": {"rms": d.get("snr"), "token_median": d.get("snr_token")},
                          "epsilon": d.get("epsilon"), "delta": d.get("delta"), "reused_from": r.get("record_id")}
         n += 1
     return n
@@ -345,6 +347,11 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
                "relative": bool(params.get("relative", False)), "snr": snr,
                "snr_utility_traffic": uinfo.get("utility_snr"),
                "epsilon": (res or {}).get("epsilon"), "delta": (res or {}).get("delta")}
+        # The typical token's SNR (median over real rows, `NoiseStats.snr_token_median`) of the attacked traffic
+        # (else the utility traffic's): only when measured and finite, so records without noise keep their bytes.
+        token = ((res or {}).get("snr") or {}).get("token_median") if res else uinfo.get("utility_snr_token")
+        if token is not None and math.isfinite(token):
+            out["snr_token"] = token
         releases = cfg.victims.releases if (res is not None and cfg.victims is not None) else 1
         acc = (res or {}).get("accounting") or defense_obj.accounting(releases)
         if acc:

@@ -64,7 +64,10 @@ says its noise scale (`noise_sigma`, σ per coordinate; dp-forward: z·C) and it
 multiple of RMS(h_A)), and its family (the undefended reference is the family "none"). A record whose defense
 this installation does not know (or whose parameters it refuses) falls back to the record's own
 `noise_sigma` / `relative` / `family` fields. `snr`, `epsilon` and `delta` are measurements of the run and
-always come from the record.
+always come from the record. `snr` = RMS(h_A) / σ_eff over every released coordinate (for a per-call relative
+σ that is 1/σ by construction); `snr_token`, present when some record measured it, is the typical token's SNR
+(median over real rows of ||h_t|| / (σ_eff·√d), padding excluded), which an attention-sink row cannot inflate:
+the number to compare across split depths.
 
 Gradient defense (`--grad-defense`, on the dL/dh_B the client's tail sends during fine-tuning): when some record
 has one, both views gain `grad_defense`, `grad_noise_sigma` (asked from the registered class, as above) and
@@ -125,7 +128,10 @@ WORST_MD_COLUMNS = ["model", "split", "defense", "noise_sigma", "snr", "epsilon"
 # The gradient defense (on dL/dh_B during fine-tuning, `--grad-defense`): these columns follow finetune_steps in
 # both views only when some record has one, so leaderboards of records without it keep their bytes.
 GRAD_COLUMNS = ["grad_defense", "grad_noise_sigma", "grad_epsilon"]
-RESERVED = frozenset(HEAD_COLUMNS + UTILITY_COLUMNS + TAIL_COLUMNS + WORST_COLUMNS + GRAD_COLUMNS)
+# The typical token's SNR (median over real rows of ||h_t|| / (σ_eff·√d), `defenses.base.NoiseStats`): follows
+# `snr` only when some record measured it (records before it was recorded keep their leaderboards' bytes).
+SNR_TOKEN = "snr_token"
+RESERVED = frozenset(HEAD_COLUMNS + UTILITY_COLUMNS + TAIL_COLUMNS + WORST_COLUMNS + GRAD_COLUMNS + [SNR_TOKEN])
 CELL_FREE_KEYS = ("attacks", "attack_params", "victims")  # what differs between the attacks of one cell
 CENTRALIZED = "centralized"
 NAN = float("nan")
@@ -261,6 +267,17 @@ def with_grad_columns(columns: list[str], grad: bool) -> list[str]:
     return columns[:i] + GRAD_COLUMNS + columns[i:]
 
 
+def with_optional_columns(columns: list[str], rows: list[dict]) -> list[str]:
+    """`columns` with the columns only some leaderboards have: GRAD_COLUMNS when a row has a gradient defense,
+    SNR_TOKEN after `snr` (else after `noise_sigma`) when a row has a finite one."""
+    out = with_grad_columns(columns, any(r.get("grad_defense") for r in rows))
+    anchor = "snr" if "snr" in out else "noise_sigma"
+    if SNR_TOKEN not in out and anchor in out and any(_finite(r.get(SNR_TOKEN, NAN)) for r in rows):
+        i = out.index(anchor) + 1
+        out = out[:i] + [SNR_TOKEN] + out[i:]
+    return out
+
+
 def _grad_view(r: dict, cfg: dict) -> dict[str, Any]:
     """grad_defense, grad_noise_sigma, grad_epsilon of a record (None / NaN without a gradient defense): the
     noise scale from the registered class as for the h_A defense, ε from the record's own measurement."""
@@ -307,6 +324,7 @@ def _row(r: dict) -> tuple[dict, dict]:
         "noise_sigma": dview["noise_sigma"],
         "relative": dview["relative"],
         "snr": _f(d.get("snr")),
+        SNR_TOKEN: _f(d.get(SNR_TOKEN)),
         "epsilon": _f(d.get("epsilon")),
         "delta": _f(d.get("delta")),
         "finetune_steps": _int((ft or {}).get("steps")) if ft else 0,
@@ -460,8 +478,7 @@ def build(records: Iterable[dict]):
     _mark_pareto(rows, ("model", "task", "attack", "attack_data"), "recovery")
     other_attack = sorted({m for h in hidden for m in h["attack_metrics"]})
     u_cols = sorted({m for h in hidden for m in h["utility_metrics"]})
-    grad = any(row.get("grad_defense") for row in rows)
-    columns = with_grad_columns(HEAD_COLUMNS, grad) + other_attack + UTILITY_COLUMNS + u_cols + TAIL_COLUMNS
+    columns = with_optional_columns(HEAD_COLUMNS, rows) + other_attack + UTILITY_COLUMNS + u_cols + TAIL_COLUMNS
     df = _frame(rows, columns)
     # Not a column (the CSV's bytes stay what they are): each attack's primary metric, for the plots.
     df.attrs["primary_metric"] = {row["attack"]: h["ap_name"] for row, h in zip(rows, hidden) if row["attack"]}
@@ -499,12 +516,12 @@ def build_worst_case(data):
         first = members[0]
         attacked = [m for m in members if m["attack"] is not None and _finite(m["recovery"])]
         worst = max(sorted(attacked, key=lambda m: str(m["attack"])), key=lambda m: m["recovery"], default=None)
-        row = {c: first.get(c) for c in DEFENSE_COLUMNS + GRAD_COLUMNS + UTILITY_COLUMNS + ["utility_ref", "cell",
-                                                                                            "_family"]}
+        row = {c: first.get(c) for c in DEFENSE_COLUMNS + GRAD_COLUMNS + [SNR_TOKEN] + UTILITY_COLUMNS
+               + ["utility_ref", "cell", "_family"]}
         if worst is not None:
             if _finite(worst.get("candidate_recall", NAN)):
                 row["candidate_recall"] = worst["candidate_recall"]
-            row.update(snr=worst["snr"], worst_recovery=worst["recovery"], worst_recovery_ci_low=worst["recovery_ci_low"],
+            row.update(snr=worst["snr"], snr_token=worst.get(SNR_TOKEN, NAN), worst_recovery=worst["recovery"], worst_recovery_ci_low=worst["recovery_ci_low"],
                        worst_recovery_ci_high=worst["recovery_ci_high"], worst_attack=worst["attack"],
                        worst_metric=worst["recovery_metric"], attacks=";".join(sorted({str(m["attack"]) for m in attacked})))
         else:
@@ -514,7 +531,7 @@ def build_worst_case(data):
         out.append(row)
     out.sort(key=lambda r: (str(r["model"] or ""), str(r["task"] or ""), *_defense_sort(r, r["_family"]), r["cell"]))
     _mark_pareto(out, ("model", "task"), "worst_recovery")
-    columns = with_grad_columns(WORST_COLUMNS, any(r.get("grad_defense") for r in out))
+    columns = with_optional_columns(WORST_COLUMNS, out)
     if any("candidate_recall" in r for r in out):  # after worst_metric; absent for records without search attacks
         i = columns.index("worst_metric") + 1
         columns = columns[:i] + ["candidate_recall"] + columns[i:]
@@ -558,6 +575,9 @@ def to_markdown(df, columns: Sequence[str] | None = None) -> str:
     if "grad_defense" in df.columns:  # after the h_A defense's columns
         i = default.index("epsilon") + 1
         default = default[:i] + ["grad_defense", "grad_noise_sigma"] + default[i:]
+    if SNR_TOKEN in df.columns and "snr" in default:
+        i = default.index("snr") + 1
+        default = default[:i] + [SNR_TOKEN] + default[i:]
     cols = [c for c in (columns or default) if c in df.columns]
     body = pd.DataFrame({c: [cell(v) for v in df[c]] for c in cols}, columns=cols)
 

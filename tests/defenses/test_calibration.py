@@ -126,3 +126,27 @@ def test_noise_stats_rows_masks_and_conventions():
     # every existing key is still there, with the same meaning
     assert {"calls", "vectors", "coords", "signal_rms", "signal_mean_abs", "sigma_effective_rms",
             "noise_rms_measured", "noise_mean_abs_measured", "snr_rms", "snr_mean_abs"} <= set(st.as_dict())
+
+
+def test_the_token_snr_of_split_traffic_leaves_padding_out(tiny):
+    """The head zeroes padded rows before the defense, so the per-token SNR counts the real rows only."""
+    from splits import SplitRuntime, SplitSpec
+    from splits.wire import Kind, RecordingTap
+
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [0, 0, 0, 11, 12, 13]])  # left-padded second row
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]])
+    clean = SplitRuntime(tiny, SplitSpec(1, 1))
+    tap = RecordingTap()
+    clean.wire.taps.append(tap)
+    clean.forward(ids, mask)
+    real_rows = next(m.tensor for m in tap.received if m.kind == Kind.HIDDEN_A)  # packed: the 9 real rows only
+    assert real_rows.shape[0] == 9
+    sigma_eff = 0.5 * 2.0
+    want = float(real_rows.double().square().mean(-1).sqrt().median()) / sigma_eff
+    d = make_defense("gaussian", sigma=0.5, relative=True, scale=2.0)
+    SplitRuntime(tiny, SplitSpec(1, 1), defense=d, generator=make_generator(seed=0)).forward(ids, mask)
+    rows = d._stats.row_snr[0]
+    assert rows.numel() == 9  # the three padded rows (zero when the defense sees them) were left out
+    assert sorted(rows.tolist()) == pytest.approx(sorted((real_rows.double().square().mean(-1).sqrt() / sigma_eff).tolist()),
+                                                  rel=1e-5)
+    assert d.stats()["snr_token_median"] == pytest.approx(want, rel=1e-5)

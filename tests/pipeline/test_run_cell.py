@@ -3,6 +3,7 @@ run on the same split runtime with the defense on; bad combinations are one-line
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -34,6 +35,8 @@ def test_run_writes_one_record_per_attack(cli, tmp_path):
         assert all(k in r for k in REQUIRED), [k for k in REQUIRED if k not in r]
         assert r["defense"]["name"] == "gaussian" and r["defense"]["noise_sigma"] == 0.5
         assert r["defense"]["snr"] is not None and r["defense"]["snr"] > 0
+        # the typical token's SNR of the attacked traffic, beside the all-coordinate one
+        assert math.isfinite(r["defense"]["snr_token"]) and r["defense"]["snr_token"] > 0
         assert r["task"]["name"] == "sst2" and r["task"]["n"] == 4 and "accuracy" in r["task"]["metrics"]
         ci = r["task"]["ci"]["accuracy"]  # the point value stays in metrics; its 95% CI beside it
         assert ci["mean"] == r["task"]["metrics"]["accuracy"] and ci["n"] == 4 and ci["ci_low"] <= ci["ci_high"]
@@ -52,6 +55,7 @@ def test_centralized_reference_cell_has_no_wire(cli, tmp_path):
     assert code == 0, err
     (r,) = read_records(tmp_path)
     assert r["split"] is None and r["attack"] is None and r["wire"]["bytes_total"] == 0
+    assert "snr_token" not in r["defense"]  # nothing noised: no SNR to record
 
 
 def test_attack_results_are_shared_across_tasks_but_utility_is_not(tiny_cells):

@@ -202,3 +202,19 @@ def test_attack_primary_metric_from_the_record_else_the_attack_class():
     r = row[row["attack"].notna() & row["utility_ref"].notna()].iloc[0]
     assert r["recovery_metric"] == "rouge_l" and r["recovery"] == r["rouge_l"]
     assert r["dcs"] == pytest.approx(lb.dcs(r["rouge_l"], r["relative_utility"], 1.0))
+
+
+def test_snr_token_column_only_when_a_record_measured_it():
+    cell = make_cell("m", "2,2", {"name": "gaussian", "params": {"sigma": 2.0, "relative": True}}, None,
+                     {"name": "sst2", "limit": 10}, ["x"], {}, {"data": "private-records"}, 0)
+    old = record(cell, "x", utility=0.6, ap=0.5, snr=0.5)
+    new = record(cell, "x", utility=0.6, ap=0.5, snr=0.5)
+    new["defense"]["snr_token"] = 0.21  # the typical token's SNR, below the all-coordinate 1/σ (a sink row)
+    assert "snr_token" not in lb.build([old]).columns  # older records: the columns (and bytes) they always had
+    assert "snr_token" not in lb.build_worst_case(lb.build([old])).columns
+    for df in (lb.build([new]), lb.build_worst_case(lb.build([new]))):
+        cols = list(df.columns)
+        assert cols[cols.index("snr") + 1] == "snr_token" and df["snr_token"].iloc[0] == 0.21
+    md = lb.to_markdown(lb.build_worst_case(lb.build([new])))
+    header = _cells(md.splitlines()[0])
+    assert header[header.index("snr") + 1] == "snr_token" and "0.21" in md
