@@ -359,6 +359,29 @@ def dp_ceiling(name: str = "attacks_dp_ceiling.json") -> list[str]:
             "drowned release's accuracy, the guess without information):", "", *_lines(markdown_table(rows)), ""]
 
 
+def token_snr(name: str = "token_snr.json") -> list[str]:
+    """Per split, the typical token's SNR behind each nominal σ × RMS (bench_token_snr.py): one row per σ."""
+    d = _bench(name)
+    if d is None or not d.get("rows"):
+        return []
+    splits = sorted({r["split"] for r in d["rows"]}, key=lambda s: tuple(int(x) for x in s.split(",")))
+    by = {(r["split"], r["sigma"]): r for r in d["rows"]}
+    rows = []
+    for sigma in sorted({r["sigma"] for r in d["rows"]}):
+        row = {"σ × RMS (per call)": f"{sigma:g}", "SNR over all coordinates (1/σ)": f"{1 / sigma:.3g}"}
+        for s in splits:
+            r = by.get((s, sigma))
+            row[f"token SNR {s}"] = MISSING if r is None else f"{r['snr_token']:.3g}"
+            row[f"× public token RMS {s}"] = MISSING if r is None else f"{r['calibrated_multiple']:.3g}"
+        rows.append(row)
+    st = d.get("setting", {})
+    return [f"**The typical token's SNR behind a nominal σ**, `{d['command']}` ({st.get('model')}, "
+            f"{st.get('limit')} {st.get('data')} victims of ≤ {st.get('max_length')} tokens through the "
+            f"{st.get('head', 'public head')}, captured as the sweep cells capture them; token SNR = median over real "
+            "rows of ‖h_t‖ / (σ_eff·√d); “× public token RMS” = σ_eff over `flbench calibrate`'s median token RMS "
+            "on public text, the calibrated multiple of the same noise):", "", *_lines(markdown_table(rows)), ""]
+
+
 def training_releases(name: str = "attacks_training_releases.json") -> list[str]:
     d = _bench(name)
     if d is None:
@@ -445,7 +468,7 @@ STRATEGIES_BEGIN, STRATEGIES_END = "<!-- report:training-strategies:begin -->", 
 
 
 def utility_and_sweep() -> list[str]:
-    parts: list[str] = []
+    parts: list[str] = token_snr()
     for runs, spec in ((ROOT / "results" / "runs-headline", "sweeps/headline_sst2.yaml"),
                        (ROOT / "results" / "runs-headline-qa", "sweeps/headline_qa.yaml"),
                        (ROOT / "results" / "runs-defenses", "sweeps/defenses.yaml"),

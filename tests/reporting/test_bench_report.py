@@ -1,4 +1,5 @@
-"""benchmarks/report.py's attack-cost table: fit and invert time per 100 victims, from every attack benchmark."""
+"""benchmarks/report.py's tables from benchmark files: the attack-cost table (fit and invert time per 100
+victims, from every attack benchmark) and the token-SNR table."""
 from __future__ import annotations
 
 import importlib.util
@@ -47,3 +48,22 @@ def test_attack_costs_normalise_per_100_victims_and_count_cached_fits(report, tm
 
 def test_attack_costs_without_benchmarks_is_empty(report):
     assert report.attack_costs() == []
+
+
+def test_token_snr_table_one_row_per_sigma_one_column_pair_per_split(report, tmp_path):
+    rows = [{"split": sp, "sigma": sg, "snr_token": k / sg, "calibrated_multiple": sg * m}
+            for sp, k, m in (("4,4", 0.41, 2.5), ("1,1", 0.77, 1.46), ("2,2", 0.77, 1.38)) for sg in (1.0, 8.0)]
+    rows = [r for r in rows if not (r["split"] == "2,2" and r["sigma"] == 8.0)]  # a missing cell
+    (tmp_path / "token_snr.json").write_text(json.dumps(
+        {"rows": rows, "command": "python benchmarks/bench_token_snr.py", "setting": {"model": "m", "limit": 50}}))
+    lines = report.token_snr()
+    header = [c.strip() for c in next(ln for ln in lines if ln.startswith("| σ")).strip("|").split("|")]
+    assert header == ["σ × RMS (per call)", "SNR over all coordinates (1/σ)", "token SNR 1,1", "× public token RMS 1,1",
+                      "token SNR 2,2", "× public token RMS 2,2", "token SNR 4,4", "× public token RMS 4,4"]
+    body = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines if ln.startswith("| ") and "σ" not in ln]
+    assert body[0] == ["1", "1", "0.77", "1.46", "0.77", "1.38", "0.41", "2.5"]
+    assert body[1] == ["8", "0.125", "0.0963", "11.7", "–", "–", "0.0512", "20"]
+
+
+def test_token_snr_without_the_benchmark_is_empty(report):
+    assert report.token_snr() == []
