@@ -115,6 +115,20 @@ def _new_fig(width: float = 7.2, height: float = 4.4):
     return fig, ax
 
 
+def _place_labels(ax, labels: list) -> None:
+    """Move the point labels `labels` (matplotlib Text at their points) apart so none overlaps another, with a
+    thin leader line back to its point (adjustText). Deterministic: a fixed iteration budget instead of its
+    default one-second time limit, and its only random shifts use a fixed seed."""
+    if not labels:
+        return
+    from adjustText import adjust_text
+
+    x = [t.get_position()[0] for t in labels]
+    y = [t.get_position()[1] for t in labels]
+    adjust_text(labels, x=x, y=y, ax=ax, expand=(1.2, 1.6), force_text=(0.3, 0.5), force_static=(0.3, 0.5),
+                iter_lim=500, arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.4})
+
+
 def _legend_outside(ax) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if handles:
@@ -204,6 +218,8 @@ def plot_tradeoff(df, out_dir: Path, result: PlotResult, worst=None) -> None:
         splits = sorted(g["split"].unique(), key=split_sort_key)
         colors = _colors(splits)
         steps = sorted(g["finetune_steps"].fillna(0).astype(int).unique())
+        labels: list = []  # each point's σ (or ε) label, placed clear of the others at the end
+        bounded = False  # some point's recovery is a search-limited lower bound
         for split, ft in [(sp, st) for sp in splits for st in steps]:
             gs = g[(g["split"] == split) & (g["finetune_steps"].fillna(0).astype(int) == ft)]
             if gs.empty:
@@ -231,9 +247,9 @@ def plot_tradeoff(df, out_dir: Path, result: PlotResult, worst=None) -> None:
                         txt = f"σ={_num(r['noise_sigma'])}" if _finite(r["noise_sigma"]) else "σ=?"
                     recall = r.get("candidate_recall", float("nan"))
                     if _finite(recall) and recall < RECALL_OK:  # the search, not the defense, limited it: a lower bound
-                        txt += f" (≥: recall {recall:.2f})"
-                    ax.annotate(txt, (r[ap], r["utility"]), textcoords="offset points",
-                                xytext=(4, 3), fontsize=6.5, color=colors[split])
+                        txt += " ≥"
+                        bounded = True
+                    labels.append(ax.text(r[ap], r["utility"], txt, fontsize=6.5, color=colors[split]))
                 drawn_any = True
             if not drawn_any and not base.empty:
                 ax.errorbar(base[ap], base["utility"], xerr=_errors(base, ap), yerr=_errors(base, "utility"),
@@ -259,6 +275,10 @@ def plot_tradeoff(df, out_dir: Path, result: PlotResult, worst=None) -> None:
         ax.set_xlabel(f"worst-case {what} over {', '.join(attacks)} → more leakage")
         ax.set_ylabel(_utility_label(task) + " [95% CI]")
         ax.set_title(f"{model} · {task}: utility vs worst-case attack recovery")
+        if bounded:  # one legend entry explains the mark instead of a long label on every such point
+            ax.plot([], [], ls="none", marker="$≥$", color="0.3",
+                    label=f"≥: a lower bound (search recall < {RECALL_OK:g})")
+        _place_labels(ax, labels)
         _legend_outside(ax)
         _save(fig, out_dir, _slug("tradeoff", model, task), result)
     if not drawn:

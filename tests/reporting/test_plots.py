@@ -80,3 +80,28 @@ def test_reference_lines_come_from_cells_with_the_plotted_budget():
     assert _references(refs, pd.DataFrame({"finetune_steps": [150], "task_n": [872]})) == []
     zero_shot = pd.DataFrame({"finetune_steps": [float("nan")], "task_n": [100]})
     assert _references(pd.DataFrame({"finetune_steps": [None], "task_n": [100], "utility": [0.5]}), zero_shot) == [("", 0.5)]
+
+
+def test_point_labels_are_moved_apart():
+    """Labels of points that (nearly) coincide — the low-recovery end of a trade-off plot — end up not overlapping."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flbench.reporting.plots import _place_labels
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0.4, 0.9)
+    labels = [ax.text(0.01 + 0.002 * i, 0.5, f"σ={2 ** i} ≥", fontsize=6.5) for i in range(6)]
+    renderer = fig.canvas.get_renderer()
+
+    def overlaps() -> int:
+        boxes = [t.get_window_extent(renderer) for t in labels]
+        return sum(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+    assert overlaps() > 0  # as drawn at their points
+    _place_labels(ax, labels)
+    assert overlaps() == 0
+    plt.close(fig)
