@@ -521,7 +521,11 @@ def build_worst_case(data):
         if worst is not None:
             if _finite(worst.get("candidate_recall", NAN)):
                 row["candidate_recall"] = worst["candidate_recall"]
-            row.update(snr=worst["snr"], snr_token=worst.get(SNR_TOKEN, NAN), worst_recovery=worst["recovery"], worst_recovery_ci_low=worst["recovery_ci_low"],
+            # the h_A SNR of the cell: the worst attack's, or (a gradient attack's record has none) another's
+            snr_of = [worst] + [m for m in attacked if m is not worst]
+            row.update(snr=next((m["snr"] for m in snr_of if _finite(m["snr"])), worst["snr"]),
+                       snr_token=next((m.get(SNR_TOKEN) for m in snr_of if _finite(m.get(SNR_TOKEN, NAN))), NAN),
+                       worst_recovery=worst["recovery"], worst_recovery_ci_low=worst["recovery_ci_low"],
                        worst_recovery_ci_high=worst["recovery_ci_high"], worst_attack=worst["attack"],
                        worst_metric=worst["recovery_metric"], attacks=";".join(sorted({str(m["attack"]) for m in attacked})))
         else:

@@ -218,3 +218,15 @@ def test_snr_token_column_only_when_a_record_measured_it():
     md = lb.to_markdown(lb.build_worst_case(lb.build([new])))
     header = _cells(md.splitlines()[0])
     assert header[header.index("snr") + 1] == "snr_token" and "0.21" in md
+
+
+def test_worst_case_keeps_the_cells_h_a_snr_when_the_worst_attack_reads_the_gradient():
+    cell = make_cell("m", "2,2", {"name": "gaussian", "params": {"sigma": 4.0, "relative": True}}, None,
+                     {"name": "sst2", "limit": 10}, ["gradient-label", "map-inversion"], {},
+                     {"data": "private-records"}, 0)
+    grad = record(cell, "gradient-label", utility=0.5, ap=0.9, snr=None)  # its record has no h_A SNR
+    fwd = record(cell, "map-inversion", utility=0.5, ap=0.3, snr=0.25)
+    fwd["defense"]["snr_token"] = 0.19
+    (row,) = lb._rows_of_frame(lb.build_worst_case([grad, fwd]))
+    assert row["worst_attack"] == "gradient-label" and row["worst_recovery"] == 0.9
+    assert row["snr"] == 0.25 and row["snr_token"] == 0.19
