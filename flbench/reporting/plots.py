@@ -303,7 +303,9 @@ def plot_recovery_vs_sigma(df, out_dir: Path, result: PlotResult) -> None:
             continue
         keep = g[ap].notna()
         noisy = g[keep & is_sigma.loc[g.index]]
-        noisy = noisy[[not _accounted(noisy[noisy["defense"] == n]) for n in noisy["defense"]]]
+        # a boolean Series, not a list: an empty list would select no *columns* when no cell has noise yet
+        noisy = noisy[pd.Series([not _accounted(noisy[noisy["defense"] == n]) for n in noisy["defense"]],
+                                index=noisy.index, dtype=bool)]
         base = g[keep & (g["family"] == "none")]
         finetuned = (g["finetune_steps"].fillna(0) > 0).any()
         for relative in (True, False):

@@ -105,3 +105,13 @@ def test_point_labels_are_moved_apart():
     _place_labels(ax, labels)
     assert overlaps() == 0
     plt.close(fig)
+
+
+def test_records_without_any_noisy_cell_plot_the_tradeoff_and_skip_the_sigma_curves(tmp_path):
+    """A sweep's first cells (undefended and centralized only): the trade-off is drawn, recovery-vs-σ skipped
+    with a note — not a crash."""
+    recs = [r for r in grid(zs=()) if r["defense"]["name"] == "none"]
+    assert recs and all(r["defense"]["name"] == "none" for r in recs)
+    res = plot_all(recs, tmp_path)
+    assert [p.name for p in res["paths"]] == ["tradeoff__m__sst2.png", "tradeoff__m__sst2.svg"]
+    assert any(n.startswith("recovery_vs_sigma: skipped") for n in res["notes"])
