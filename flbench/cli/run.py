@@ -38,6 +38,7 @@ OPTIONS = {
     "victims.max_length": "--victim-max-length", "victims.aux_data": "--aux-data",
     "victims.aux_limit": "--aux-limit", "victims.releases": "--releases",
     "victims.mode": "--victim-mode", "victims.new_tokens": "--victim-new-tokens", "dtype": "--dtype", "seed": "--seed",
+    "attacker": "--surrogate-seed", "attacker.seed": "--surrogate-seed", "attacker.task": "--surrogate-task",
 }
 FINETUNE = {"finetune_batch_size": "batch_size", "finetune_lr": "lr", "finetune_max_length": "max_length",
             "finetune_lora_rank": "lora_rank", "finetune_lora_alpha": "lora_alpha"}
@@ -102,6 +103,10 @@ def _explicit(names) -> list[str]:
               help="times each victim text crosses the wire (fresh noise each time); attacks combine them")
 @click.option("--aux-limit", type=int, default=default(VictimsConfig, "aux_limit"), show_default=True,
               help="auxiliary texts per corpus")
+@click.option("--surrogate-seed", type=int, default=None,
+              help="adaptive attacker: it fine-tunes its own copy of the client with the cell's recipe and this seed "
+                   "(needs --finetune-steps), and every attack that runs the head runs that copy")
+@click.option("--surrogate-task", default=None, help="public task the surrogate trains on [default: --task]")
 @defense_options
 @grad_defense_options
 @compute_options()
@@ -110,7 +115,8 @@ def _explicit(names) -> list[str]:
 @click.option("--fit-cache", default=None, type=click.Path(file_okay=False),
               help="directory where learned attackers' fits are stored and reused (see flbench sweep --fit-cache)")
 def run_cmd(model, split_text, centralized, task_name, task_limit, task_batch_size, finetune_steps, attacks,
-            attack_params, dtype, device, client_device, server_device, out, as_json, fit_cache, **opts) -> None:
+            attack_params, surrogate_seed, surrogate_task, dtype, device, client_device, server_device, out, as_json,
+            fit_cache, **opts) -> None:
     """One benchmark cell: [fine-tune] → utility → capture → attacks; one record per attack under --out.
 
     Everything is validated (names, parameters, output directory) before the model is loaded."""
@@ -138,6 +144,8 @@ def run_cmd(model, split_text, centralized, task_name, task_limit, task_batch_si
         raise FlbenchError("nothing to run: give --task NAME and/or --attack NAME")
     if centralized and attacks:
         raise FlbenchError("--centralized runs the unsplit model: there is no traffic to --attack")
+    if surrogate_task is not None and surrogate_seed is None:
+        raise FlbenchError("--surrogate-task needs --surrogate-seed (the attacker's surrogate head is off without it)")
     dspec = defense_spec(**opts)
     gspec = grad_defense_spec(**grad_opts)
     if gspec["name"] != "none" and (finetune_steps is None or centralized):
@@ -159,6 +167,8 @@ def run_cmd(model, split_text, centralized, task_name, task_limit, task_batch_si
         "dtype": dtype,
         "seed": opts["seed"],
     }
+    if surrogate_seed is not None:
+        data["attacker"] = {"head": "surrogate", "seed": surrogate_seed, "task": surrogate_task}
     options = dict(OPTIONS, split="--centralized" if centralized else "--split")
     cfg = validate(RunConfig, data, options=options)
     devices = resolve_devices(device, client_device, server_device, centralized)

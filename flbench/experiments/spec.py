@@ -48,6 +48,7 @@ from pydantic_core import PydanticCustomError
 from flbench.core.canonical import canonical_json, normalize_numbers
 from flbench.core.errors import FlbenchError
 from flbench.pipeline.config import (
+    AttackerConfig,
     DefenseConfig,
     FinetuneConfig,
     GradDefenseConfig,
@@ -152,6 +153,8 @@ class SweepSpec(BaseModel):
     tasks: tuple[TaskConfig, ...] = Field((), description="tasks (a name or {name, limit, batch_size})")
     finetune: FinetuneConfig | None = Field(None, description="fine-tuning of every cell; null: none")
     victims: VictimsConfig | None = Field(None, description="victim and auxiliary data of the attacks")
+    attacker: AttackerConfig | None = Field(None, description="the head the attacker runs in every split cell "
+                                            "(flbench.pipeline.config.AttackerConfig); null: the public head")
     centralized_reference: StrictBool = Field(False, description="add the unsplit reference per (model, task, seed)")
     seed: tuple[Seed, ...] = Field((0,), description="seed(s)")
 
@@ -216,6 +219,9 @@ class SweepSpec(BaseModel):
         if any(g.name != "none" for g in self.grad_defenses) and self.finetune is None:
             raise message_error("a gradient defense sits on the fine-tuning traffic: give finetune, or drop "
                                 "grad_defenses", "grad_defenses")
+        if self.attacker is not None and self.attacker.head == "surrogate" and (not self.attacks or self.finetune is None):
+            raise message_error("a surrogate head is the attacker's copy of a fine-tuned client: give attacks and "
+                                "finetune, or drop attacker", "attacker")
         if self.centralized_reference and not self.tasks:
             raise message_error("the centralized reference scores utility: give at least one task", "centralized_reference")
         n = len(self.model) * len(self.splits) * max(len(self.tasks), 1) * len(self.seed) * sum(
@@ -243,6 +249,8 @@ class SweepSpec(BaseModel):
                                 "victims": victims if self.attacks else None, "seed": seed}
                         if gaxis.name != "none":  # as RunConfig: cells without one keep their hashes
                             cell["grad_defense"] = {"name": gaxis.name, "params": gparams}
+                        if self.attacker is not None and self.attacks:
+                            cell["attacker"] = self.attacker.model_dump()
                         grid.append(cell)
         if self.centralized_reference:
             for model, task, seed in itertools.product(self.model, self.tasks, self.seed):

@@ -208,10 +208,12 @@ def _pending_attacks(cfg: RunConfig) -> list[str]:
 
 
 def _attacks(cfg: RunConfig, loaded, checkpoint, victims, progress: bool, devices: dict,
-             fit_cache=None) -> list[tuple[str, dict, float]]:
+             fit_cache=None, attacker_checkpoint=None) -> list[tuple[str, dict, float]]:
     """Every attack of the cell on ONE capture of the victim traffic through one client runtime (the server
     saw that traffic once; all attacks read the same messages). Results are memoised (see `_attack_key`);
-    fits go through `fit_cache` (attacks.fit_cache.FitCache) when one is given."""
+    fits go through `fit_cache` (attacks.fit_cache.FitCache) when one is given (its key holds the head the
+    attacker runs). `attacker_checkpoint`: the attacker's surrogate head (`cfg.attacker`), run by every attack
+    that runs the head."""
     from flbench.pipeline.attack import (
         capture_victims,
         evaluate_attack,
@@ -238,7 +240,7 @@ def _attacks(cfg: RunConfig, loaded, checkpoint, victims, progress: bool, device
         for name in todo:
             t1 = time.perf_counter()
             fa = fit_attack(cfg.attack_config(name), defense, gen, progress=progress, rt=rt, aux=aux,
-                            fit_cache=fit_cache)
+                            fit_cache=fit_cache, devices=devices, attacker_checkpoint=attacker_checkpoint)
             res = evaluate_attack(fa, records, notes, captured=captured)
             out[name] = (res, round(shared_s + time.perf_counter() - t1, 3))
             key = _attack_key(cfg, name)
@@ -310,10 +312,16 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
                 acc = cell_defense(cfg)[0].accounting(ft_info["releases"])
                 if acc:
                     finetune["accounting"] = acc
+        surrogate = None
+        if cfg.attacker.head == "surrogate":  # the attacker's own copy of the client, trained with the public recipe
+            t0 = time.perf_counter()
+            surrogate, _, _ = _finetune(cfg.surrogate_config(), loaded, spec, Path(tmp) / "attacker", progress,
+                                        devices)
+            timings["surrogate_train_s"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
         task, uinfo = _utility(cfg, loaded, spec, checkpoint, progress, devices)
         timings["eval_s"] = round(time.perf_counter() - t0, 3)
-        attack_results = _attacks(cfg, loaded, checkpoint, victims, progress, devices, fit_cache)
+        attack_results = _attacks(cfg, loaded, checkpoint, victims, progress, devices, fit_cache, surrogate)
         if ft_info.get("traffic") is not None:
             by_name = {n: (n, r, s) for n, r, s in attack_results + _gradient_attacks(cfg, ft_info["traffic"])}
             attack_results = [by_name[n] for n in cfg.attacks]

@@ -254,6 +254,39 @@ def resolve_attack_params(name: str, params: dict, info: ValidationInfo, key_pre
     return normalize_numbers(registry_call(make_attack, name, None, key_prefix=key_prefix, **params).params())
 
 
+class AttackerConfig(_Section):
+    """The head the attacker runs (every attack that runs the head: map-inversion, learned-inversion, ...).
+
+    `public` (default): the pretrained head, the threat model's baseline knowledge. `surrogate`: its own head,
+    fine-tuned with the cell's recipe — the same `finetune` config and defense (noise or training penalty on),
+    which are public (Kerckhoffs) — but with its own `seed` (its own adapter init, batches and noise draws: it
+    knows neither the client's seed nor its draws) on the public `task` (default: the cell's task). A defense
+    that works by moving the client's head away from the public one (NoPeek) is judged against this attacker,
+    not only against one that assumes the public head (`bench_finetuned_victims.py --surrogate-seed`).
+    Part of the cell's identity only when not `public` (records before it keep their hashes)."""
+
+    head: Literal["public", "surrogate"] = Field("public", description="public: the pretrained head; surrogate: "
+                                                 "the attacker's own head fine-tuned with the cell's recipe")
+    seed: Seed = Field(1, description="the surrogate's fine-tuning seed (never the client's)")
+    task: Name | None = Field(None, description="public task the surrogate trains on; null: the cell's task")
+
+    @field_validator("task")
+    @classmethod
+    def _known(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and use_registries(info):
+            from flbench.tasks import tasks
+
+            lookup(tasks, v)
+        return v
+
+    @model_validator(mode="after")
+    def _only_surrogate(self) -> AttackerConfig:
+        if self.head == "public" and (self.seed != 1 or self.task is not None):
+            raise message_error("seed and task describe the attacker's surrogate head: give head: surrogate, or "
+                                "leave them out", "seed" if self.seed != 1 else "task")
+        return self
+
+
 class AttackConfig(_Section):
     """One attack on the traffic the server saw (`flbench attack`; `RunConfig.attack_config` for a run's)."""
 
@@ -312,6 +345,8 @@ class RunConfig(_Section):
                                                                                "every listed attack, all parameters")
     victims: VictimsConfig | None = Field(None, description="victim and auxiliary data (filled in when there are "
                                                             "attacks; null without attacks)")
+    attacker: AttackerConfig = Field(default_factory=AttackerConfig, description="the head the attacker runs; "
+                                     "left out of resolved() when public")
     wire_dtype: WireDtype = Field("fp32", description="dtype of tensors on the wire")
     dtype: ComputeDtype = Field("fp32", description=DTYPE_HELP)
     seed: Seed = Field(0, description="data, noise, fine-tuning and attack-scoring seed")
@@ -365,6 +400,13 @@ class RunConfig(_Section):
         if self.grad_defense.name != "none" and (self.finetune is None or self.split is None):
             raise message_error("a gradient defense acts on split fine-tuning traffic: give finetune (and a split)",
                                 "grad_defense")
+        if self.attacker.head == "surrogate":
+            if self.finetune is None or self.split is None or not self.attacks:
+                raise message_error("a surrogate head is the attacker's copy of a fine-tuned client: give a split, "
+                                    "finetune and attacks, or head: public", "attacker")
+            if self.attacker.seed == self.seed:
+                raise message_error(f"seed {self.attacker.seed} is the client's: the attacker does not know it; "
+                                    "give the surrogate another seed", "attacker")
         needs_training = gradient_attacks(self.attacks) if use_registries(info) else []
         if needs_training and self.finetune is None:
             raise message_error(f"attack {needs_training[0]!r} reads the gradients of the cell's fine-tuning "
@@ -383,6 +425,8 @@ class RunConfig(_Section):
             del out["dtype"]
         if out.get("grad_defense", {}).get("name") == "none":  # as dtype: the records before it keep their hashes
             del out["grad_defense"]
+        if out.get("attacker", {}).get("head") == "public":  # likewise
+            del out["attacker"]
         victims = out.get("victims") or {}
         if victims.get("releases") == 1:  # likewise: records before `releases` were single releases
             del victims["releases"]
@@ -416,4 +460,15 @@ class RunConfig(_Section):
             parts.append(self.task.name)
         if self.attacks:
             parts.append("+".join(self.attacks))
+        if self.attacker.head != "public":
+            parts.append(f"(attacker: surrogate head, seed {self.attacker.seed}"
+                         + (f", {self.attacker.task}" if self.attacker.task else "") + ")")
         return " ".join(parts)
+
+    def surrogate_config(self) -> RunConfig:
+        """The attacker's surrogate training run: this cell's recipe (finetune, defense on both edges, split,
+        model, dtypes) with the attacker's seed and task, and no attacks (nothing of it is recorded)."""
+        a = self.attacker
+        task = self.task if a.task is None else TaskConfig.model_construct(name=a.task, limit=None, batch_size=8)
+        return self.model_copy(update={"seed": a.seed, "task": task, "attacks": (), "attack_params": {},
+                                       "victims": None, "attacker": AttackerConfig()})

@@ -118,7 +118,7 @@ WORST_COLUMNS = DEFENSE_COLUMNS + UTILITY_COLUMNS + [
     "worst_attack", "worst_metric", "attacks", "score", "dcs", "pareto", "cell"]
 INT_COLUMNS = ("finetune_steps", "attack_n", "task_n", "wire_bytes", "levels_tested")
 BOOL_COLUMNS = ("relative", "beats_baseline")
-TEXT_COLUMNS = ("model", "split", "defense", "grad_defense", "attack", "attack_data", "recovery_metric", "task", "baseline_kind",
+TEXT_COLUMNS = ("model", "split", "defense", "grad_defense", "attack", "attacker", "attack_data", "recovery_metric", "task", "baseline_kind",
                 "cell", "config_hash", "commit", "worst_attack", "worst_metric", "attacks", "verdict")
 MD_COLUMNS = ["model", "split", "defense", "noise_sigma", "snr", "epsilon", "attack", "recovery", "pii_recovery",
               "task", "task_n", "utility", "baseline", "relative_utility", "score", "dcs", "pareto"]
@@ -131,8 +131,12 @@ GRAD_COLUMNS = ["grad_defense", "grad_noise_sigma", "grad_epsilon"]
 # The typical token's SNR (median over real rows of ||h_t|| / (σ_eff·√d), `defenses.base.NoiseStats`): follows
 # `snr` only when some record measured it (records before it was recorded keep their leaderboards' bytes).
 SNR_TOKEN = "snr_token"
-RESERVED = frozenset(HEAD_COLUMNS + UTILITY_COLUMNS + TAIL_COLUMNS + WORST_COLUMNS + GRAD_COLUMNS + [SNR_TOKEN])
-CELL_FREE_KEYS = ("attacks", "attack_params", "victims")  # what differs between the attacks of one cell
+# The head the attacker ran when it was not the public one (`attacker` in the config, e.g. "surrogate head (seed
+# 1)"): follows `attack` only when some record has one; in the worst-case view the attack's name carries it.
+ATTACKER = "attacker"
+RESERVED = frozenset(HEAD_COLUMNS + UTILITY_COLUMNS + TAIL_COLUMNS + WORST_COLUMNS + GRAD_COLUMNS
+                     + [SNR_TOKEN, ATTACKER])
+CELL_FREE_KEYS = ("attacks", "attack_params", "victims", "attacker")  # what differs between the attacks of one cell
 CENTRALIZED = "centralized"
 NAN = float("nan")
 
@@ -275,7 +279,23 @@ def with_optional_columns(columns: list[str], rows: list[dict]) -> list[str]:
     if SNR_TOKEN not in out and anchor in out and any(_finite(r.get(SNR_TOKEN, NAN)) for r in rows):
         i = out.index(anchor) + 1
         out = out[:i] + [SNR_TOKEN] + out[i:]
+    if ATTACKER not in out and "attack" in out and any(r.get(ATTACKER) for r in rows):
+        i = out.index("attack") + 1
+        out = out[:i] + [ATTACKER] + out[i:]
     return out
+
+
+def attacker_label(cfg: dict) -> str | None:
+    """The attacker's head when it is not the public one (config `attacker`), for tables; None for public."""
+    a = cfg.get("attacker") or {}
+    if a.get("head", "public") == "public":
+        return None
+    return f"{a['head']} head (seed {a.get('seed')}" + (f", {a['task']}" if a.get("task") else "") + ")"
+
+
+def attack_label(row: dict) -> str:
+    """The attack as the worst-case view names it: with the attacker's head when that was not the public one."""
+    return str(row["attack"]) + (f" [{row[ATTACKER]}]" if row.get(ATTACKER) else "")
 
 
 def _grad_view(r: dict, cfg: dict) -> dict[str, Any]:
@@ -330,6 +350,7 @@ def _row(r: dict) -> tuple[dict, dict]:
         "finetune_steps": _int((ft or {}).get("steps")) if ft else 0,
         **_grad_view(r, cfg),
         "attack": a.get("name"),
+        ATTACKER: attacker_label(cfg) if a else None,
         "attack_data": a.get("data"),
         "attack_n": _int(a.get("n")),
         "recovery_metric": ap_name,
@@ -398,8 +419,8 @@ def _defense_sort(row: dict, family: str | None) -> tuple:
 
 def _sort_key(pair: tuple[dict, dict]) -> tuple:
     row, hidden = pair
-    return (str(row["model"] or ""), str(row["task"] or ""), str(row["attack"] or ""), str(row["attack_data"] or ""),
-            *_defense_sort(row, hidden["family"]), str(row["config_hash"] or ""))
+    return (str(row["model"] or ""), str(row["task"] or ""), str(row["attack"] or ""), str(row[ATTACKER] or ""),
+            str(row["attack_data"] or ""), *_defense_sort(row, hidden["family"]), str(row["config_hash"] or ""))
 
 
 def _score_row(row: dict, recovery: float) -> None:
@@ -475,7 +496,7 @@ def build(records: Iterable[dict]):
     rows, hidden = _scored_rows(records)
     for row in rows:
         _score_row(row, row["recovery"])
-    _mark_pareto(rows, ("model", "task", "attack", "attack_data"), "recovery")
+    _mark_pareto(rows, ("model", "task", "attack", ATTACKER, "attack_data"), "recovery")
     other_attack = sorted({m for h in hidden for m in h["attack_metrics"]})
     u_cols = sorted({m for h in hidden for m in h["utility_metrics"]})
     columns = with_optional_columns(HEAD_COLUMNS, rows) + other_attack + UTILITY_COLUMNS + u_cols + TAIL_COLUMNS
@@ -515,7 +536,7 @@ def build_worst_case(data):
     for members in cells.values():
         first = members[0]
         attacked = [m for m in members if m["attack"] is not None and _finite(m["recovery"])]
-        worst = max(sorted(attacked, key=lambda m: str(m["attack"])), key=lambda m: m["recovery"], default=None)
+        worst = max(sorted(attacked, key=attack_label), key=lambda m: m["recovery"], default=None)
         row = {c: first.get(c) for c in DEFENSE_COLUMNS + GRAD_COLUMNS + [SNR_TOKEN] + UTILITY_COLUMNS
                + ["utility_ref", "cell", "_family"]}
         if worst is not None:
@@ -526,8 +547,8 @@ def build_worst_case(data):
             row.update(snr=next((m["snr"] for m in snr_of if _finite(m["snr"])), worst["snr"]),
                        snr_token=next((m.get(SNR_TOKEN) for m in snr_of if _finite(m.get(SNR_TOKEN, NAN))), NAN),
                        worst_recovery=worst["recovery"], worst_recovery_ci_low=worst["recovery_ci_low"],
-                       worst_recovery_ci_high=worst["recovery_ci_high"], worst_attack=worst["attack"],
-                       worst_metric=worst["recovery_metric"], attacks=";".join(sorted({str(m["attack"]) for m in attacked})))
+                       worst_recovery_ci_high=worst["recovery_ci_high"], worst_attack=attack_label(worst),
+                       worst_metric=worst["recovery_metric"], attacks=";".join(sorted({attack_label(m) for m in attacked})))
         else:
             row.update(worst_recovery=NAN, worst_recovery_ci_low=NAN, worst_recovery_ci_high=NAN, worst_attack=None,
                        worst_metric=None, attacks=None)
@@ -579,6 +600,9 @@ def to_markdown(df, columns: Sequence[str] | None = None) -> str:
     if "grad_defense" in df.columns:  # after the h_A defense's columns
         i = default.index("epsilon") + 1
         default = default[:i] + ["grad_defense", "grad_noise_sigma"] + default[i:]
+    if ATTACKER in df.columns and "attack" in default:
+        i = default.index("attack") + 1
+        default = default[:i] + [ATTACKER] + default[i:]
     if SNR_TOKEN in df.columns and "snr" in default:
         i = default.index("snr") + 1
         default = default[:i] + [SNR_TOKEN] + default[i:]

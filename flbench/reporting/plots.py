@@ -294,11 +294,15 @@ def _dedupe_attack_rows(g):
 def plot_recovery_vs_sigma(df, out_dir: Path, result: PlotResult) -> None:
     import pandas as pd
 
-    rows = df[df["attack"].notna()].assign(_rel=lambda x: _relative(x))
+    from flbench.reporting.leaderboard import attack_label
+
+    rows = df[df["attack"].notna()]
+    # one plot per attack and attacker head: a surrogate-head run is not the same attack as the public-head one
+    rows = rows.assign(_rel=lambda x: _relative(x), _attack=[attack_label(r) for r in rows.to_dict("records")])
     is_sigma = (rows["family"] != "none") & rows["noise_sigma"].map(_finite) & ~rows["epsilon"].map(_finite)
     drawn = 0
-    for (model, attack), g in sorted(rows.groupby(["model", "attack"], sort=True), key=lambda kv: tuple(map(str, kv[0]))):
-        ap = _primary(df, attack)
+    for (model, attack), g in sorted(rows.groupby(["model", "_attack"], sort=True), key=lambda kv: tuple(map(str, kv[0]))):
+        ap = _primary(df, g["attack"].iloc[0])
         if ap is None:
             continue
         keep = g[ap].notna()

@@ -262,3 +262,19 @@ def test_grad_defenses_cross_the_h_a_defenses_on_fine_tuned_cells(tmp_path):
     with pytest.raises(FlbenchError, match="grad_defenses: a gradient defense sits on the fine-tuning traffic"):
         _spec(tmp_path, text.replace("finetune: {steps: 1}\n", "").replace("attacks: [gradient-label]", "attacks: []"),
               check_names=True)
+
+
+def test_attacker_surrogate_reaches_every_split_cell_and_only_those(tmp_path):
+    text = BASE + "finetune: {steps: 2}\nattacker: {head: surrogate, seed: 3}\n"
+    cells = [c.resolved() for c in expand(_spec(tmp_path, text))]
+    split = [c for c in cells if c["split"] is not None]
+    assert split and all(c["attacker"] == {"head": "surrogate", "seed": 3, "task": None} for c in split)
+    assert all("attacker" not in c for c in cells if c["split"] is None)  # the centralized reference has no wire
+    # without an attacker key (or with the public head), the cells are those of the spec without it: same hashes
+    plain = {config_hash(c) for c in (x.resolved() for x in expand(_spec(tmp_path, BASE + "finetune: {steps: 2}\n")))}
+    public = {config_hash(c) for c in (x.resolved() for x in expand(
+        _spec(tmp_path, BASE + "finetune: {steps: 2}\nattacker: {head: public}\n")))}
+    assert plain == public
+    with pytest.raises(FlbenchError, match="attacker") as e:
+        _spec(tmp_path, BASE + "attacker: {head: surrogate}\n")  # no fine-tuning: nothing to copy
+    _one_line_error(e)

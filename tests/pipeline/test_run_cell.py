@@ -98,6 +98,10 @@ def test_finetuned_cell_trains_then_scores(tmp_path):
     (["--attack", "embedding-nn", "--aux-data", "enron"], "--aux-data enron is not accepted"),
     (["--attack", "embedding-nn", "--victims", "xsum"], "--victims xsum is not accepted"),
     (["--attack", "embedding-nn", "--attack-param", "foo=4"], "takes no parameter 'foo'"),
+    (["--task", "sst2", "--attack", "map-inversion", "--surrogate-seed", "2"], "copy of a fine-tuned client"),
+    (["--task", "sst2", "--finetune-steps", "1", "--attack", "map-inversion", "--surrogate-seed", "0"],
+     "seed 0 is the client's"),
+    (["--task", "sst2", "--attack", "map-inversion", "--surrogate-task", "rte"], "--surrogate-task needs --surrogate-seed"),
     (["--attack", "embedding-nn", "--attack-param", "output-inversion.steps=4"], "not among --attack"),
     (["--task", "sst2", "--seed", "-1"], "--seed -1 is not accepted"),
 ])

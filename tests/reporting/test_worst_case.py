@@ -113,3 +113,20 @@ def test_worst_case_cli_csv_and_markdown(cli, tmp_path):
     assert code == 2 and "--attack does not apply to --view worst-case" in err
     code, out, err = cli("leaderboard", "--records", str(tmp_path / "runs"), "--view", "best-case")
     assert code == 2 and "best-case" in err
+
+
+def test_leaderboard_merges_the_surrogate_into_its_cell_under_its_own_name():
+    """The adaptive attacker (`attacker: surrogate`) is part of its cell's worst case, named apart."""
+    cell = make_cell("m", "2,2", {"name": "nopeek", "params": {"weight": 1.0}}, None, {"name": "sst2", "limit": 10},
+                     ["map-inversion"], {}, {"data": "private-records"}, 0)
+    cell["finetune"] = {"steps": 60}
+    adaptive = {**cell, "attacker": {"head": "surrogate", "seed": 1, "task": None}}
+    public = record(cell, "map-inversion", utility=0.73, ap=0.30)
+    surrogate = record(adaptive, "map-inversion", utility=0.73, ap=0.89)
+    rows = lb.build([public, surrogate])
+    assert list(rows.columns)[list(rows.columns).index("attack") + 1] == "attacker"
+    assert sorted(rows["attacker"].fillna("").tolist()) == ["", "surrogate head (seed 1)"]
+    (w,) = lb._rows_of_frame(lb.build_worst_case([public, surrogate]))
+    assert w["worst_recovery"] == 0.89 and w["worst_attack"] == "map-inversion [surrogate head (seed 1)]"
+    assert w["attacks"] == "map-inversion;map-inversion [surrogate head (seed 1)]"
+    assert "attacker" not in lb.build([public]).columns  # records without one keep their columns
