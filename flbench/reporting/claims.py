@@ -33,9 +33,10 @@ view's (utility over the undefended split's, both above the trivial baseline; fl
     "above centralized"     ... and the split is higher
     "no reference"          no centralized record of the same model, task, fine-tuning config and seed
 
-When the worst attack searched a pruned candidate set and the true token was among its candidates at fewer
-than RECALL_OK = 0.9 of the positions (`candidate_recall`, map-inversion), "below t" was set by the search,
-not established for the defense: the verdict says "recovery a lower bound".
+When an attack of the cell searched a pruned candidate set and the true token was among its candidates at
+fewer than RECALL_OK = 0.9 of the positions (`candidate_recall`, map-inversion; the lowest over the cell's
+attacks, whichever reached the maximum), "below t" was set by the search, not established for the defense: the
+verdict says "recovery a lower bound".
 
 The overlap rule is a coarse comparison of two independent 95% intervals (it is conservative toward
 "comparable"); the per-example paired difference is not in the records.

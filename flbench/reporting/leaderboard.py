@@ -24,8 +24,10 @@ wire dtype) = the `cell` column — whose privacy is the strongest attack's: col
 parameters and victim sets run on it), `worst_attack` / `worst_metric` the attack that reached it and its
 primary metric, the CI that attack's CI (ties: the first attack by name); `attacks` lists the attacks compared
 (";"-separated). `snr` is that attack's record's. `candidate_recall` (only when some record has one): the
-worst attack's share of positions whose true token was among the candidates it scored (map-inversion's
-pruning); below 1 the worst case is a lower bound set by the search, not by the defense. Cells without attack records keep empty worst_* columns.
+lowest, over the cell's attacks that search a pruned candidate set, share of positions whose true token was
+among the candidates scored (map-inversion's pruning); below 1 the worst case is a lower bound set by the
+search, not by the defense — also when another attack reached the maximum, since the searched attack's true
+recovery could exceed it. Cells without attack records keep empty worst_* columns.
 
 Recovery. `recovery` is the attack's primary metric (`recovery_metric`): the record's `attack.primary` (the
 runner writes the attack class's `primary_metric` there), else the registered class's `primary_metric`; with
@@ -540,8 +542,9 @@ def build_worst_case(data):
         row = {c: first.get(c) for c in DEFENSE_COLUMNS + GRAD_COLUMNS + [SNR_TOKEN] + UTILITY_COLUMNS
                + ["utility_ref", "cell", "_family"]}
         if worst is not None:
-            if _finite(worst.get("candidate_recall", NAN)):
-                row["candidate_recall"] = worst["candidate_recall"]
+            recalls = [m["candidate_recall"] for m in attacked if _finite(m.get("candidate_recall", NAN))]
+            if recalls:  # any search-limited attack makes the maximum a lower bound
+                row["candidate_recall"] = min(recalls)
             # the h_A SNR of the cell: the worst attack's, or (a gradient attack's record has none) another's
             snr_of = [worst] + [m for m in attacked if m is not worst]
             row.update(snr=next((m["snr"] for m in snr_of if _finite(m["snr"])), worst["snr"]),

@@ -130,3 +130,16 @@ def test_leaderboard_merges_the_surrogate_into_its_cell_under_its_own_name():
     assert w["worst_recovery"] == 0.89 and w["worst_attack"] == "map-inversion [surrogate head (seed 1)]"
     assert w["attacks"] == "map-inversion;map-inversion [surrogate head (seed 1)]"
     assert "attacker" not in lb.build([public]).columns  # records without one keep their columns
+
+
+def test_a_search_limited_attack_makes_the_worst_case_a_lower_bound_even_when_another_attack_is_higher():
+    cell = make_cell("m", "2,2", {"name": "gaussian", "params": {"sigma": 8.0, "relative": True}}, None,
+                     {"name": "sst2", "limit": 10}, ["map-inversion", "output-inversion"], {},
+                     {"data": "private-records"}, 0)
+    searched = record(cell, "map-inversion", utility=0.5, ap=0.015)
+    searched["attack"]["diagnostics"] = {"candidate_recall": 0.25}  # its true recovery could be far higher
+    other = record(cell, "output-inversion", utility=0.5, ap=0.016)
+    (w,) = lb._rows_of_frame(lb.build_worst_case([searched, other]))
+    assert w["worst_attack"] == "output-inversion" and w["candidate_recall"] == 0.25  # the claims view reads this
+    (alone,) = lb._rows_of_frame(lb.build_worst_case([other]))
+    assert "candidate_recall" not in alone  # no search attack in the cell: nothing to qualify
