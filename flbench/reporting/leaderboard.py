@@ -265,25 +265,28 @@ def _baselines(t: dict, primary: str | None) -> dict[str, Any]:
     return out
 
 
+def insert_after(columns: Sequence[str], anchor: str, new: Sequence[str]) -> list[str]:
+    """`columns` with `new` right after `anchor` (unchanged when `anchor` is absent)."""
+    columns = list(columns)
+    if anchor not in columns:
+        return columns
+    i = columns.index(anchor) + 1
+    return columns[:i] + list(new) + columns[i:]
+
+
 def with_grad_columns(columns: list[str], grad: bool) -> list[str]:
     """`columns` with GRAD_COLUMNS after finetune_steps when `grad` (some row has a gradient defense)."""
-    if not grad:
-        return list(columns)
-    i = columns.index("finetune_steps") + 1
-    return columns[:i] + GRAD_COLUMNS + columns[i:]
+    return insert_after(columns, "finetune_steps", GRAD_COLUMNS) if grad else list(columns)
 
 
 def with_optional_columns(columns: list[str], rows: list[dict]) -> list[str]:
     """`columns` with the columns only some leaderboards have: GRAD_COLUMNS when a row has a gradient defense,
     SNR_TOKEN after `snr` (else after `noise_sigma`) when a row has a finite one."""
     out = with_grad_columns(columns, any(r.get("grad_defense") for r in rows))
-    anchor = "snr" if "snr" in out else "noise_sigma"
-    if SNR_TOKEN not in out and anchor in out and any(_finite(r.get(SNR_TOKEN, NAN)) for r in rows):
-        i = out.index(anchor) + 1
-        out = out[:i] + [SNR_TOKEN] + out[i:]
-    if ATTACKER not in out and "attack" in out and any(r.get(ATTACKER) for r in rows):
-        i = out.index("attack") + 1
-        out = out[:i] + [ATTACKER] + out[i:]
+    if SNR_TOKEN not in out and any(_finite(r.get(SNR_TOKEN, NAN)) for r in rows):
+        out = insert_after(out, "snr" if "snr" in out else "noise_sigma", [SNR_TOKEN])
+    if ATTACKER not in out and any(r.get(ATTACKER) for r in rows):
+        out = insert_after(out, "attack", [ATTACKER])
     return out
 
 
@@ -561,8 +564,7 @@ def build_worst_case(data):
     _mark_pareto(out, ("model", "task"), "worst_recovery")
     columns = with_optional_columns(WORST_COLUMNS, out)
     if any("candidate_recall" in r for r in out):  # after worst_metric; absent for records without search attacks
-        i = columns.index("worst_metric") + 1
-        columns = columns[:i] + ["candidate_recall"] + columns[i:]
+        columns = insert_after(columns, "worst_metric", ["candidate_recall"])
     return _frame(out, columns)
 
 
@@ -601,14 +603,11 @@ def to_markdown(df, columns: Sequence[str] | None = None) -> str:
     else:
         default = WORST_MD_COLUMNS if "worst_recovery" in df.columns else MD_COLUMNS
     if "grad_defense" in df.columns:  # after the h_A defense's columns
-        i = default.index("epsilon") + 1
-        default = default[:i] + ["grad_defense", "grad_noise_sigma"] + default[i:]
-    if ATTACKER in df.columns and "attack" in default:
-        i = default.index("attack") + 1
-        default = default[:i] + [ATTACKER] + default[i:]
-    if SNR_TOKEN in df.columns and "snr" in default:
-        i = default.index("snr") + 1
-        default = default[:i] + [SNR_TOKEN] + default[i:]
+        default = insert_after(default, "epsilon", ["grad_defense", "grad_noise_sigma"])
+    if ATTACKER in df.columns:
+        default = insert_after(default, "attack", [ATTACKER])
+    if SNR_TOKEN in df.columns:
+        default = insert_after(default, "snr", [SNR_TOKEN])
     cols = [c for c in (columns or default) if c in df.columns]
     body = pd.DataFrame({c: [cell(v) for v in df[c]] for c in cols}, columns=cols)
 
