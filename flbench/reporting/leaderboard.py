@@ -490,6 +490,7 @@ def _scored_rows(records: Iterable[dict]) -> tuple[list[dict], list[dict]]:
             undefended.setdefault((row["split"], *base), []).append(row["utility"])
     for row, h in zip(rows, hidden):
         base = (row["model"], h["task_key"], h["ft_key"], h["seed"])
+        row["_ref_key"] = rec.canonical_json(list(base))
         refs = undefended.get((row["split"], *base)) or central.get(base)
         row["utility_ref"] = sum(refs) / len(refs) if refs and row["task"] is not None else NAN
         row["_family"] = h["family"]
@@ -506,9 +507,20 @@ def build(records: Iterable[dict]):
     u_cols = sorted({m for h in hidden for m in h["utility_metrics"]})
     columns = with_optional_columns(HEAD_COLUMNS, rows) + other_attack + UTILITY_COLUMNS + u_cols + TAIL_COLUMNS
     df = _frame(rows, columns)
-    # Not a column (the CSV's bytes stay what they are): each attack's primary metric, for the plots.
+    # Not columns (the CSV's bytes stay what they are): each attack's primary metric, and each cell's reference key,
+    # for the plots.
     df.attrs["primary_metric"] = {row["attack"]: h["ap_name"] for row, h in zip(rows, hidden) if row["attack"]}
+    df.attrs[REFERENCE_KEY] = _reference_keys(rows)
     return df
+
+
+REFERENCE_KEY = "reference_key"
+
+
+def _reference_keys(rows) -> dict[str, str]:
+    """cell → the key a utility reference must share with it (model, task config, fine-tuning config, seed): the
+    key `utility_ref` is matched on, kept for the plots' reference lines."""
+    return {row["cell"]: row["_ref_key"] for row in rows if "_ref_key" in row}
 
 
 def _rows_of_frame(df) -> list[dict]:
@@ -534,6 +546,7 @@ def build_worst_case(data):
     import pandas as pd
 
     rows = _rows_of_frame(data) if isinstance(data, pd.DataFrame) else _scored_rows(data)[0]
+    keys = dict(data.attrs.get(REFERENCE_KEY, {})) if isinstance(data, pd.DataFrame) else _reference_keys(rows)
     cells: dict[str, list[dict]] = {}
     for row in rows:
         cells.setdefault(row["cell"], []).append(row)
@@ -565,7 +578,9 @@ def build_worst_case(data):
     columns = with_optional_columns(WORST_COLUMNS, out)
     if any("candidate_recall" in r for r in out):  # after worst_metric; absent for records without search attacks
         columns = insert_after(columns, "worst_metric", ["candidate_recall"])
-    return _frame(out, columns)
+    df = _frame(out, columns)
+    df.attrs[REFERENCE_KEY] = keys
+    return df
 
 
 def build_view(records: Iterable[dict], view: str = "records"):

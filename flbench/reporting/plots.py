@@ -180,22 +180,36 @@ def _errors(rows, col: str):
 
 
 def _budget(row) -> tuple[int, int]:
-    """A cell's fine-tuning steps and eval-set size: what a utility reference must share with the plotted cells."""
+    """A cell's fine-tuning steps and eval-set size: how a reference line is labelled."""
     steps, n = row["finetune_steps"], row["task_n"]
     return (0 if steps is None or steps != steps else int(steps)), (-1 if n is None or n != n else int(n))
 
 
+def _reference_of(row, keys: dict) -> tuple:
+    """What a utility reference must share with a plotted cell: the leaderboard's reference key (model, task config,
+    fine-tuning config, seed; the key `utility_ref` is matched on) when the frame carries it, else the budget."""
+    return _budget(row), keys.get(row.get("cell"), "")
+
+
 def _references(refs, like) -> list[tuple[str, float]]:
     """Utility reference lines for the plotted rows `like`: the mean utility of the reference rows `refs` per
-    budget (fine-tuning steps, eval n) that some plotted row shares — a cell trained or scored differently is not
-    its reference — labelled with the budget only when the plotted rows span several."""
-    wanted = {_budget(r) for _, r in like.iterrows()}
-    by: dict[tuple[int, int], list[float]] = {}
+    reference key that some plotted row shares — a cell trained, seeded or scored differently is not its reference —
+    labelled with the budget when the plotted rows span several keys (numbered when two keys share a budget)."""
+    from flbench.reporting.leaderboard import REFERENCE_KEY
+
+    keys = {**refs.attrs.get(REFERENCE_KEY, {}), **like.attrs.get(REFERENCE_KEY, {})}
+    wanted = {_reference_of(r, keys) for _, r in like.iterrows()}
+    by: dict[tuple, list[float]] = {}
     for _, r in refs.iterrows():
-        if _budget(r) in wanted:
-            by.setdefault(_budget(r), []).append(float(r["utility"]))
+        if _reference_of(r, keys) in wanted:
+            by.setdefault(_reference_of(r, keys), []).append(float(r["utility"]))
     many = len(wanted) > 1
-    return [((f" ({b[0]} steps, n = {b[1]})" if many else ""), sum(v) / len(v)) for b, v in sorted(by.items())]
+    out, seen = [], {}
+    for (b, key), v in sorted(by.items()):
+        seen[b] = seen.get(b, 0) + 1
+        label = f" ({b[0]} steps, n = {b[1]}{f', #{seen[b]}' if seen[b] > 1 else ''})" if many else ""
+        out.append((label, sum(v) / len(v)))
+    return out
 
 
 def plot_tradeoff(df, out_dir: Path, result: PlotResult, worst=None) -> None:

@@ -82,6 +82,37 @@ def test_reference_lines_come_from_cells_with_the_plotted_budget():
     assert _references(pd.DataFrame({"finetune_steps": [None], "task_n": [100], "utility": [0.5]}), zero_shot) == [("", 0.5)]
 
 
+def test_reference_lines_match_the_leaderboard_reference_key():
+    """Cells that share steps and n but differ in seed (or lr) are not each other's reference: the plots match on the
+    leaderboard's reference key, as `utility_ref` does, and carry it through the worst-case view and filtering."""
+    import copy
+
+    import pandas as pd
+
+    from flbench.reporting import leaderboard
+    from flbench.reporting.plots import _references, _to_df
+
+    central = [r for r in grid() if r.get("split") is None][:1]
+    assert central, "the fixture grid has a centralized record"
+    other_seed = copy.deepcopy(central[0])
+    other_seed["config"]["seed"] = 12345
+    other_seed["task"]["metrics"] = {k: 0.0 for k in other_seed["task"]["metrics"]}
+    split = [r for r in grid() if r.get("split") is not None][:1]
+    df = _to_df(central + [other_seed] + split)
+    keys = df.attrs[leaderboard.REFERENCE_KEY]
+    assert len(set(keys.values())) == 2
+    w = leaderboard.build_worst_case(df)
+    assert w.attrs[leaderboard.REFERENCE_KEY] == keys
+    cent = w[w["split"] == "centralized"]
+    like = w[w["split"] != "centralized"]
+    assert len(cent) == 2 and len(like) == 1
+    lines = _references(cent, like)
+    assert lines == [("", pytest.approx(float(cent.loc[cent["utility"] > 0, "utility"].iloc[0])))]
+    # Without the key (a frame built elsewhere), the budget alone decides: both centralized cells count.
+    bare = pd.DataFrame(cent.to_dict("list")), pd.DataFrame(like.to_dict("list"))
+    assert _references(*bare) == [("", pytest.approx(float(cent["utility"].mean())))]
+
+
 def test_point_labels_are_moved_apart():
     """Labels of points that (nearly) coincide — the low-recovery end of a trade-off plot — end up not overlapping."""
     import matplotlib
