@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -387,6 +388,9 @@ class Attack:
     fit_cacheable: ClassVar[bool] = False
     seed: NonNegativeInt = 0
     _knowledge: Knowledge | None = field(default=None, init=False, repr=False, compare=False)
+    # Where a long fit may checkpoint itself and resume after a crash (set by attacks.fit_cache to a file beside
+    # the entry the fit will become; attacks with quick fits ignore it). Not a parameter: it changes no result.
+    fit_checkpoint: Path | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # The one validator (also for direct construction).

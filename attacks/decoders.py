@@ -20,15 +20,26 @@ patience, restore_best_weights=True)`; the learning-rate cut at a plateau, PyTor
 
 `patience=0` is the fixed budget the earlier records used, reproduced bit for bit: every aux text trains,
 linear warm-up then cosine decay over exactly `steps` steps, the last weights, no validation.
+
+Resumable fits. A plateau fit can take hours on a CPU, longer than a session; with a `checkpoint` path
+(`Attack.fit_checkpoint`, set by attacks.fit_cache next to the entry the fit will become) the loop writes its
+whole state every `eval_every` steps: the trainable weights, the optimizer and scheduler, the plateau tracker
+(curve, best weights, patience count, cuts) and every random generator it draws from (its own, the simulated
+client's noise, torch's global one). A killed fit restarted on the same key continues from the last checkpoint
+and ends bit-identical to an uninterrupted one (tests/attacks/test_decoder_training.py); the file is deleted when
+the fit completes. It is written with `torch.save` to a temporary name and renamed, and read back with
+`torch.load(weights_only=True)` (tensors and plain containers only, no pickled objects).
 """
 from __future__ import annotations
 
 import copy
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -167,6 +178,42 @@ class _Plateau:
             if n in self.state:
                 p.copy_(self.state[n])
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"curve": self.curve, "best": list(self.best), "best_step": self.best_step, "state": self.state,
+                "reference": self.reference, "bad": self.bad, "cut_steps": self.cut_steps}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        self.curve, self.best, self.best_step = d["curve"], tuple(d["best"]), d["best_step"]
+        self.state, self.reference, self.bad, self.cut_steps = d["state"], d["reference"], d["bad"], d["cut_steps"]
+
+
+_CHECKPOINT_VERSION = 1
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write `state` to `path` atomically (temporary name, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint at `path` if there is one; a file that is unreadable or belongs to another fit is an error
+    (its name is the fit's cache key, so it cannot be silently replaced)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
+        first = (str(e).strip().splitlines() or [""])[0][:100]
+        raise FlbenchError(f"fit checkpoint {path} is unreadable ({type(e).__name__}: {first}); delete it to "
+                           "refit from the start") from None
+    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
+        raise FlbenchError(f"fit checkpoint {path} belongs to another fit (its budget, optimizer or weights "
+                           "differ); delete it to refit from the start")
+    return state
+
 
 def train_decoder(
     decoder: Decoder,
@@ -183,6 +230,8 @@ def train_decoder(
     min_delta: float = 0.0,
     lr_cuts: int = 0,
     eval_batch: int = 16,
+    checkpoint: str | os.PathLike | None = None,
+    generators: Sequence[torch.Generator] = (),
 ) -> dict[str, Any]:
     """AdamW on cross-entropy; sampled softmax when `0 < vocab_sample < V` (targets always included).
 
@@ -192,7 +241,11 @@ def train_decoder(
     `steps` steps; the best-validation weights are restored. Returns the training log: seconds, steps run
     (`steps`, `stopped_at`), `budget`, `stop_reason` ("plateau" or "budget"), the running training loss and
     accuracy and, with validation, the curve [[step, val token accuracy, val loss], ...], the best step and
-    its accuracy and loss, the steps where the learning rate was cut and the seconds spent validating."""
+    its accuracy and loss, the steps where the learning rate was cut and the seconds spent validating.
+
+    `checkpoint`: a file where the loop's whole state is written every `eval_every` steps and from which a
+    restarted fit continues (module docstring); `generators`: the other generators `make_batch` draws from (their
+    states are part of the checkpoint). The log then says from which step it `resumed_from` (0 = a fresh fit)."""
     plateau = patience > 0
     if plateau and val is None:
         raise FlbenchError("train_decoder: patience > 0 needs a validation batch (val)")
@@ -208,6 +261,39 @@ def train_decoder(
     tracker = _Plateau(decoder, patience, min_delta, lr_cuts)
     t0 = time.perf_counter()
     val_seconds = 0.0
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    fingerprint = {"version": _CHECKPOINT_VERSION, "steps": steps, "lr": lr, "weight_decay": weight_decay,
+                   "vocab_sample": vocab_sample, "seed": seed, "eval_every": eval_every, "patience": patience,
+                   "min_delta": min_delta, "lr_cuts": lr_cuts, "generators": len(generators),
+                   "params": [[n, list(p.shape)] for n, p in decoder.named_parameters() if p.requires_grad]}
+    start, before = 0, 0.0  # the step a checkpoint resumes after, and the seconds the fit had run before it
+    run_loss = run_acc = math.nan
+    resumed = _load_checkpoint(ckpt, fingerprint) if ckpt is not None else None
+    if resumed is not None:
+        with torch.no_grad():
+            for n, p in decoder.named_parameters():
+                if p.requires_grad:
+                    p.copy_(resumed["params"][n])
+        if opt is not None:
+            opt.load_state_dict(resumed["opt"])
+            sched.load_state_dict(resumed["sched"])
+        scale[0] = resumed["scale"]
+        tracker.load_state_dict(resumed["tracker"])
+        gen.set_state(resumed["gen"])
+        for g, st in zip(generators, resumed["generators"]):
+            g.set_state(st)
+        torch.set_rng_state(resumed["torch_rng"])
+        start, before, val_seconds = resumed["step"], resumed["seconds"], resumed["val_seconds"]
+        run_loss, run_acc = resumed["run_loss"], resumed["run_acc"]
+
+    def save(step: int) -> None:
+        _save_checkpoint(ckpt, {
+            "fingerprint": fingerprint, "step": step, "seconds": before + time.perf_counter() - t0,
+            "val_seconds": val_seconds, "run_loss": run_loss, "run_acc": run_acc, "scale": scale[0],
+            "params": {n: p.detach().clone() for n, p in decoder.named_parameters() if p.requires_grad},
+            "opt": opt.state_dict() if opt is not None else {}, "sched": sched.state_dict() if sched else {},
+            "tracker": tracker.state_dict(), "gen": gen.get_state(), "generators": [g.get_state() for g in generators],
+            "torch_rng": torch.get_rng_state()})
 
     def validate(step: int) -> str | None:
         nonlocal val_seconds
@@ -216,12 +302,12 @@ def train_decoder(
         val_seconds += time.perf_counter() - t
         return tracker.update(step, acc, loss)
 
-    if plateau:
+    if plateau and resumed is None:
         validate(0)
-    run_loss = run_acc = math.nan
-    done, reason = 0, "budget"
+    done, reason = start, "budget"
     decoder.train()
-    bar = tqdm(range(1, steps + 1), desc=desc, file=sys.stderr, mininterval=2.0, leave=False)
+    bar = tqdm(range(start + 1, steps + 1), desc=desc, file=sys.stderr, mininterval=2.0, leave=False,
+               initial=start, total=steps)
     for step in bar:
         h, targets, mask = make_batch(gen)
         sel = mask.bool()
@@ -260,9 +346,14 @@ def train_decoder(
                 break
         else:
             bar.set_postfix(loss=f"{run_loss:.3f}", acc=f"{run_acc:.3f}", refresh=False)
+        if ckpt is not None and step % eval_every == 0 and step < steps:
+            save(step)
     bar.close()
-    log: dict[str, Any] = {"seconds": time.perf_counter() - t0, "steps": done, "stopped_at": done, "budget": steps,
-                           "stop_reason": reason, "loss": run_loss, "train_accuracy": run_acc}
+    log: dict[str, Any] = {"seconds": before + time.perf_counter() - t0, "steps": done, "stopped_at": done,
+                           "budget": steps, "stop_reason": reason, "loss": run_loss, "train_accuracy": run_acc}
+    if ckpt is not None:
+        log["resumed_from"] = start
+        ckpt.unlink(missing_ok=True)
     if plateau:
         tracker.restore()
         log.update(eval_every=eval_every, curve=tracker.curve, best_step=tracker.best_step,
@@ -378,7 +469,7 @@ class DecoderAttack(Attack):
         log = train_decoder(decoder, make_batch, self.steps, lr, weight_decay, vocab_sample, self.seed,
                             desc=f"{self.name} fit", val=val, eval_every=self.eval_interval(),
                             patience=self.patience, min_delta=self.min_delta, lr_cuts=self.lr_cuts,
-                            eval_batch=batch_size)
+                            eval_batch=batch_size, checkpoint=self.fit_checkpoint, generators=(client.noise_gen,))
         log.update(aux_texts=len(seqs), aux_tokens=sum(len(s) for s in seqs), train_texts=len(train),
                    val_texts=len(held), val_tokens=int(val[2].sum()) if val is not None else 0)
         return log

@@ -10,7 +10,10 @@ version whenever a change to flbench changes what a fit produces, so stale entri
 
 Files: `<dir>/<key>.safetensors` (the fitted tensors; no pickle) and `<key>.json` (the key's inputs, the
 attack's fit metadata and the original fit time). Entries are written to a temporary name and renamed, so a
-crash leaves no half entry; concurrent sweeps writing the same key write the same values.
+crash leaves no half entry; concurrent sweeps writing the same key write the same values. While a fit runs, an
+attack that checkpoints (the decoder attacks, attacks.decoders) keeps `<key>.partial.pt` there: a cell killed
+mid-fit and rerun on the same key continues from its last checkpoint instead of from step 0, and ends with
+the same entry an uninterrupted fit writes.
 """
 from __future__ import annotations
 
@@ -58,6 +61,10 @@ class FitCache:
     def key_of(inputs: dict[str, Any]) -> str:
         """The entry name of a fit whose `key_inputs` are `inputs`."""
         return hashlib.sha256(canonical_json(inputs).encode()).hexdigest()[:32]
+
+    def partial_path(self, key: str) -> Path:
+        """Where a running fit of entry `key` checkpoints itself (module docstring)."""
+        return self.dir / f"{key}.partial.pt"
 
     def key(self, attack: Attack, aux_texts: Sequence[str], knowledge: Knowledge) -> str:
         return self.key_of(self.key_inputs(attack, aux_texts, knowledge))
@@ -132,7 +139,11 @@ def fit_with_cache(attack: Attack, aux_texts: Sequence[str], knowledge: Knowledg
     if meta is not None:
         return {"key": key, "hit": True, "fit_seconds": meta.get("fit_seconds")}
     t0 = time.perf_counter()
-    attack.fit(aux_texts, knowledge)
+    attack.fit_checkpoint = cache.partial_path(key)
+    try:
+        attack.fit(aux_texts, knowledge)
+    finally:
+        attack.fit_checkpoint = None
     seconds = time.perf_counter() - t0
     stored = cache.store(attack, aux_texts, knowledge, seconds, inputs)
     return {"key": key, "hit": False, "fit_seconds": round(seconds, 3), "stored": stored is not None}

@@ -12,6 +12,8 @@ bench_attacks.py's earlier rows); "plateau" is the attack's default: train to a 
 held-out auxiliary text, at most --plateau-steps steps, best-validation weights; its fit log holds the
 validation curve. Each row adds `budget`, `steps_run` and `stop_reason`; `summary` lists them per budget.
 The file records the command; --resume keeps the rows it holds for the same measurement and fits the rest.
+--fit-cache DIR stores each fit (attacks.fit_cache) and checkpoints a running one there, so a plateau fit longer
+than a session continues where it was killed (rerun the same command).
 """
 from __future__ import annotations
 
@@ -47,7 +49,9 @@ def _params(budget: str, common: dict, plateau_steps: int | None) -> dict:
 def _summary(rows: list[dict], budgets: list[str]) -> list[dict]:
     order = {b: i for i, b in enumerate(budgets)}
     out = [{"budget": r["budget"], "data": r["data"], "steps_run": r["steps_run"], "stop_reason": r["stop_reason"],
-            "token_accuracy": r["metrics"]["token_accuracy"], "fit_s": r["seconds"]["fit"]} for r in rows]
+            "token_accuracy": r["metrics"]["token_accuracy"],
+            # a fit resumed from a checkpoint (--fit-cache) ran over several processes: its log has the sum
+            "fit_s": r.get("fit_seconds_total", r["seconds"]["fit"])} for r in rows]
     return sorted(out, key=lambda s: (order.get(s["budget"], len(order)), s["data"]))
 
 
@@ -69,11 +73,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/bench/attacks_learned_budget.json")
     ap.add_argument("--resume", action="store_true", help="keep the rows --out holds for the same measurement")
+    ap.add_argument("--fit-cache", default=None,
+                    help="directory where fits are stored and running fits checkpoint themselves (resumable)")
     args = ap.parse_args(argv)
     if not isinstance(args.attack_params, dict) or {"steps", "patience"} & set(args.attack_params):
         ap.error("--attack-params takes a JSON object without steps or patience (--budgets sets them)")
 
+    from attacks.fit_cache import open_fit_cache
     from defenses import make_defense, make_generator
+    from flbench.core.errors import FlbenchError
     from flbench.models import load_model
     from flbench.pipeline.config import VictimsConfig
 
@@ -82,6 +90,10 @@ def main(argv: list[str] | None = None) -> None:
                    "limit": args.limit, "aux_limit": args.aux_limit, "seed": args.seed,
                    "attack_params": args.attack_params, "plateau_steps": args.plateau_steps}
     victims_cfg = {"limit": args.limit, "aux_limit": args.aux_limit}
+    try:
+        cache = open_fit_cache(args.fit_cache)
+    except FlbenchError as e:
+        ap.error(str(e))
     cfgs = {b: AttackConfig(model=args.model, split=args.split, attack="learned-inversion", seed=args.seed,
                             params=_params(b, args.attack_params, args.plateau_steps), victims=victims_cfg,
                             defense={"name": "gaussian", "params": {"sigma": args.sigma, "relative": relative}})
@@ -108,11 +120,13 @@ def main(argv: list[str] | None = None) -> None:
         loaded = loaded or load_model(args.model, progress=False)
         cfg = cfgs[budget]
         defense = make_defense("gaussian", sigma=args.sigma, relative=relative)
-        fa = fit_attack(cfg, defense, make_generator(seed=cfg.seed), progress=False, loaded=loaded)
+        fa = fit_attack(cfg, defense, make_generator(seed=cfg.seed), progress=False, loaded=loaded, fit_cache=cache)
         log = fa.attack.fit_log
         for v, (records, notes) in victims.items():
             row = evaluate_attack(fa, records, notes, data_name=v)
             row.update(budget=budget, steps_run=log["steps"], stop_reason=log["stop_reason"], relative_sigma=relative)
+            if log.get("resumed_from"):
+                row["fit_seconds_total"] = round(log["seconds"], 3)
             rows.append(row)
             acc = row["metrics"]["token_accuracy"]
             print(f"[bench] budget {budget} ({log['steps']} steps, {log['stop_reason']}) {v}: token accuracy "

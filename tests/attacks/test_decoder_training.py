@@ -78,3 +78,79 @@ def test_holdout_is_seeded_disjoint_and_bounded():
     assert len(holdout(seqs, 3, 0, "x")[1]) == 3 and len(holdout(seqs[:2], 3, 0, "x")[1]) == 1
     with pytest.raises(FlbenchError, match="patience=0"):
         holdout(seqs[:1], 3, 0, "attack 'x'")
+
+
+class _Killed(Exception):
+    pass
+
+
+def _noisy_task(tiny, noise_gen: torch.Generator):
+    """Like `_task`, with the noise drawn from a second generator (as the simulated client's noise is)."""
+    emb = tiny.model.get_input_embeddings().weight.detach().float()
+    vocab, d = emb.shape
+    perm = torch.randperm(d, generator=torch.Generator().manual_seed(7))
+
+    def batch(gen: torch.Generator, rows: int = 8, length: int = 12):
+        ids = torch.randint(vocab, (rows, length), generator=gen)
+        h = emb[ids] + emb.std() * torch.randn(ids.shape + (d,), generator=noise_gen)
+        return h[..., perm], ids, torch.ones_like(ids)
+
+    return batch, _task(tiny)[1]
+
+
+def _fit(tiny, ckpt, kill_at: int | None = None, **kw):
+    """A fresh decoder (same init) fitted on the noisy task; the run dies at step `kill_at` if given."""
+    noise_gen = torch.Generator().manual_seed(99)
+    make_batch, val = _noisy_task(tiny, noise_gen)
+    calls = [0]
+
+    def batches(gen):
+        calls[0] += 1
+        if kill_at is not None and calls[0] == kill_at:
+            raise _Killed
+        return make_batch(gen)
+
+    torch.manual_seed(0)
+    dec = build_decoder(tiny.model, "mlp", mlp_hidden=64)
+    log = train_decoder(dec, batches, lr=3e-3, val=val, eval_batch=8, checkpoint=ckpt, generators=(noise_gen,), **kw)
+    return dec, log, calls[0]
+
+
+@pytest.mark.parametrize("mode", [
+    dict(steps=400, patience=2, eval_every=10, min_delta=0.01, lr_cuts=1, vocab_sample=0),  # plateau rule
+    dict(steps=60, patience=0, eval_every=10, vocab_sample=64),  # fixed budget, sampled softmax
+])
+def test_a_killed_fit_resumes_from_its_checkpoint_and_ends_bit_identical(tiny, tmp_path, mode):
+    """A fit killed mid-run and restarted on the same checkpoint file continues from the last checkpoint (not
+    step 0) and ends with the weights, curve and stop of an uninterrupted fit; the file is gone afterwards."""
+    ref_dec, ref_log, _ = _fit(tiny, tmp_path / "ref.pt", **mode)
+    assert ref_log["resumed_from"] == 0 and not (tmp_path / "ref.pt").exists()
+    if mode["patience"]:
+        assert ref_log["lr_cut_steps"] and ref_log["stop_reason"] == "plateau"  # the kill lands after the cut
+        kill = ref_log["lr_cut_steps"][0] + 7
+    else:
+        kill = 37
+    ckpt = tmp_path / "fit.partial.pt"
+    with pytest.raises(_Killed):
+        _fit(tiny, ckpt, kill_at=kill, **mode)
+    assert ckpt.is_file()
+    dec, log, calls = _fit(tiny, ckpt, **mode)
+    last = (kill - 1) // mode["eval_every"] * mode["eval_every"]
+    assert log["resumed_from"] == last > 0 and calls == log["steps"] - last
+    assert not ckpt.exists()
+    for (n, p), (_, q) in zip(dec.named_parameters(), ref_dec.named_parameters()):
+        assert torch.equal(p, q), n
+    for k in ("steps", "stop_reason", "curve", "best_step", "val_accuracy", "lr_cut_steps", "loss", "train_accuracy"):
+        assert log.get(k) == ref_log.get(k), k
+
+
+def test_a_checkpoint_of_another_fit_or_an_unreadable_one_is_refused(tiny, tmp_path):
+    mode = dict(steps=30, patience=0, eval_every=10, vocab_sample=0)
+    ckpt = tmp_path / "fit.partial.pt"
+    with pytest.raises(_Killed):
+        _fit(tiny, ckpt, kill_at=15, **mode)
+    with pytest.raises(FlbenchError, match="belongs to another fit"):
+        _fit(tiny, ckpt, **{**mode, "steps": 40})
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(FlbenchError, match="unreadable.*delete it"):
+        _fit(tiny, ckpt, **mode)

@@ -138,3 +138,42 @@ def test_cli_fit_cache_must_be_a_directory(cli, tmp_path):
     code, _, err = cli("run", "--model", "tiny-llama", "--split", "1,1", "--attack", "learned-inversion",
                        "--fit-cache", str(f), "--out", str(tmp_path / "runs"))
     assert code == 2 and "--fit-cache" in err and "is a file" in err and "Traceback" not in err
+
+
+def test_a_fit_killed_mid_run_resumes_from_its_partial_checkpoint(tiny, aux, tmp_path, monkeypatch):
+    """A cell killed during a long fit loses at most `eval_every` steps: rerun on the same key, the fit continues
+    from `<key>.partial.pt` and the entry it stores inverts exactly as an uninterrupted fit's."""
+    import attacks.decoders as decoders
+
+    params = {**FAST, "steps": 20, "eval_every": 5}
+    rt, k = _knowledge(tiny)
+    obs, _ = capture(rt, [r.text for r in load_corpus("private-records", limit=4, seed=1)])
+    whole = make_attack("learned-inversion", k, **params)
+    fit_with_cache(whole, aux, k, FitCache(tmp_path / "whole"))
+    assert whole.fit_log["resumed_from"] == 0
+
+    cache = FitCache(tmp_path / "fits")
+    real, calls = decoders.sample_batch, [0]
+
+    def dies_at_step_13(*a, **kw):
+        calls[0] += 1
+        if calls[0] == 13:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(decoders, "sample_batch", dies_at_step_13)
+    killed = make_attack("learned-inversion", k, **params)
+    with pytest.raises(KeyboardInterrupt):
+        fit_with_cache(killed, aux, k, cache)
+    key = cache.key(killed, aux, k)
+    assert cache.partial_path(key).is_file() and not list(cache.dir.glob("*.safetensors"))
+    assert killed.fit_checkpoint is None  # the path is set only while fitting
+    monkeypatch.setattr(decoders, "sample_batch", real)
+    again = make_attack("learned-inversion", k, **params)
+    report = fit_with_cache(again, aux, k, cache)
+    assert report["hit"] is False and report["stored"] is True
+    assert again.fit_log["resumed_from"] == 10 and again.fit_log["steps"] == 20
+    assert not cache.partial_path(key).exists()
+    assert again.invert(obs) == whole.invert(obs)
+    for (n, p), (_, q) in zip(again._decoder.named_parameters(), whole._decoder.named_parameters()):
+        assert torch.equal(p, q), n
