@@ -245,7 +245,8 @@ def train_decoder(
 
     `checkpoint`: a file where the loop's whole state is written every `eval_every` steps and from which a
     restarted fit continues (module docstring); `generators`: the other generators `make_batch` draws from (their
-    states are part of the checkpoint). The log then says from which step it `resumed_from` (0 = a fresh fit)."""
+    states are part of the checkpoint). The log then says from which step it `resumed_from` (0 = a fresh fit) and
+    the `resumed_seconds` earlier processes spent on it (included in `seconds`)."""
     plateau = patience > 0
     if plateau and val is None:
         raise FlbenchError("train_decoder: patience > 0 needs a validation batch (val)")
@@ -351,8 +352,8 @@ def train_decoder(
     bar.close()
     log: dict[str, Any] = {"seconds": before + time.perf_counter() - t0, "steps": done, "stopped_at": done,
                            "budget": steps, "stop_reason": reason, "loss": run_loss, "train_accuracy": run_acc}
-    if ckpt is not None:
-        log["resumed_from"] = start
+    if ckpt is not None:  # the step it resumed from (0 = fresh) and the seconds earlier processes had run
+        log.update(resumed_from=start, resumed_seconds=round(before, 3))
         ckpt.unlink(missing_ok=True)
     if plateau:
         tracker.restore()

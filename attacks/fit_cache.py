@@ -144,6 +144,10 @@ def fit_with_cache(attack: Attack, aux_texts: Sequence[str], knowledge: Knowledg
         attack.fit(aux_texts, knowledge)
     finally:
         attack.fit_checkpoint = None
-    seconds = time.perf_counter() - t0
+    log = getattr(attack, "fit_log", None) or {}
+    seconds = time.perf_counter() - t0 + float(log.get("resumed_seconds") or 0.0)  # with earlier processes' share
     stored = cache.store(attack, aux_texts, knowledge, seconds, inputs)
-    return {"key": key, "hit": False, "fit_seconds": round(seconds, 3), "stored": stored is not None}
+    out = {"key": key, "hit": False, "fit_seconds": round(seconds, 3), "stored": stored is not None}
+    if log.get("resumed_from"):
+        out["resumed_from"] = log["resumed_from"]
+    return out

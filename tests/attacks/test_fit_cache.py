@@ -171,8 +171,9 @@ def test_a_fit_killed_mid_run_resumes_from_its_partial_checkpoint(tiny, aux, tmp
     monkeypatch.setattr(decoders, "sample_batch", real)
     again = make_attack("learned-inversion", k, **params)
     report = fit_with_cache(again, aux, k, cache)
-    assert report["hit"] is False and report["stored"] is True
+    assert report["hit"] is False and report["stored"] is True and report["resumed_from"] == 10
     assert again.fit_log["resumed_from"] == 10 and again.fit_log["steps"] == 20
+    assert report["fit_seconds"] >= again.fit_log["resumed_seconds"] > 0  # earlier processes' time counts
     assert not cache.partial_path(key).exists()
     assert again.invert(obs) == whole.invert(obs)
     for (n, p), (_, q) in zip(again._decoder.named_parameters(), whole._decoder.named_parameters()):
