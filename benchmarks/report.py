@@ -99,13 +99,25 @@ def with_ci(value, ci: dict | None, digits: int = 3) -> str:
 
 
 def _cell_seconds(recs: list[dict]) -> float:
-    """The sum of the cells' wall times (each cell's `timings.total_s` once; its attack records share it)."""
+    """The sum of the runs' wall times: each run's `timings.total_s` once (its attack records share it; a run is
+    its `config_hash`, so an adaptive attacker's run counts beside the cell it attacks)."""
     from flbench.reporting.leaderboard import cell_key
 
-    per_cell = {}
+    per_run = {}
     for r in recs:
-        per_cell[cell_key(r)] = float((r.get("timings") or {}).get("total_s") or 0.0)
-    return sum(per_cell.values())
+        per_run[r.get("config_hash") or cell_key(r)] = float((r.get("timings") or {}).get("total_s") or 0.0)
+    return sum(per_run.values())
+
+
+def sweep_progress(runs: Path, hashes: set[str], recs: list[dict]) -> tuple[int, float]:
+    """(finished cells, their summed wall seconds) of the sweep whose cell hashes are `hashes`, in `runs`: its
+    cells the sweep itself counts as finished, and the wall time of their records. Other runs in the directory
+    (e.g. an adaptive attacker's cells from another spec) are not this sweep's; records written before their
+    cells had today's hashes (none matches) all count."""
+    from flbench.experiments.sweep import finished
+
+    own = [r for r in recs if r.get("config_hash") in hashes] or recs
+    return len(hashes & finished(runs)), _cell_seconds(own)
 
 
 def sweep(runs: Path = ROOT / "results" / "runs", spec: str | tuple[str, ...] = "sweeps/default.yaml") -> list[str]:
@@ -127,11 +139,12 @@ def sweep(runs: Path = ROOT / "results" / "runs", spec: str | tuple[str, ...] = 
     from flbench.experiments.sweep import expand, load_spec
 
     specs = (spec,) if isinstance(spec, str) else tuple(spec)
-    cells = len({lb.cell_key(r) for r in recs})
-    total = len({c.hash for sp in specs for c in expand(load_spec(ROOT / sp))})
+    hashes = {c.hash for sp in specs for c in expand(load_spec(ROOT / sp))}
+    total = len(hashes)
+    cells, seconds = sweep_progress(runs, hashes, recs)
     done = f"{cells} cells" if cells >= total else f"{cells} of its {total} cells so far (resumable: the rest next)"
     command = " and ".join(f"`flbench sweep {sp} --out {runs.relative_to(ROOT)}`" for sp in specs)
-    out = [f"{command}: {done}, {_cell_seconds(recs) / 60:.0f} min "
+    out = [f"{command}: {done}, {seconds / 60:.0f} min "
            "summed over the cells' own wall times (records' `timings.total_s`, per cell in the leaderboard's "
            "`seconds`; 2-core machine, shared with other jobs unless said otherwise); tables: `flbench leaderboard --records "
            f"{runs.relative_to(ROOT)} --view worst-case --format md` and `--view claims`.", ""]

@@ -67,3 +67,36 @@ def test_token_snr_table_one_row_per_sigma_one_column_pair_per_split(report, tmp
 
 def test_token_snr_without_the_benchmark_is_empty(report):
     assert report.token_snr() == []
+
+
+def test_sweep_progress_counts_only_the_specs_finished_cells_and_their_time(report, tmp_path):
+    """A directory also holding another spec's runs (an adaptive attacker's cells) or an unfinished cell: only the
+    spec's finished cells count, and only their wall time."""
+    from flbench.experiments import records as rec
+
+    import copy
+
+    from synth_records import grid
+
+    runs = tmp_path / "runs"
+    base = next(r for r in grid() if r.get("attack"))
+    cfgs = {k: {**base["config"], "seed": 100 + i} for i, k in enumerate("abcd")}
+    a, b, c, other = (rec.config_hash(cfgs[k]) for k in "abcd")
+
+    def cell(h, seconds, attacks=("map-inversion",)):
+        out = []
+        for n in attacks:
+            r = copy.deepcopy(base)
+            r.pop("record_id", None)
+            r.update(config=next(v for v in cfgs.values() if rec.config_hash(v) == h), config_hash=h,
+                     timings={"total_s": seconds})
+            r["attack"]["name"] = n
+            out.append(r)
+        return out
+
+    for h, sec in ((a, 600.0), (other, 1200.0)):
+        rec.write_cell(cell(h, sec, ("map-inversion", "embedding-nn")), runs)
+    rec.write_record(cell(b, 300.0)[0], runs)  # records without a marker: killed mid-cell, not finished
+    recs = rec.read_records(runs)
+    assert report.sweep_progress(runs, {a, b, c}, recs) == (1, 900.0)  # a's time once; b's record counts its time
+    assert report.sweep_progress(runs, {c}, recs) == (0, 2100.0)  # no record has the spec's hashes: all counted
