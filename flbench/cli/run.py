@@ -113,7 +113,8 @@ def _explicit(names) -> list[str]:
 @click.option("--out", default="results/runs", show_default=True, help="directory for the records")
 @click.option("--json", "as_json", is_flag=True, help="print the records as one JSON object on stdout")
 @click.option("--fit-cache", default=None, type=click.Path(file_okay=False),
-              help="directory where learned attackers' fits are stored and reused (see flbench sweep --fit-cache)")
+              help="directory where learned attackers' fits and fine-tuned clients are stored and reused (see "
+                   "flbench sweep --fit-cache)")
 def run_cmd(model, split_text, centralized, task_name, task_limit, task_batch_size, finetune_steps, attacks,
             attack_params, surrogate_seed, surrogate_task, dtype, device, client_device, server_device, out, as_json,
             fit_cache, **opts) -> None:

@@ -17,7 +17,9 @@ from flbench.core.errors import FlbenchError
 @click.option("--dry-run", is_flag=True, help="list the cells (hash, done or not) without running them")
 @click.option("--fit-cache", default=None, type=click.Path(file_okay=False),
               help="directory where learned attackers' fits are stored and reused by cells whose fit reads the "
-                   "same public inputs (e.g. cells differing only in the gradient defense or fine-tuning)")
+                   "same public inputs (e.g. cells differing only in the gradient defense or fine-tuning), and "
+                   "fine-tuned clients by cells whose fine-tuning is the same (e.g. differing only in the attacks "
+                   "or the attacker); a killed decoder fit resumes from its checkpoint there")
 def sweep_cmd(spec_file, out, resume, shard, dry_run, fit_cache) -> None:
     """Run a grid of cells from a YAML spec (safe YAML; never executed as code).
 

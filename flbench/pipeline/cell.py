@@ -126,6 +126,30 @@ def _finetune(cfg: RunConfig, loaded, spec, workdir: Path, progress: bool, devic
                               "grad_defense": None if grad_defense is None else grad_defense_block(grad_defense, releases)}
 
 
+def _finetune_shared(cfg: RunConfig, loaded, spec, workdir: Path, progress: bool, devices: dict, fit_cache
+                     ) -> tuple[Path, dict, dict, dict | None]:
+    """`_finetune` through the fine-tuning cache beside `fit_cache` (flbench.pipeline.finetune_cache) when there is
+    one: a cell whose fine-tuning an earlier cell already ran loads its adapters, unless its attacks read the
+    training traffic (then it trains, and stores). The fourth value is what the record says about the cache
+    ({"key", "hit"}), None without one."""
+    from flbench.pipeline import finetune_cache as ftc
+    from flbench.pipeline.config import gradient_attacks
+
+    if fit_cache is None:
+        return (*_finetune(cfg, loaded, spec, workdir, progress, devices), None)
+    root = fit_cache.dir / "finetune"
+    inputs = ftc.key_inputs(cfg, loaded, devices)
+    needs_traffic = bool(gradient_attacks(cfg.attacks))
+    info = None if needs_traffic else ftc.load(root, inputs, workdir)
+    if info is not None:
+        ft_info = {"traffic": None, "releases": info["releases"], "grad_defense": info["grad_defense"]}
+        return workdir, info["summary"], ft_info, {"key": ftc.key_of(inputs), "hit": True}
+    checkpoint, summary, ft_info = _finetune(cfg, loaded, spec, workdir, progress, devices)
+    key = ftc.store(root, inputs, checkpoint, {"summary": summary, "releases": ft_info["releases"],
+                                               "grad_defense": ft_info["grad_defense"]})
+    return checkpoint, summary, ft_info, {"key": key, "hit": False}
+
+
 def _utility(cfg: RunConfig, loaded, spec, checkpoint, progress: bool, devices: dict) -> tuple[dict | None, dict]:
     from flbench.pipeline.utility import evaluate
     from flbench.tasks import get_task
@@ -282,7 +306,9 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
     "server_device"}; default: all on the CPU) is where the parties run; not part of the config: records state it.
     `fit_cache` (attacks.fit_cache.FitCache): attacker fits are stored there and reused by later cells whose fit
     reads the same public inputs; not part of the config (a cached fit is the seeded fit a rerun would compute, up
-    to floating-point reduction order), the records say which fits came from it."""
+    to floating-point reduction order), the records say which fits came from it. Beside it, the fine-tuned client
+    (and an adaptive attacker's surrogate) is shared with every cell whose fine-tuning is the same
+    (flbench.pipeline.finetune_cache; `finetune.cache` in the records)."""
     from flbench.core.provenance import provenance
     from flbench.pipeline.attack import load_victims
     from splits.partition import parse_split
@@ -304,10 +330,13 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
         ft_info: dict = {}
         if cfg.finetune is not None:
             t0 = time.perf_counter()
-            checkpoint, summary, ft_info = _finetune(cfg, loaded, spec, Path(tmp), progress, devices)
+            checkpoint, summary, ft_info, shared = _finetune_shared(cfg, loaded, spec, Path(tmp) / "client", progress,
+                                                                    devices, fit_cache)
             timings["train_s"] = round(time.perf_counter() - t0, 3)
             finetune = {**cfg.finetune.model_dump(mode="json"), "first_loss": summary["first_loss"],
                         "final_loss": summary["final_loss_mean_last10pct"], "wire_bytes": summary["wire"]["bytes_total"]}
+            if shared is not None:  # the adapters came from (or went to) the fine-tuning cache; train_s is then the load
+                finetune["cache"] = shared
             if spec is not None:  # the TRAINING examples' privacy: each one's h_A crossed the wire once per epoch
                 acc = cell_defense(cfg)[0].accounting(ft_info["releases"])
                 if acc:
@@ -315,8 +344,8 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
         surrogate = None
         if cfg.attacker.head == "surrogate":  # the attacker's own copy of the client, trained with the public recipe
             t0 = time.perf_counter()
-            surrogate, _, _ = _finetune(cfg.surrogate_config(), loaded, spec, Path(tmp) / "attacker", progress,
-                                        devices)
+            surrogate, _, _, _ = _finetune_shared(cfg.surrogate_config(), loaded, spec, Path(tmp) / "attacker",
+                                                  progress, devices, fit_cache)
             timings["surrogate_train_s"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
         task, uinfo = _utility(cfg, loaded, spec, checkpoint, progress, devices)

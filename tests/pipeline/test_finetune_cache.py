@@ -1,0 +1,88 @@
+"""Cells whose fine-tuning is the same share the fine-tuned client through the cache beside `--fit-cache`
+(flbench.pipeline.finetune_cache): an adaptive-attacker cell loads its public-head twin's adapters instead of
+training again and gets the same records; a cell whose attacks read the training traffic always trains; the key
+follows what fine-tuning reads; a tampered entry is refused in one line."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from attacks.fit_cache import FitCache
+from flbench.core.errors import FlbenchError
+from flbench.pipeline import finetune_cache as ftc
+from flbench.pipeline.cell import run_cell
+from flbench.pipeline.config import RunConfig, validate
+
+BASE = {"model": "tiny-llama", "split": "1,1", "task": {"name": "sst2", "limit": 4},
+        "finetune": {"steps": 2, "batch_size": 2, "max_length": 48}, "attacks": ["map-inversion"],
+        "attack_params": {"map-inversion": {"top_k": 4, "expand": 1}}, "victims": {"limit": 2, "max_length": 8},
+        "defense": {"name": "gaussian", "params": {"sigma": 0.5, "relative": True}}, "seed": 0}
+
+
+def _strip(r: dict) -> dict:
+    """A record without what legitimately differs between runs (times, dates, the cache's own block)."""
+    out = json.loads(json.dumps(r))
+    for k in ("timings", "date", "record_id", "config_hash", "config", "attack"):
+        out.pop(k, None)
+    out["finetune"].pop("cache", None)
+    return out
+
+
+def test_twin_cells_share_one_fine_tuning_and_get_the_same_records(tmp_path):
+    cache = FitCache(tmp_path / "fits")
+    (plain,) = run_cell(validate(RunConfig, BASE), progress=False)  # no cache: no block
+    assert "cache" not in plain["finetune"]
+    (first,) = run_cell(validate(RunConfig, BASE), progress=False, fit_cache=cache)
+    assert first["finetune"]["cache"]["hit"] is False
+    other_attacks = {**BASE, "attacks": ["embedding-nn"], "attack_params": {}}
+    (twin,) = run_cell(validate(RunConfig, other_attacks), progress=False, fit_cache=cache)
+    assert twin["finetune"]["cache"] == {"key": first["finetune"]["cache"]["key"], "hit": True}
+    assert _strip(twin) == _strip(first) == _strip(plain)  # same utility, losses, defense block
+    # the adaptive attacker's cell: the victim's fine-tuning is its twin's; its own surrogate is stored under its seed
+    (adaptive,) = run_cell(validate(RunConfig, {**BASE, "attacker": {"head": "surrogate", "seed": 5}}),
+                           progress=False, fit_cache=cache)
+    assert adaptive["finetune"]["cache"]["hit"] is True and adaptive["task"] == plain["task"]
+    assert len([p for p in (tmp_path / "fits" / "finetune").iterdir() if not p.name.startswith(".")]) == 2
+    (again,) = run_cell(validate(RunConfig, {**BASE, "attacker": {"head": "surrogate", "seed": 5}}),
+                        progress=False, fit_cache=cache)
+    assert again["attack"]["metrics"] == adaptive["attack"]["metrics"]  # the cached surrogate attacks alike
+
+
+def test_a_cell_that_reads_the_training_traffic_trains_and_stores(tmp_path):
+    cache = FitCache(tmp_path / "fits")
+    grad = {**BASE, "attacks": ["gradient-label"], "attack_params": {}}
+    (a,) = run_cell(validate(RunConfig, grad), progress=False, fit_cache=cache)
+    (b,) = run_cell(validate(RunConfig, grad), progress=False, fit_cache=cache)
+    assert a["finetune"]["cache"]["hit"] is False and b["finetune"]["cache"]["hit"] is False  # traffic needed
+    (c,) = run_cell(validate(RunConfig, BASE), progress=False, fit_cache=cache)
+    assert c["finetune"]["cache"] == {"key": a["finetune"]["cache"]["key"], "hit": True}
+
+
+def test_the_key_follows_what_fine_tuning_reads_and_only_that(tiny):
+    def key(**change):
+        return ftc.key_of(ftc.key_inputs(validate(RunConfig, {**BASE, **change}), tiny, {}))
+
+    k = key()
+    assert k == key(attacks=["embedding-nn"], attack_params={}) == key(victims={"limit": 5})
+    assert k == key(task={"name": "sst2", "limit": 100}) == key(attacker={"head": "surrogate", "seed": 3})
+    assert len({k, key(seed=1), key(split="2,2"), key(task={"name": "rte", "limit": 4}),
+                key(defense={"name": "gaussian", "params": {"sigma": 0.6, "relative": True}}),
+                key(finetune={"steps": 3, "batch_size": 2, "max_length": 48}), key(wire_dtype="bf16"),
+                key(grad_defense={"name": "grad-dp", "params": {"clip": 0.01, "noise_multiplier": 1.0}})}) == 8
+    assert k != ftc.key_of(ftc.key_inputs(validate(RunConfig, BASE), tiny, {"client_device": "cuda"}))
+
+
+def test_a_tampered_entry_is_refused_in_one_line(tmp_path):
+    cache = FitCache(tmp_path / "fits")
+    (r,) = run_cell(validate(RunConfig, BASE), progress=False, fit_cache=cache)
+    info = tmp_path / "fits" / "finetune" / r["finetune"]["cache"]["key"] / ftc.INFO
+    data = json.loads(info.read_text())
+    data["inputs"]["seed"] = 9
+    info.write_text(json.dumps(data))
+    with pytest.raises(FlbenchError, match="does not match its key") as e:
+        run_cell(validate(RunConfig, BASE), progress=False, fit_cache=cache)
+    assert "\n" not in str(e.value)
+    info.write_text("{not json")
+    with pytest.raises(FlbenchError, match="unreadable"):
+        run_cell(validate(RunConfig, BASE), progress=False, fit_cache=cache)
