@@ -212,6 +212,24 @@ def _references(refs, like) -> list[tuple[str, float]]:
     return out
 
 
+def _point_label(r, accounted: bool) -> str:
+    """A trade-off point's label: its ε (accounted defenses), its σ (noise defenses and the undefended point), or
+    the defense's name (a defense without a noise scale, e.g. NoPeek); "≥" when a search-limited attack makes
+    its worst-case recovery a lower bound (never at full recovery, which nothing can exceed)."""
+    from flbench.reporting.claims import RECALL_OK
+
+    if accounted and _finite(r["epsilon"]):
+        txt = f"ε={r['epsilon']:.3g}"
+    elif r["family"] != "none" and not (_finite(r["noise_sigma"]) and r["noise_sigma"] > 0):
+        txt = str(r["defense"])
+    else:
+        txt = f"σ={_num(r['noise_sigma'])}" if _finite(r["noise_sigma"]) else "σ=?"
+    recall = r.get("candidate_recall", float("nan"))
+    if _finite(recall) and recall < RECALL_OK and r["worst_recovery"] < 1.0:  # the search limited it
+        txt += " ≥"
+    return txt
+
+
 def plot_tradeoff(df, out_dir: Path, result: PlotResult, worst=None) -> None:
     import pandas as pd
 
@@ -239,36 +257,35 @@ def plot_tradeoff(df, out_dir: Path, result: PlotResult, worst=None) -> None:
             if gs.empty:
                 continue
             where = f"split {split}" + (f" · {'zero-shot' if ft == 0 else f'{ft} ft steps'}" if len(steps) > 1 else "")
-            base = gs[gs["family"] == "none"]
-            noisy = gs[gs["family"] != "none"].assign(_rel=lambda x: _relative(x))
             used: dict[int, int] = {}
-            drawn_any = False
-            for (name, rel), fam in sorted(noisy.groupby(["defense", "_rel"], sort=True), key=lambda kv: str(kv[0])):
-                accounted = _accounted(fam)
-                kind = 2 if accounted else (0 if rel else 1)
-                marker, ls = STYLES[(kind + 3 * used.get(kind, 0) + steps.index(ft)) % len(STYLES)]
-                used[kind] = used.get(kind, 0) + 1
-                pts = fam if accounted else pd.concat([base, fam])
-                pts = pts.sort_values(["noise_sigma", "cell"])
-                tag = "ε" if accounted else _sigma_tag(rel)
-                ax.errorbar(pts[ap], pts["utility"], xerr=_errors(pts, ap), yerr=_errors(pts, "utility"), ls=ls,
-                            marker=marker, ms=4, color=colors[split], elinewidth=0.7, capsize=2,
-                            label=f"{where} · {name} ({tag})")
-                for _, r in pts.iterrows():
-                    if accounted and _finite(r["epsilon"]):
-                        txt = f"ε={r['epsilon']:.3g}"
-                    else:
-                        txt = f"σ={_num(r['noise_sigma'])}" if _finite(r["noise_sigma"]) else "σ=?"
-                    recall = r.get("candidate_recall", float("nan"))
-                    if _finite(recall) and recall < RECALL_OK:  # the search, not the defense, limited it: a lower bound
-                        txt += " ≥"
-                        bounded = True
-                    labels.append(ax.text(r[ap], r["utility"], txt, fontsize=6.5, color=colors[split]))
-                drawn_any = True
-            if not drawn_any and not base.empty:
-                ax.errorbar(base[ap], base["utility"], xerr=_errors(base, ap), yerr=_errors(base, "utility"),
-                            ls="none", marker="o", ms=4, color=colors[split], elinewidth=0.7, capsize=2,
-                            label=f"{where} · none")
+            # the gradient edge's defense ("" = none): a line joins only cells with the same one
+            edges = gs.get("grad_defense", pd.Series(None, index=gs.index)).fillna("").astype(str)
+            for edge in sorted(edges.unique()):
+                ge = gs[edges == edge]
+                plus = f" + {edge}" if edge else ""
+                base = ge[ge["family"] == "none"]
+                noisy = ge[ge["family"] != "none"].assign(_rel=lambda x: _relative(x))
+                drawn_any = False
+                for (name, rel), fam in sorted(noisy.groupby(["defense", "_rel"], sort=True), key=lambda kv: str(kv[0])):
+                    accounted = _accounted(fam)
+                    kind = 2 if accounted else (0 if rel else 1)
+                    marker, ls = STYLES[(kind + 3 * used.get(kind, 0) + steps.index(ft)) % len(STYLES)]
+                    used[kind] = used.get(kind, 0) + 1
+                    pts = fam if accounted else pd.concat([base, fam])
+                    pts = pts.sort_values(["noise_sigma", "cell"])
+                    tag = "ε" if accounted else _sigma_tag(rel)
+                    ax.errorbar(pts[ap], pts["utility"], xerr=_errors(pts, ap), yerr=_errors(pts, "utility"), ls=ls,
+                                marker=marker, ms=4, color=colors[split], elinewidth=0.7, capsize=2,
+                                label=f"{where} · {name}{plus} ({tag})")
+                    for _, r in pts.iterrows():
+                        labels.append(ax.text(r[ap], r["utility"], _point_label(r, accounted), fontsize=6.5,
+                                              color=colors[split]))
+                        bounded = bounded or labels[-1].get_text().endswith("≥")
+                    drawn_any = True
+                if not drawn_any and not base.empty:
+                    ax.errorbar(base[ap], base["utility"], xerr=_errors(base, ap), yerr=_errors(base, "utility"),
+                                ls="none", marker="o", ms=4, color=colors[split], elinewidth=0.7, capsize=2,
+                                label=f"{where} · none{plus}")
         front = g[g["pareto"]].sort_values([ap, "utility"])
         if not front.empty:
             ax.step(front[ap], front["utility"], where="post", color="0.35", lw=1.0, ls="--",

@@ -146,3 +146,34 @@ def test_records_without_any_noisy_cell_plot_the_tradeoff_and_skip_the_sigma_cur
     res = plot_all(recs, tmp_path)
     assert [p.name for p in res["paths"]] == ["tradeoff__m__sst2.png", "tradeoff__m__sst2.svg"]
     assert any(n.startswith("recovery_vs_sigma: skipped") for n in res["notes"])
+
+
+def test_tradeoff_lines_join_only_cells_with_the_same_gradient_defense(tmp_path):
+    """A cell defended on both edges is its own line ("gaussian + grad-dp"), never joined to the h_A-only cells;
+    a defense without a noise scale is labelled by name; full recovery is never marked as a lower bound."""
+    import copy
+
+    import pandas as pd
+
+    from flbench.reporting.plots import _point_label
+
+    recs = grid(attacks=("learned-inversion",))
+    both = []
+    for r in recs:
+        if r.get("split") is None:
+            continue
+        r2 = copy.deepcopy(r)
+        g = {"name": "grad-dp", "params": {"clip": 0.01, "noise_multiplier": 3.0}}
+        r2["config"]["grad_defense"] = g
+        r2["grad_defense"] = {**g, "epsilon": 3.0, "delta": 1e-5}
+        r2["config_hash"] = r2["record_id"] = None
+        both.append(r2)
+    res = plot_all(recs + both, tmp_path)
+    svg = next(p for p in res["paths"] if p.name == "tradeoff__m__sst2.svg").read_text()
+    assert "gaussian + grad-dp (σ×RMS)" in svg and "gaussian (σ×RMS)" in svg
+    row = {"family": "nopeek", "defense": "nopeek", "noise_sigma": 0.0, "epsilon": float("nan"),
+           "candidate_recall": 0.3, "worst_recovery": 0.5}
+    assert _point_label(pd.Series(row), accounted=False) == "nopeek ≥"
+    assert _point_label(pd.Series({**row, "worst_recovery": 1.0}), accounted=False) == "nopeek"
+    assert _point_label(pd.Series({**row, "family": "gaussian", "noise_sigma": 2.0, "candidate_recall": 0.95}),
+                        accounted=False) == "σ=2"
