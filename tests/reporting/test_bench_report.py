@@ -100,3 +100,16 @@ def test_sweep_progress_counts_only_the_specs_finished_cells_and_their_time(repo
     recs = rec.read_records(runs)
     assert report.sweep_progress(runs, {a, b, c}, recs) == (1, 900.0)  # a's time once; b's record counts its time
     assert report.sweep_progress(runs, {c}, recs) == (0, 2100.0)  # no record has the spec's hashes: all counted
+
+
+def test_learned_budget_counts_a_resumed_fits_every_process(report, tmp_path):
+    """A plateau fit resumed across processes (--fit-cache) has `fit_seconds_total`; the table shows it, not the
+    last process's share; a missing file gives no table."""
+    acc = {"mean": 0.8, "ci_low": 0.78, "ci_high": 0.82}
+    row = {"budget": "plateau", "steps_run": 5400, "stop_reason": "plateau", "data": "private-records", "n": 100,
+           "metrics": {"token_accuracy": acc}, "seconds": {"fit": 900.0}, "model": "m", "split": "2,2",
+           "noise_sigma": 2.0}
+    _write(tmp_path / "attacks_learned_budget_plateau.json", [{**row, "fit_seconds_total": 7200.0}])
+    text = "\n".join(report.learned_budget("attacks_learned_budget_plateau.json"))
+    assert "| 7200 " in text and "| 900 " not in text and "5400" in text
+    assert report.learned_budget("missing.json") == []
