@@ -14,13 +14,16 @@ from flbench.core.errors import FlbenchError
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="skip cells whose config hash already has its records")
 @click.option("--shard", default=None, help="run only shard I of N (I/N, 1-based), e.g. for array jobs")
+@click.option("--cells", default=None,
+              help="run only these cells, in this order: comma-separated config hashes (or unique prefixes, "
+                   "at least 4 hex digits) as --dry-run lists them; their records are the full grid's")
 @click.option("--dry-run", is_flag=True, help="list the cells (hash, done or not) without running them")
 @click.option("--fit-cache", default=None, type=click.Path(file_okay=False),
               help="directory where learned attackers' fits are stored and reused by cells whose fit reads the "
                    "same public inputs (e.g. cells differing only in the gradient defense or fine-tuning), and "
                    "fine-tuned clients by cells whose fine-tuning is the same (e.g. differing only in the attacks "
                    "or the attacker); a killed decoder fit resumes from its checkpoint there")
-def sweep_cmd(spec_file, out, resume, shard, dry_run, fit_cache) -> None:
+def sweep_cmd(spec_file, out, resume, shard, cells, dry_run, fit_cache) -> None:
     """Run a grid of cells from a YAML spec (safe YAML; never executed as code).
 
     The whole spec is validated (every value of every axis, every cell) before the first cell runs; then each
@@ -28,6 +31,8 @@ def sweep_cmd(spec_file, out, resume, shard, dry_run, fit_cache) -> None:
     from flbench.core.io import check_output
     from flbench.experiments import sweep as sw
 
+    if shard and cells:
+        raise FlbenchError("--shard and --cells cannot be combined: --cells already names the cells to run")
     if shard:
         sw.parse_shard(shard)  # the options first: they are cheap to check
     out_dir = Path(out) if dry_run else check_output(out, kind="dir", existing_dir_ok=True)
@@ -35,9 +40,11 @@ def sweep_cmd(spec_file, out, resume, shard, dry_run, fit_cache) -> None:
 
     cache = None if dry_run else open_fit_cache(fit_cache)
     spec = sw.load_spec(spec_file)
-    cells = sw.expand(spec)
+    chosen, cells = cells, sw.expand(spec)
     if shard:
         cells = sw.shard(cells, shard)
+    if chosen:
+        cells = sw.select_cells(cells, chosen)
     if dry_run:
         done = sw.finished(out_dir)
         for c in cells:

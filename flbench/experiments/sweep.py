@@ -104,6 +104,33 @@ def shard(cells: list, spec: str) -> list:
 _shard_cells = shard  # run_sweep's `shard` argument shadows the function
 
 
+_HASH_PREFIX_RE = __import__("re").compile(r"^[0-9a-f]{4,}$")
+
+
+def select_cells(cells: list, text: str) -> list:
+    """The cells named by `text`, a comma-separated list of config hashes or unique prefixes of them (at
+    least 4 hex digits, as `--dry-run` prints them), in the order given: a resumable sweep can run the cells
+    that decide a verdict first without editing its spec, and the cells keep their hashes (their records are
+    those of the full grid). A name matching no cell or several, or named twice, is a one-line error."""
+    names = [t.strip().lower() for t in text.split(",")] if isinstance(text, str) else []
+    if not names or not all(names):
+        raise FlbenchError(f"--cells {text!r} is not accepted; expected comma-separated cell hashes as "
+                           "--dry-run prints them, e.g. d2a1727a,07fd7dd8")
+    chosen: list = []
+    for name in names:
+        if not _HASH_PREFIX_RE.match(name):
+            raise FlbenchError(f"--cells: {name!r} is not a cell hash; expected at least 4 hex digits of a "
+                               "hash that --dry-run prints")
+        hits = [c for c in cells if c.hash.startswith(name)]
+        if len(hits) != 1:
+            what = "matches no cell of this spec" if not hits else f"matches {len(hits)} cells; give more digits"
+            raise FlbenchError(f"--cells: {name!r} {what} (list them with --dry-run)")
+        if any(c is hits[0] for c in chosen):
+            raise FlbenchError(f"--cells: cell {hits[0].hash} is named twice")
+        chosen.append(hits[0])
+    return chosen
+
+
 def check_splits(spec: SweepSpec, cells: Iterable[RunConfig], n_blocks: Callable[[str], int]) -> None:
     """Every split of `cells` fits its model (`n_blocks(model)`: the model's block count, e.g. from the
     loaded model): a split the model cannot take is one line naming the spec key, before any cell runs."""

@@ -3,6 +3,7 @@ first cell runs; mistakes are one line on stderr with exit status 2."""
 from __future__ import annotations
 
 import pytest
+from fake_runner import fake_records
 
 SPEC = """\
 model: tiny-llama
@@ -20,7 +21,7 @@ def calls(monkeypatch):
     from flbench.pipeline import cell as cell_mod
 
     seen: list = []
-    monkeypatch.setattr(cell_mod, "run_cell", lambda c, progress=True: seen.append(c) or [])
+    monkeypatch.setattr(cell_mod, "run_cell", lambda c, progress=True, fit_cache=None: seen.append(c) or fake_records(c))
     return seen
 
 
@@ -64,3 +65,25 @@ def test_dry_run_lists_every_cell_and_runs_none(cli, tmp_path, calls):
     assert len(rows) == 3 and all(r.split()[1] == "todo" for r in rows) and calls == []
     code, out, err = cli("sweep", str(spec), "--out", str(tmp_path / "runs"), "--dry-run", "--shard", "2/2")
     assert code == 0 and len(out.strip().splitlines()) == 1
+
+
+def test_cells_runs_the_named_cells_in_the_given_order(cli, tmp_path, calls):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC)
+    code, out, _ = cli("sweep", str(spec), "--out", str(tmp_path / "runs"), "--dry-run")
+    grid = [r.split()[0] for r in out.strip().splitlines()]
+    assert code == 0 and len(grid) == 3
+    want = [grid[2], grid[0]]
+    code, out, err = cli("sweep", str(spec), "--out", str(tmp_path / "runs"), "--dry-run",
+                         "--cells", f"{want[0][:6]},{want[1]}")
+    assert code == 0 and [r.split()[0] for r in out.strip().splitlines()] == want, err
+    code, _, err = cli("sweep", str(spec), "--out", str(tmp_path / "runs"), "--cells", f"{want[0]},{want[1][:8]}")
+    assert code == 0 and [c.hash for c in calls] == want, err  # only these, in this order
+    from flbench.experiments.records import done_hashes
+    assert done_hashes(tmp_path / "runs") == set(want)  # recorded under the full grid's hashes
+    for args, needle in ((["--cells", "xyz1"], "--cells: 'xyz1' is not a cell hash"),
+                         (["--cells", "0000000000000000"], "matches no cell of this spec"),
+                         (["--cells", grid[0], "--shard", "1/2"], "--shard and --cells cannot be combined")):
+        calls.clear()
+        code, stdout, err = cli("sweep", str(spec), "--out", str(tmp_path / "runs2"), *args)
+        assert code == 2 and calls == [] and len(err.strip().splitlines()) == 1 and needle in err, err

@@ -3,6 +3,7 @@ shards, safe YAML (no duplicate keys, no aliases, bounded size)."""
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,6 +15,7 @@ from flbench.experiments.sweep import (
     parse_shard,
     parse_spec,
     run_sweep,
+    select_cells,
     shard,
 )
 
@@ -278,3 +280,25 @@ def test_attacker_surrogate_reaches_every_split_cell_and_only_those(tmp_path):
     with pytest.raises(FlbenchError, match="attacker") as e:
         _spec(tmp_path, BASE + "attacker: {head: surrogate}\n")  # no fine-tuning: nothing to copy
     _one_line_error(e)
+
+
+def test_select_cells_runs_named_cells_in_the_given_order(tmp_path):
+    cells = expand(_spec(tmp_path, BASE))
+    assert len(cells) >= 3
+    a, b = cells[-1], cells[0]
+    picked = select_cells(cells, f" {a.hash[:8]} ,{b.hash.upper()}")
+    assert [c.hash for c in picked] == [a.hash, b.hash]  # the given order, not the grid's; case ignored
+    assert picked[0] is a  # the grid's own cells: same hashes, so the same records
+    for bad, needle in ((a.hash[:3], "is not a cell hash"), ("zz" + a.hash[:6], "is not a cell hash"),
+                        ("", "expected comma-separated cell hashes"), (f"{a.hash},", "expected comma-separated"),
+                        ("0" * 16 if not any(c.hash.startswith("0" * 16) for c in cells) else "f" * 16,
+                         "matches no cell of this spec"),
+                        (f"{a.hash[:8]},{a.hash}", f"cell {a.hash} is named twice")):
+        with pytest.raises(FlbenchError) as e:
+            select_cells(cells, bad)
+        assert needle in str(e.value), (bad, str(e.value))
+        _one_line_error(e)
+    twins = [SimpleNamespace(hash="abcd" + "0" * 12), SimpleNamespace(hash="abcd" + "1" * 12)]  # shared prefix
+    with pytest.raises(FlbenchError, match="'abcd' matches 2 cells; give more digits"):
+        select_cells(twins, "abcd")
+    assert select_cells(twins, "abcd1")[0] is twins[1]
