@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flbench.core.canonical import canonical_json, normalize_numbers
+from flbench.core.canonical import canonical_json, content_key, normalize_numbers
 from flbench.core.errors import FlbenchError
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class FitCache:
     @staticmethod
     def key_of(inputs: dict[str, Any]) -> str:
         """The entry name of a fit whose `key_inputs` are `inputs`."""
-        return hashlib.sha256(canonical_json(inputs).encode()).hexdigest()[:32]
+        return content_key(inputs)
 
     def partial_path(self, key: str) -> Path:
         """Where a running fit of entry `key` checkpoints itself (module docstring)."""

@@ -44,6 +44,12 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(canonical_json(normalize_numbers(config)).encode("utf-8")).hexdigest()[:16]
 
 
+def content_key(inputs: Any) -> str:
+    """The name of a cache entry (fitted attacker, fine-tuned client) whose inputs are `inputs`: sha256 of their
+    canonical JSON, first 32 hex characters. Callers normalise numbers first where 1 and 1.0 must agree."""
+    return hashlib.sha256(canonical_json(inputs).encode("utf-8")).hexdigest()[:32]
+
+
 def finite_or_null(x: Any) -> Any:
     """Strict JSON data: every non-finite float (NaN, ±inf; e.g. the SNR of a noiseless run) becomes None,
     recursively through dicts, lists and tuples."""

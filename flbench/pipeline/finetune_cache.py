@@ -22,14 +22,13 @@ crash leaves no half entry.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from flbench.core.canonical import canonical_json, finite_or_null, normalize_numbers
+from flbench.core.canonical import canonical_json, content_key, finite_or_null, normalize_numbers
 from flbench.core.errors import FlbenchError
 
 FINETUNE_CACHE_VERSION = 1
@@ -47,8 +46,7 @@ def key_inputs(cfg, loaded, devices: dict) -> dict[str, Any]:
         "dtype": c.get("dtype", "fp32"), "devices": {k: str(v) for k, v in sorted(devices.items())}})
 
 
-def key_of(inputs: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(inputs).encode()).hexdigest()[:32]
+key_of = content_key  # an entry's name: the sha256 of its canonical inputs (shared with the fit cache)
 
 
 def load(root: Path, inputs: dict[str, Any], workdir: Path) -> dict[str, Any] | None:

@@ -86,3 +86,15 @@ def test_a_tampered_entry_is_refused_in_one_line(tmp_path):
     info.write_text("{not json")
     with pytest.raises(FlbenchError, match="unreadable"):
         run_cell(validate(RunConfig, BASE), progress=False, fit_cache=cache)
+
+
+def test_entry_names_are_the_shared_content_key_and_stay_stable():
+    """Both caches name entries by `content_key` (sha256 of the canonical JSON, 32 hex digits): a value pinned
+    here from hashlib by hand, so a change of spelling or length (which would orphan every stored entry) fails."""
+    from attacks.fit_cache import FitCache
+    from flbench.core.canonical import content_key
+
+    inputs = {"b": ["é", 2.5], "a": 1}
+    assert content_key(inputs) == "9122226d62770fa4dbdb320483804c6f"  # sha256(b'{"a":1,"b":["\xc3\xa9",2.5]}')
+    assert ftc.key_of(inputs) == FitCache.key_of(inputs) == content_key(inputs)
+    assert content_key({"a": 1, "b": ["é", 2.5]}) == content_key(inputs) != content_key({"a": 2, "b": ["é", 2.5]})
