@@ -22,7 +22,8 @@ from flbench.core.errors import FlbenchError
               help="directory where learned attackers' fits are stored and reused by cells whose fit reads the "
                    "same public inputs (e.g. cells differing only in the gradient defense or fine-tuning), and "
                    "fine-tuned clients by cells whose fine-tuning is the same (e.g. differing only in the attacks "
-                   "or the attacker); a killed decoder fit resumes from its checkpoint there")
+                   "or the attacker), with their utility evaluation; a killed decoder fit resumes from its "
+                   "checkpoint there")
 def sweep_cmd(spec_file, out, resume, shard, cells, dry_run, fit_cache) -> None:
     """Run a grid of cells from a YAML spec (safe YAML; never executed as code).
 

@@ -150,6 +150,25 @@ def _finetune_shared(cfg: RunConfig, loaded, spec, workdir: Path, progress: bool
     return checkpoint, summary, ft_info, {"key": key, "hit": False}
 
 
+def _utility_shared(cfg: RunConfig, loaded, spec, checkpoint, progress: bool, devices: dict, fit_cache
+                    ) -> tuple[dict | None, dict]:
+    """`_utility` through the utility cache beside `fit_cache` (flbench.pipeline.finetune_cache) when there is one:
+    a cell whose fine-tuning and task block an earlier cell had takes its evaluation. The task block then says
+    `cache` ({"key", "hit"}); without a cache it has no such key."""
+    from flbench.pipeline import finetune_cache as ftc
+
+    if fit_cache is None or cfg.task is None:
+        return _utility(cfg, loaded, spec, checkpoint, progress, devices)
+    root = fit_cache.dir / "utility"
+    inputs = ftc.utility_key_inputs(cfg, ftc.key_inputs(cfg, loaded, devices))
+    hit = ftc.load_utility(root, inputs)
+    if hit is not None:
+        return {**hit["task"], "cache": {"key": ftc.key_of(inputs), "hit": True}}, hit["info"]
+    task, info = _utility(cfg, loaded, spec, checkpoint, progress, devices)
+    key = ftc.store_utility(root, inputs, task, info)
+    return {**task, "cache": {"key": key, "hit": False}}, info
+
+
 def _utility(cfg: RunConfig, loaded, spec, checkpoint, progress: bool, devices: dict) -> tuple[dict | None, dict]:
     from flbench.pipeline.utility import evaluate
     from flbench.tasks import get_task
@@ -348,7 +367,7 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
                                                   progress, devices, fit_cache)
             timings["surrogate_train_s"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
-        task, uinfo = _utility(cfg, loaded, spec, checkpoint, progress, devices)
+        task, uinfo = _utility_shared(cfg, loaded, spec, checkpoint, progress, devices, fit_cache)
         timings["eval_s"] = round(time.perf_counter() - t0, 3)
         attack_results = _attacks(cfg, loaded, checkpoint, victims, progress, devices, fit_cache, surrogate)
         if ft_info.get("traffic") is not None:

@@ -10,6 +10,11 @@ cell stores its fine-tuned adapters and the others load them instead of training
 the defenses sweep's 60 steps on this machine). The attacker's own surrogate fine-tuning goes through the same
 cache under its own recipe (its seed, and its task if another).
 
+The utility evaluation is shared the same way: it reads the fine-tuned client (so everything above) plus the task
+block of the config (eval limit, batch size), and nothing of the attacks, so twin cells score the same examples
+through the same adapters with the same noise draws. Its result (the record's task block and the evaluation's wire
+bytes and SNR) is stored as `<dir>/utility/<key>.json` (≈ 2–7 min per cell here).
+
 The one exception: a cell whose attacks read the fine-tuning traffic (gradient attacks) needs the recordings made
 during training, which are not stored, so it always trains (and stores the result for the others).
 
@@ -32,6 +37,7 @@ from flbench.core.canonical import canonical_json, content_key, finite_or_null, 
 from flbench.core.errors import FlbenchError
 
 FINETUNE_CACHE_VERSION = 1
+UTILITY_CACHE_VERSION = 1  # bump whenever a change to flbench changes what the utility evaluation produces
 INFO = "cell.json"
 
 
@@ -86,4 +92,37 @@ def store(root: Path, inputs: dict[str, Any], checkpoint: Path, info: dict[str, 
         shutil.rmtree(tmp, ignore_errors=True)
         if not (entry / INFO).is_file():
             raise
+    return key
+
+
+def utility_key_inputs(cfg, finetune_inputs: dict[str, Any]) -> dict[str, Any]:
+    """What the cell's utility evaluation reads (module docstring): its fine-tuning's key inputs and the task block
+    of the config."""
+    return normalize_numbers({"version": UTILITY_CACHE_VERSION, "finetune": finetune_inputs,
+                              "task": cfg.resolved().get("task")})
+
+
+def load_utility(root: Path, inputs: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored evaluation of `inputs` ({"task", "info"}), or None on a miss; a file that is unreadable or whose
+    stored inputs differ from its key's is refused in one line."""
+    path = root / f"{key_of(inputs)}.json"
+    if not path.is_file():
+        return None
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        ok = isinstance(entry, dict) and isinstance(entry.get("task"), dict) and isinstance(entry.get("info"), dict)
+    except (OSError, ValueError) as e:
+        raise FlbenchError(f"utility cache entry {path} is unreadable ({e}); delete it to evaluate again") from None
+    if not ok or entry.get("inputs") != json.loads(canonical_json(inputs)):
+        raise FlbenchError(f"utility cache entry {path} does not match its key; delete it to evaluate again")
+    return {"task": entry["task"], "info": entry["info"]}
+
+
+def store_utility(root: Path, inputs: dict[str, Any], task: dict[str, Any], info: dict[str, Any]) -> str:
+    """Store an evaluation under the key of `inputs` (temporary name, then rename); returns the key."""
+    key = key_of(inputs)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{key}.{os.getpid()}.tmp"
+    tmp.write_text(canonical_json(finite_or_null({"inputs": inputs, "task": task, "info": info})), encoding="utf-8")
+    os.replace(tmp, root / f"{key}.json")
     return key

@@ -26,23 +26,27 @@ def _strip(r: dict) -> dict:
     for k in ("timings", "date", "record_id", "config_hash", "config", "attack"):
         out.pop(k, None)
     out["finetune"].pop("cache", None)
+    out["task"].pop("cache", None)
     return out
 
 
 def test_twin_cells_share_one_fine_tuning_and_get_the_same_records(tmp_path):
     cache = FitCache(tmp_path / "fits")
     (plain,) = run_cell(validate(RunConfig, BASE), progress=False)  # no cache: no block
-    assert "cache" not in plain["finetune"]
+    assert "cache" not in plain["finetune"] and "cache" not in plain["task"]
     (first,) = run_cell(validate(RunConfig, BASE), progress=False, fit_cache=cache)
     assert first["finetune"]["cache"]["hit"] is False
     other_attacks = {**BASE, "attacks": ["embedding-nn"], "attack_params": {}}
     (twin,) = run_cell(validate(RunConfig, other_attacks), progress=False, fit_cache=cache)
     assert twin["finetune"]["cache"] == {"key": first["finetune"]["cache"]["key"], "hit": True}
+    assert first["task"]["cache"]["hit"] is False  # the utility evaluation is shared too
+    assert twin["task"]["cache"] == {"key": first["task"]["cache"]["key"], "hit": True}
+    assert twin["defense"]["snr_utility_traffic"] == plain["defense"]["snr_utility_traffic"] is not None
     assert _strip(twin) == _strip(first) == _strip(plain)  # same utility, losses, defense block
     # the adaptive attacker's cell: the victim's fine-tuning is its twin's; its own surrogate is stored under its seed
     (adaptive,) = run_cell(validate(RunConfig, {**BASE, "attacker": {"head": "surrogate", "seed": 5}}),
                            progress=False, fit_cache=cache)
-    assert adaptive["finetune"]["cache"]["hit"] is True and adaptive["task"] == plain["task"]
+    assert adaptive["finetune"]["cache"]["hit"] is True and _strip(adaptive)["task"] == _strip(plain)["task"]
     assert len([p for p in (tmp_path / "fits" / "finetune").iterdir() if not p.name.startswith(".")]) == 2
     (again,) = run_cell(validate(RunConfig, {**BASE, "attacker": {"head": "surrogate", "seed": 5}}),
                         progress=False, fit_cache=cache)
@@ -73,19 +77,24 @@ def test_the_key_follows_what_fine_tuning_reads_and_only_that(tiny):
     assert k != ftc.key_of(ftc.key_inputs(validate(RunConfig, BASE), tiny, {"client_device": "cuda"}))
 
 
+def _tamper_and_expect_refusal(entry, cache, edit, what: str) -> None:
+    """Edit a stored entry's inputs (`edit(inputs)`), then corrupt it: the next cell is refused in one line, naming
+    `what` cache, both times."""
+    data = json.loads(entry.read_text())
+    edit(data["inputs"])
+    entry.write_text(json.dumps(data))
+    for needle in (f"{what} cache entry .* does not match its key", f"{what} cache entry .* is unreadable"):
+        with pytest.raises(FlbenchError, match=needle) as e:
+            run_cell(validate(RunConfig, BASE), progress=False, fit_cache=cache)
+        assert "\n" not in str(e.value)
+        entry.write_text("[1, 2")
+
+
 def test_a_tampered_entry_is_refused_in_one_line(tmp_path):
     cache = FitCache(tmp_path / "fits")
     (r,) = run_cell(validate(RunConfig, BASE), progress=False, fit_cache=cache)
     info = tmp_path / "fits" / "finetune" / r["finetune"]["cache"]["key"] / ftc.INFO
-    data = json.loads(info.read_text())
-    data["inputs"]["seed"] = 9
-    info.write_text(json.dumps(data))
-    with pytest.raises(FlbenchError, match="does not match its key") as e:
-        run_cell(validate(RunConfig, BASE), progress=False, fit_cache=cache)
-    assert "\n" not in str(e.value)
-    info.write_text("{not json")
-    with pytest.raises(FlbenchError, match="unreadable"):
-        run_cell(validate(RunConfig, BASE), progress=False, fit_cache=cache)
+    _tamper_and_expect_refusal(info, cache, lambda inputs: inputs.update(seed=9), "fine-tuning")
 
 
 def test_entry_names_are_the_shared_content_key_and_stay_stable():
@@ -98,3 +107,23 @@ def test_entry_names_are_the_shared_content_key_and_stay_stable():
     assert content_key(inputs) == "9122226d62770fa4dbdb320483804c6f"  # sha256(b'{"a":1,"b":["\xc3\xa9",2.5]}')
     assert ftc.key_of(inputs) == FitCache.key_of(inputs) == content_key(inputs)
     assert content_key({"a": 1, "b": ["é", 2.5]}) == content_key(inputs) != content_key({"a": 2, "b": ["é", 2.5]})
+
+
+def test_the_utility_evaluation_is_shared_only_where_it_reads_the_same(tmp_path):
+    """A twin cell takes its utility from the cache; a cell evaluating more examples (same fine-tuning) evaluates
+    again and gets what an uncached run gets; a tampered entry is refused in one line."""
+    cache = FitCache(tmp_path / "fits")
+    (first,) = run_cell(validate(RunConfig, BASE), progress=False, fit_cache=cache)
+    more = {**BASE, "task": {"name": "sst2", "limit": 6}}
+    (wider,) = run_cell(validate(RunConfig, more), progress=False, fit_cache=cache)
+    assert wider["finetune"]["cache"]["hit"] is True  # same fine-tuning ...
+    assert wider["task"]["cache"]["hit"] is False and wider["task"]["n"] == 6 != first["task"]["n"]  # ... new eval
+    (plain,) = run_cell(validate(RunConfig, more), progress=False)
+    assert _strip(wider) == _strip(plain)
+    bare = {**BASE, "attacks": [], "attack_params": {}, "victims": None}  # the record's SNR is the eval traffic's
+    (a,) = run_cell(validate(RunConfig, bare), progress=False, fit_cache=cache)
+    (b,) = run_cell(validate(RunConfig, bare), progress=False)
+    assert a["task"]["cache"] == {**first["task"]["cache"], "hit": True}
+    assert a["defense"]["snr"] == b["defense"]["snr"] is not None and a["wire"] == b["wire"] and _strip(a) == _strip(b)
+    entry = tmp_path / "fits" / "utility" / f"{first['task']['cache']['key']}.json"
+    _tamper_and_expect_refusal(entry, cache, lambda inputs: inputs["task"].update(limit=5), "utility")
