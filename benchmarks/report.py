@@ -189,7 +189,8 @@ def _learned_row(split: str, sigma: float) -> dict | None:
 
 def map_inversion(names: tuple[str, ...] = ("attacks_map_inversion.json", "attacks_map_inversion_deep.json",
                                             "attacks_map_inversion_reference.json",
-                                            "attacks_map_inversion_reference_sigma8.json")) -> list[str]:
+                                            "attacks_map_inversion_reference_sigma8.json",
+                                            "attacks_map_inversion_reference_44_sigma4.json")) -> list[str]:
     """The exact-forward attack per (split, σ×RMS), candidate recall and cost beside it; learned inversion of
     the same split and σ from attacks.json (its victims are the same corpus, seed and count, truncated at 64
     tokens instead of 32)."""
