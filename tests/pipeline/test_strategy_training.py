@@ -36,9 +36,13 @@ def test_one_client_equals_sequential(tiny, sst2_samples, tmp_path, strategy, kw
     s, losses, got, _ = _run(tiny, sst2_samples, tmp_path, strategy, **kw)
     assert s["strategy"] == strategy and s["train"]["strategy"] == strategy
     assert [r["loss"] for r in losses] == pytest.approx([r["loss"] for r in want_losses], abs=1e-5)
+    # Batching the clients' samples together changes fp32 reduction order: the weights were measured up to 1.15e-5
+    # apart after 3 AdamW steps on this CPU (2026-11-28; an earlier machine stayed under 1e-5), against steps of
+    # ≈ lr = 1e-2 per weight. 1e-4 is 1 % of one step: another client's batch or a skipped update moves weights by
+    # whole steps. The losses above (1e-5; measured 1e-6 apart) are the sharper check of the forward.
     for part in want:
         for n, t in want[part].items():
-            assert torch.allclose(got[part][n], t, atol=1e-5), (part, n)
+            assert torch.allclose(got[part][n], t, atol=1e-4), (part, n)
 
 
 def test_shards_follow_the_config(tiny, sst2_samples):
