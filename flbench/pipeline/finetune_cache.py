@@ -55,18 +55,30 @@ def key_inputs(cfg, loaded, devices: dict) -> dict[str, Any]:
 key_of = content_key  # an entry's name: the sha256 of its canonical inputs (shared with the fit cache)
 
 
+def _checked_entry(path: Path, inputs: dict[str, Any], what: str, redo: str,
+                   blocks: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """The JSON object at `path` if it exists, else None. One-line errors (naming `what` and how to recover) when
+    it is unreadable, is not an object, lacks one of `blocks` (each an object), or was stored under other inputs
+    than `inputs` (a key collision or a hand-edited entry)."""
+    if not path.is_file():
+        return None
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise FlbenchError(f"{what} is unreadable ({e}); delete it to {redo}") from None
+    ok = isinstance(entry, dict) and all(isinstance(entry.get(b), dict) for b in blocks)
+    if not ok or entry.get("inputs") != json.loads(canonical_json(inputs)):
+        raise FlbenchError(f"{what} does not match its key; delete it to {redo}")
+    return entry
+
+
 def load(root: Path, inputs: dict[str, Any], workdir: Path) -> dict[str, Any] | None:
     """Copy entry `inputs` into `workdir` (the cell's checkpoint directory) and return its `cell.json`, or None
     on a miss. An entry whose stored inputs differ from its key's is refused in one line."""
     entry = root / key_of(inputs)
-    if not (entry / INFO).is_file():
+    info = _checked_entry(entry / INFO, inputs, f"fine-tuning cache entry {entry}", "train again")
+    if info is None:
         return None
-    try:
-        info = json.loads((entry / INFO).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise FlbenchError(f"fine-tuning cache entry {entry} is unreadable ({e}); delete it to train again") from None
-    if info.get("inputs") != json.loads(canonical_json(inputs)):
-        raise FlbenchError(f"fine-tuning cache entry {entry} does not match its key; delete it to train again")
     workdir.mkdir(parents=True, exist_ok=True)
     for p in entry.iterdir():
         if p.name != INFO:
@@ -106,15 +118,9 @@ def load_utility(root: Path, inputs: dict[str, Any]) -> dict[str, Any] | None:
     """The stored evaluation of `inputs` ({"task", "info"}), or None on a miss; a file that is unreadable or whose
     stored inputs differ from its key's is refused in one line."""
     path = root / f"{key_of(inputs)}.json"
-    if not path.is_file():
+    entry = _checked_entry(path, inputs, f"utility cache entry {path}", "evaluate again", ("task", "info"))
+    if entry is None:
         return None
-    try:
-        entry = json.loads(path.read_text(encoding="utf-8"))
-        ok = isinstance(entry, dict) and isinstance(entry.get("task"), dict) and isinstance(entry.get("info"), dict)
-    except (OSError, ValueError) as e:
-        raise FlbenchError(f"utility cache entry {path} is unreadable ({e}); delete it to evaluate again") from None
-    if not ok or entry.get("inputs") != json.loads(canonical_json(inputs)):
-        raise FlbenchError(f"utility cache entry {path} does not match its key; delete it to evaluate again")
     return {"task": entry["task"], "info": entry["info"]}
 
 

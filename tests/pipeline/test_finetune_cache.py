@@ -127,3 +127,26 @@ def test_the_utility_evaluation_is_shared_only_where_it_reads_the_same(tmp_path)
     assert a["defense"]["snr"] == b["defense"]["snr"] is not None and a["wire"] == b["wire"] and _strip(a) == _strip(b)
     entry = tmp_path / "fits" / "utility" / f"{first['task']['cache']['key']}.json"
     _tamper_and_expect_refusal(entry, cache, lambda inputs: inputs["task"].update(limit=5), "utility")
+
+
+@pytest.mark.parametrize("payload", ["[1, 2]", '{"inputs": {"seed": 1}}', '{"inputs": {"seed": 0}, "task": 3}'])
+def test_entries_that_are_not_the_stored_shape_are_refused_in_one_line(tmp_path, payload):
+    """Valid JSON of the wrong shape (not an object, other inputs, a block that is not an object) is refused by
+    both loaders in one line, never returned as a hit or raised as a traceback."""
+    inputs = {"seed": 0}
+    util = tmp_path / "utility" / f"{ftc.key_of(inputs)}.json"
+    util.parent.mkdir(parents=True)
+    util.write_text(payload)
+    ft = tmp_path / "finetune" / ftc.key_of(inputs) / ftc.INFO
+    ft.parent.mkdir(parents=True)
+    ft.write_text(payload)
+    with pytest.raises(FlbenchError, match=r"^utility cache entry .* does not match its key; delete it") as e:
+        ftc.load_utility(tmp_path / "utility", inputs)
+    assert "\n" not in str(e.value)
+    if payload.startswith("{") and '"task"' in payload:  # the fine-tuning entry has no task block to check
+        assert ftc.load(tmp_path / "finetune", inputs, tmp_path / "work")["inputs"] == inputs
+    else:
+        with pytest.raises(FlbenchError, match=r"^fine-tuning cache entry .* does not match its key") as e:
+            ftc.load(tmp_path / "finetune", inputs, tmp_path / "work")
+        assert "\n" not in str(e.value)
+    assert ftc.load_utility(tmp_path / "utility", {"seed": 2}) is None  # a miss stays a miss
