@@ -259,7 +259,7 @@ def plot_tradeoff(df, out_dir: Path, result: PlotResult, worst=None) -> None:
             where = f"split {split}" + (f" · {'zero-shot' if ft == 0 else f'{ft} ft steps'}" if len(steps) > 1 else "")
             used: dict[int, int] = {}
             # the gradient edge's defense ("" = none): a line joins only cells with the same one
-            edges = gs.get("grad_defense", pd.Series(None, index=gs.index)).fillna("").astype(str)
+            edges = gs.get("grad_defense", pd.Series(None, index=gs.index)).astype(object).fillna("").astype(str)
             for edge in sorted(edges.unique()):
                 ge = gs[edges == edge]
                 plus = f" + {edge}" if edge else ""
