@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import math
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from typing import Any
 from flbench.core.canonical import canonical_json, finite_or_null, normalize_numbers
 from flbench.core.errors import FlbenchError
 from flbench.pipeline.config import RunConfig, validate
+from flbench.pipeline.scratch import cell_scratch
 
 RECORD_SCHEMA = 2  # version of the records run_cell returns (flbench.experiments.records reads 1 and 2)
 
@@ -344,7 +344,7 @@ def run_cell(cfg: RunConfig, progress: bool = True, workdir: str | Path | None =
         spec.validate(len(loaded.model.model.layers))
     timings: dict[str, float] = {}
     finetune = None
-    with tempfile.TemporaryDirectory(prefix=f"flbench-cell-{h}-", dir=workdir) as tmp:
+    with cell_scratch(h, workdir) as tmp:
         checkpoint = None
         ft_info: dict = {}
         if cfg.finetune is not None:
