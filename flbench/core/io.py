@@ -28,12 +28,13 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _host() -> str:
+def host_tag() -> str:
+    """This machine's name as a file-name field ([A-Za-z0-9-] only): who owns a temp file or scratch dir."""
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname() or "host")[:40] or "host"
 
 
 def _tmp_name(final: str) -> str:
-    return f".{final}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+    return f".{final}.{host_tag()}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}"
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -211,14 +212,14 @@ def clean_temp(directory: str | os.PathLike, older_than_s: float = 3600.0) -> li
     removed: list[Path] = []
     if not directory.is_dir():
         return removed
-    host, now = _host(), time.time()
+    host, now = host_tag(), time.time()
     for p in directory.iterdir():
         if not (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)):
             continue
         parts = p.name[: -len(TMP_SUFFIX)].rsplit(".", 3)
         dead = False
         if len(parts) == 4 and parts[1] == host and parts[2].isdigit():
-            dead = not _pid_alive(int(parts[2]))
+            dead = not pid_alive(int(parts[2]))
         try:
             old = now - p.stat().st_mtime > older_than_s
         except OSError:
@@ -232,7 +233,8 @@ def clean_temp(directory: str | os.PathLike, older_than_s: float = 3600.0) -> li
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """False only when no process `pid` exists on this host (a permission error means one does)."""
     if pid == os.getpid():
         return True
     try:

@@ -29,7 +29,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
 
 def test_clean_temp_removes_only_abandoned_files(tmp_path):
-    host = io._host()
+    host = io.host_tag()
     dead = tmp_path / f".a.json.{host}.999999999.abcd.tmp"
     live = tmp_path / f".b.json.{host}.{os.getpid()}.abcd.tmp"
     other_host = tmp_path / ".c.json.otherhost.1.abcd.tmp"

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+from flbench.core.io import host_tag
 from flbench.pipeline import scratch
 
 
@@ -21,10 +22,10 @@ def _make(root, name):
 
 
 def test_only_this_hosts_dead_cells_are_removed(tmp_path):
-    host = scratch._host()
-    dead = _make(tmp_path, f"flbench-cell-abc123-{host}-{_dead_pid()}-q1w2e3")
-    live = _make(tmp_path, f"flbench-cell-abc123-{host}-{os.getpid()}-r4t5y6")
-    foreign = _make(tmp_path, f"flbench-cell-abc123-otherhost-{_dead_pid()}-u7i8o9")
+    host = host_tag()
+    dead = _make(tmp_path, f"flbench-cell-abc123.{host}.{_dead_pid()}.q1w2e3")
+    live = _make(tmp_path, f"flbench-cell-abc123.{host}.{os.getpid()}.r4t5y6")
+    foreign = _make(tmp_path, f"flbench-cell-abc123.otherhost.{_dead_pid()}.u7i8o9")
     legacy = _make(tmp_path, "flbench-cell-abc123-p0a9s8")  # the unnamed layout: owner unknown
     other = _make(tmp_path, "not-flbench-1")
 
@@ -36,13 +37,13 @@ def test_only_this_hosts_dead_cells_are_removed(tmp_path):
 
 
 def test_cell_scratch_names_its_owner_and_clears_leftovers(tmp_path):
-    stale = _make(tmp_path, f"flbench-cell-ff00-{scratch._host()}-{_dead_pid()}-zzzzzz")
+    stale = _make(tmp_path, f"flbench-cell-ff00.{host_tag()}.{_dead_pid()}.zzzzzz")
     with scratch.cell_scratch("deadbeef", tmp_path) as tmp:
         name = os.path.basename(tmp)
-        m = scratch._NAME.match(name)
+        m = scratch.NAME.match(name)
         assert m is not None, name
-        assert (m["host"], int(m["pid"])) == (scratch._host(), os.getpid())
-        assert name.startswith("flbench-cell-deadbeef-")
+        assert (m["host"], int(m["pid"])) == (host_tag(), os.getpid())
+        assert m["hash"] == "deadbeef"
         assert not stale.exists()
         # a second cell of this (live) process, e.g. a sweep's next cell, leaves the running one alone
         assert scratch.remove_stale(tmp_path) == []
